@@ -1,0 +1,3 @@
+"""
+The tcpext test suite, run with C{python -m twisted.trial tests}.
+"""
