@@ -1,0 +1,711 @@
+# -*- test-case-name: tests.test_isolation -*-
+"""
+The child side of process isolation: C{python -m tcpext.sandbox}.
+
+The host (L{tcpext._supervisor.IsolatedExtension}) starts this module in a
+new process with two UNIX sockets inherited as descriptors 3 (an AMP
+connection) and 4 (a synchronous channel for listening sockets).  It:
+
+ 1. enters an empty network namespace (L{tcpext._isolation}), or exits with
+    L{EXIT_NO_NAMESPACE} if the kernel refuses and confinement is required;
+ 2. says L{Hello} to the host, which answers with the extension's manifest
+    and grants;
+ 3. builds the extension's C{browser} over a L{BrokeredReactor}, whose
+    C{connectTCP}/C{listenTCP} ask the host for sockets and adopt the
+    descriptors it passes back, and installs the permission-checking
+    C{browser.reactor} as the global C{twisted.internet.reactor} (so
+    libraries that use the global reactor, such as treq, stay within the
+    grants);
+ 4. loads the background script and calls C{main(browser)}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError, UserError
+from twisted.internet.interfaces import (
+    IConnector,
+    IHostnameResolver,
+    IHostResolution,
+    IResolutionReceiver,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides, implementer, providedBy
+
+from tcpext._broker import (
+    Connect,
+    Hello,
+    MainFailed,
+    Release,
+    RequestPermissions,
+    Resolve,
+    Revoke,
+    SaveGrants,
+    Shutdown,
+    translateError,
+)
+
+__all__ = [
+    "EXIT_MAIN_FAILED",
+    "EXIT_NO_NAMESPACE",
+    "BrokeredReactor",
+    "ChildRunner",
+    "HostConnection",
+    "SyncChannel",
+    "installGlobalReactor",
+    "loadMain",
+    "main",
+]
+
+EXIT_NO_NAMESPACE = 3
+"""Exit status: confinement was required and the kernel refused it."""
+
+EXIT_MAIN_FAILED = 4
+"""Exit status: the extension could not be loaded or its C{main} failed."""
+
+_log = Logger(namespace="tcpext.sandbox")
+
+
+def _ipLiteral(host: str) -> str | None:
+    import ipaddress
+
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ipaddress.ip_address(text.split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
+class HostConnection(amp.AMP):
+    """
+    The child's end of the AMP connection with the host.
+
+    @ivar onRevoke: Called with the canonical text of withdrawn grants.
+    @ivar onShutdown: Called when the host asks the child to stop; returns a
+        L{Deferred} that fires once the extension is closed.
+    @ivar lost: Fires when the connection with the host is gone.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.onRevoke: Callable[[list[str]], None] = lambda entries: None
+        self.onShutdown: Callable[[], Any] = lambda: None
+        self.lost: Deferred[None] = Deferred()
+
+    @Revoke.responder
+    def revoke(self, permissions: list[str]) -> dict[str, object]:
+        """
+        Withdraw grants in the child's copy and close what they allowed.
+        """
+        self.onRevoke(permissions)
+        return {}
+
+    @Shutdown.responder
+    def shutdown(self) -> Deferred[dict[str, object]]:
+        """
+        Close the extension, answer, then let the caller exit.
+        """
+        return defer.maybeDeferred(self.onShutdown).addBoth(lambda _: {})
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        """
+        The host went away.
+        """
+        super().connectionLost(reason)
+        if not self.lost.called:
+            self.lost.callback(None)
+
+
+class SyncChannel:
+    """
+    The blocking request channel with the host, for the calls Twisted expects
+    to be synchronous (C{listenTCP} returns a listening port at once).  The
+    host opens the socket at once, so the wait is one local round trip.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._sock.setblocking(True)
+
+    def call(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """
+        Send one JSON request and wait for its answer and any descriptors.
+
+        @raise ConnectionError: if the host went away.
+        """
+        payload = json.dumps(request).encode("utf-8")
+        self._sock.sendall(struct.pack("!I", len(payload)) + payload)
+        data = b""
+        fds: list[int] = []
+        needed = 4
+        while len(data) < needed:
+            chunk, received, _, _ = socket.recv_fds(self._sock, 65536, 4)
+            if not chunk:
+                for fd in fds + list(received):
+                    os.close(fd)
+                raise ConnectionError("the host closed the listen channel")
+            data += chunk
+            fds.extend(received)
+            if len(data) >= 4:
+                needed = 4 + struct.unpack("!I", data[:4])[0]
+        return json.loads(data[4:needed].decode("utf-8")), fds
+
+
+@implementer(IConnector)
+class _BrokeredConnector:
+    """
+    A connection attempt made by the host on behalf of the child.
+    """
+
+    def __init__(
+        self,
+        reactor: BrokeredReactor,
+        host: str,
+        port: int,
+        factory: Any,
+        timeout: float,
+    ) -> None:
+        self._reactor = reactor
+        self.host = host
+        self.port = port
+        self.factory = factory
+        self.timeout = timeout
+        self.state = "disconnected"
+        self.transport: Any = None
+
+    def connect(self) -> None:
+        """
+        Connect (again).
+        """
+        self.startConnecting()
+
+    def startConnecting(self) -> None:
+        """
+        Ask the host to connect.
+        """
+        if self.state != "disconnected":
+            raise RuntimeError("can't connect in this state")
+        self.state = "connecting"
+        self.factory.doStart()
+        self.factory.startedConnecting(self)
+        d = self._reactor._host.callRemote(
+            Connect, host=self.host, port=self.port, timeout=float(self.timeout)
+        )
+        d.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, answer: dict[str, Any]) -> None:
+        fd = answer["descriptor"]
+        try:
+            if self.state != "connecting":
+                return
+            transport = self._reactor._real.adoptStreamConnection(
+                fd, answer["family"], _AdoptingFactory(self.factory)
+            )
+        finally:
+            os.close(fd)
+            self._reactor._release(answer["socketId"])
+        if transport is None:
+            self.state = "disconnected"
+            self.factory.doStop()
+            return
+        self.state = "connected"
+        self.transport = transport
+        lost = transport.connectionLost
+
+        def connectionLost(reason: Failure) -> None:
+            lost(reason)
+            self.state = "disconnected"
+            self.transport = None
+            self.factory.clientConnectionLost(self, reason)
+            self.factory.doStop()
+
+        transport.connectionLost = connectionLost
+
+    def _failed(self, failure: Failure) -> None:
+        if self.state != "connecting":
+            return
+        self.state = "disconnected"
+        self.factory.clientConnectionFailed(self, translateError(failure, "connect"))
+        self.factory.doStop()
+
+    def stopConnecting(self) -> None:
+        """
+        Give up the attempt (a late answer's socket is closed).
+        """
+        if self.state != "connecting":
+            raise RuntimeError("we're not trying to connect")
+        self.state = "disconnected"
+        self.factory.clientConnectionFailed(self, Failure(UserError()))
+        self.factory.doStop()
+
+    def disconnect(self) -> None:
+        """
+        Stop connecting, or drop the connection.
+        """
+        if self.state == "connecting":
+            self.stopConnecting()
+        elif self.state == "connected" and self.transport is not None:
+            self.transport.loseConnection()
+
+    def getDestination(self) -> IPv4Address | IPv6Address:
+        """
+        Where this connector connects.
+        """
+        if ":" in self.host:
+            return IPv6Address("TCP", self.host, self.port)
+        return IPv4Address("TCP", self.host, self.port)
+
+
+class _AdoptingFactory(Factory):
+    """
+    Builds the protocol of an adopted client connection with the caller's
+    factory.
+    """
+
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        Delegate.
+        """
+        return self._factory.buildProtocol(addr)
+
+
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        """
+        Not cancellable.
+        """
+
+
+@implementer(IHostnameResolver)
+class _BrokeredResolver:
+    """
+    Resolves names through the host (the child's namespace has no DNS).
+    """
+
+    def __init__(self, host: HostConnection) -> None:
+        self._host = host
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        """
+        Ask the host; deliver the addresses of the wanted types.
+        """
+        resolution = _Resolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        types = tuple(addressTypes) if addressTypes else (IPv4Address, IPv6Address)
+
+        def deliver(addresses: list[str]) -> None:
+            for address in addresses:
+                kind = IPv6Address if ":" in address else IPv4Address
+                if kind in types:
+                    resolutionReceiver.addressResolved(kind("TCP", address, portNumber))
+            resolutionReceiver.resolutionComplete()
+
+        literal = _ipLiteral(hostName)
+        if literal is not None:
+            deliver([literal])
+            return resolution
+        if not 0 < portNumber < 65536:
+            deliver([])
+            return resolution
+
+        def failed(reason: Failure) -> None:
+            _log.info(
+                "resolving {name} failed: {reason}",
+                name=hostName,
+                reason=reason.getErrorMessage(),
+            )
+            deliver([])
+
+        self._host.callRemote(Resolve, name=hostName, port=portNumber).addCallbacks(
+            lambda answer: deliver(answer["addresses"]), failed
+        )
+        return resolution
+
+
+class BrokeredReactor:
+    """
+    A reactor whose TCP calls are carried out by the host: every other call
+    goes to the real reactor.  It provides the interfaces the real reactor
+    does.
+    """
+
+    def __init__(
+        self, reactor: Any, host: HostConnection, sync: SyncChannel | None
+    ) -> None:
+        """
+        @param reactor: The child's real reactor.
+        @param host: The AMP connection with the host.
+        @param sync: The synchronous channel (for C{listenTCP}).
+        """
+        self._real = reactor
+        self._host = host
+        self._sync = sync
+        self.nameResolver: IHostnameResolver = _BrokeredResolver(host)
+        directlyProvides(self, *providedBy(reactor))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def _release(self, socketId: int) -> None:
+        self._host.callRemote(Release, socketIds=[socketId]).addErrback(lambda f: None)
+
+    def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:
+        """
+        Replace the resolver (extension code cannot reach this: the
+        permission-checking reactor stands in front).
+        """
+        old, self.nameResolver = self.nameResolver, resolver
+        return old
+
+    def connectTCP(
+        self,
+        host: str,
+        port: int,
+        factory: Any,
+        timeout: float = 30,
+        bindAddress: Any = None,
+    ) -> IConnector:
+        """
+        Have the host connect; adopt the socket it hands over.
+        """
+        connector = _BrokeredConnector(self, host, port, factory, timeout)
+        connector.startConnecting()
+        return connector
+
+    def listenTCP(
+        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> Any:
+        """
+        Have the host open the listening socket; adopt it.
+
+        @raise CannotListenError: when the host cannot listen.
+        @raise tcpext.permissions.PermissionDenied: when the host's grants
+            do not allow it.
+        """
+        if self._sync is None:
+            raise CannotListenError(interface, port, OSError("no listen channel"))
+        answer, fds = self._sync.call(
+            {"op": "listen", "port": port, "interface": interface, "backlog": backlog}
+        )
+        if not answer.get("ok"):
+            for fd in fds:
+                os.close(fd)
+            code, message = answer.get("error"), answer.get("message", "")
+            if code == "DENIED":
+                from tcpext.permissions import PermissionDenied
+
+                raise PermissionDenied(message)
+            if code == "BAD_REQUEST":
+                raise ValueError(message)
+            raise CannotListenError(interface, port, OSError(message))
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise CannotListenError(interface, port, OSError("no socket received"))
+        try:
+            return self._real.adoptStreamPort(fds[0], answer["family"], factory)
+        finally:
+            os.close(fds[0])
+            self._release(answer["socketId"])
+
+    def connectSSL(
+        self,
+        host: str,
+        port: int,
+        factory: Any,
+        contextFactory: Any,
+        timeout: float = 30,
+        bindAddress: Any = None,
+    ) -> IConnector:
+        """
+        TLS over a brokered TCP connection.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        return self.connectTCP(
+            host, port, TLSMemoryBIOFactory(contextFactory, True, factory), timeout
+        )
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: Any,
+        contextFactory: Any,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> Any:
+        """
+        TLS over a brokered listening socket.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        return self.listenTCP(
+            port,
+            TLSMemoryBIOFactory(contextFactory, False, factory),
+            backlog,
+            interface,
+        )
+
+
+class _HostGrantStore:
+    """
+    The child's grant store: loads what the host sent, and reports saves to
+    the host (which accepts removals only).
+    """
+
+    def __init__(self, host: HostConnection, entries: list[str]) -> None:
+        self._host = host
+        self._entries = list(entries)
+
+    def load(self, extensionId: str) -> list[str]:
+        """
+        The runtime grants the host holds for this extension.
+        """
+        return list(self._entries)
+
+    def save(self, extensionId: str, entries: list[str]) -> None:
+        """
+        Tell the host.
+        """
+        self._entries = list(entries)
+        self._host.callRemote(SaveGrants, entries=list(entries)).addErrback(
+            lambda f: None
+        )
+
+
+def installGlobalReactor(reactor: Any) -> None:
+    """
+    Make C{reactor} what C{from twisted.internet import reactor} gives from
+    now on (the child's real reactor keeps running underneath).
+    """
+    import twisted.internet
+
+    sys.modules["twisted.internet.reactor"] = reactor
+    twisted.internet.reactor = reactor
+
+
+def loadMain(path: str, manifest: dict[str, Any], extensionId: str) -> Any:
+    """
+    Import the extension's background script and return its C{main}.
+
+    @raise ValueError: if the manifest names no script or it has no C{main}.
+    """
+    import importlib.util
+
+    scripts = (manifest.get("background") or {}).get("scripts") or []
+    if not scripts:
+        raise ValueError("the manifest names no background script")
+    script = os.path.join(path, scripts[0])
+    moduleName = "tcpext_extension_" + "".join(
+        c if c.isalnum() else "_" for c in extensionId
+    )
+    spec = importlib.util.spec_from_file_location(moduleName, script)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot load {script!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[moduleName] = module
+    spec.loader.exec_module(module)
+    mainFunction = getattr(module, "main", None)
+    if not callable(mainFunction):
+        raise ValueError(f"{script!r} defines no main(browser)")
+    return mainFunction
+
+
+class ChildRunner:
+    """
+    Runs one extension in the child once the reactor is running.
+
+    @ivar exitCode: The status the process exits with.
+    @ivar browser: The extension's C{browser} once built.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: HostConnection,
+        sync: SyncChannel | None,
+        confined: bool,
+        reason: str,
+    ) -> None:
+        self._reactor = reactor
+        self._host = host
+        self._sync = sync
+        self._confined = confined
+        self._reason = reason
+        self.exitCode = 0
+        self.browser: Any = None
+        self._stopping = False
+
+    def start(self) -> None:
+        """
+        Say hello, then build the browser and run the extension.
+        """
+        self._host.lost.addCallback(lambda _: self._stop(self.exitCode))
+        d = self._host.callRemote(
+            Hello, confined=self._confined, reason=self._reason, pid=os.getpid()
+        )
+        d.addCallback(lambda answer: defer.ensureDeferred(self._run(answer)))
+        d.addErrback(self._failed)
+
+    async def _run(self, answer: dict[str, Any]) -> None:
+        from tcpext.browser import makeBrowser
+
+        extensionId = answer["extensionId"]
+        manifest = json.loads(answer["manifest"])
+        brokered = BrokeredReactor(self._reactor, self._host, self._sync)
+        self.browser = browser = makeBrowser(
+            extensionId=extensionId,
+            manifest=manifest,
+            reactor=brokered,
+            grantStore=cast(Any, _HostGrantStore(self._host, answer["runtimeGrants"])),
+            prompt=self._prompt,
+            operatorGrants=answer["operatorGrants"],
+            log=Logger(namespace=f"tcpext.extension.{extensionId}"),
+        )
+        self._host.onRevoke = self._revoke
+        self._host.onShutdown = self._shutdown
+        installGlobalReactor(browser.reactor)
+        mainFunction = loadMain(answer["path"], manifest, extensionId)
+        result = mainFunction(browser)
+        if isinstance(result, Deferred):
+            await result
+        elif hasattr(result, "__await__"):
+            await result
+
+    def _prompt(self, extensionId: str, permissions: list[str]) -> Deferred[bool]:
+        return self._host.callRemote(
+            RequestPermissions, permissions=list(permissions)
+        ).addCallback(lambda answer: bool(answer["granted"]))
+
+    def _revoke(self, entries: list[str]) -> None:
+        from tcpext.permissions import parsePermission
+
+        browser = self.browser
+        if browser is None:
+            return
+        for entry in entries:
+            try:
+                permission = parsePermission(entry)
+            except ValueError:
+                continue
+            browser.grants.discard(permission)
+            browser._runtime.pop(str(permission), None)
+        browser._revalidate()
+
+    def _shutdown(self) -> Deferred[None]:
+        self._stopping = True
+        d: Deferred[Any] = (
+            self.browser.close() if self.browser is not None else defer.succeed(None)
+        )
+        d.addBoth(lambda _: self._reactor.callLater(0, self._stop, 0))
+        return d
+
+    def _failed(self, failure: Failure) -> None:
+        if self._stopping or self._host.lost.called:
+            return
+        _log.failure("the extension failed", failure)
+        self.exitCode = EXIT_MAIN_FAILED
+        kind = type(failure.value).__name__
+        text = failure.getErrorMessage() or kind
+        d = self._host.callRemote(MainFailed, reason=f"{kind}: {text}")
+        d.addBoth(lambda _: self._stop(EXIT_MAIN_FAILED))
+
+    def _stop(self, code: int) -> None:
+        self.exitCode = code
+        if self._reactor.running:
+            self._reactor.stop()
+
+
+def _dieWithParent() -> None:
+    """
+    Ask the kernel to kill this process when the host dies (Linux only).
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except Exception:
+        pass
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tcpext.sandbox")
+    parser.add_argument("--namespace", choices=["require", "try", "none"])
+    parser.add_argument("--amp-fd", type=int, default=3)
+    parser.add_argument("--sync-fd", type=int, default=4)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Run one isolated extension; see the module docstring.
+
+    @return: the exit status.
+    """
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    from tcpext._isolation import NamespaceUnavailable, enterNetworkNamespace
+
+    confined, reason = False, "confinement not requested"
+    if args.namespace != "none":
+        try:
+            enterNetworkNamespace()
+        except NamespaceUnavailable as e:
+            reason = str(e)
+            if args.namespace == "require":
+                sys.stderr.write(f"refusing to run unconfined: {reason}\n")
+                sys.stderr.flush()
+                return EXIT_NO_NAMESPACE
+        else:
+            confined, reason = True, ""
+    _dieWithParent()
+
+    from twisted.internet import reactor as real
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(sys.stderr)], redirectStandardIO=False
+    )
+    host = HostConnection()
+    ampSocket = socket.socket(fileno=args.amp_fd)
+    ampSocket.setblocking(False)
+    real.adoptStreamConnection(  # type: ignore[attr-defined]
+        ampSocket.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: host)
+    )
+    ampSocket.close()
+    sync = SyncChannel(socket.socket(fileno=args.sync_fd))
+    runner = ChildRunner(real, host, sync, confined, reason)
+    real.callWhenRunning(runner.start)
+    real.run()
+    return runner.exitCode
+
+
+if __name__ == "__main__":  # pragma: no cover - run in a child process
+    sys.exit(main())
