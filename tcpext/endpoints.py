@@ -1,0 +1,190 @@
+# -*- test-case-name: tests.test_endpoints -*-
+"""
+tcpext sockets over any Twisted stream endpoint.
+
+    from twisted.internet.endpoints import clientFromString, serverFromString
+    from tcpext.endpoints import connectSocket, listenSocket
+
+    sock = await connectSocket(clientFromString(reactor, "tcp:example.com:80"))
+    server = await listenSocket(serverFromString(reactor, "tcp:0"))
+
+The factories are public so that Twisted code can use them directly, for
+example with C{reactor.connectTCP(host, port, ClientSocketFactory(host, port))}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import ClientFactory
+from twisted.python.failure import Failure
+
+from tcpext._server import DEFAULT_BACKLOG, ServerSocketFactory, TCPServerSocket
+from tcpext._socket import DEFAULT_HIGH_WATER, SocketProtocol, TCPClientSocket
+
+__all__ = [
+    "ClientSocketFactory",
+    "ServerSocketFactory",
+    "connectSocket",
+    "listenSocket",
+    "startSocket",
+]
+
+
+class ClientSocketFactory(ClientFactory):
+    """
+    A client factory for one outgoing connection whose protocol feeds a
+    L{TCPClientSocket}: give it to a client endpoint's C{connect} or to
+    C{reactor.connectTCP}.
+
+    @ivar socket: The socket, in C{"connecting"} state until the connection
+        is made.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        highWater: int = DEFAULT_HIGH_WATER,
+    ) -> None:
+        """
+        @param host: The host as requested (the socket's C{host}).
+        @param port: The port as requested (the socket's C{port}).
+        @param highWater: The socket's read high-water mark.
+        """
+        self.socket = TCPClientSocket(host, port, highWater=highWater)
+
+    def buildProtocol(self, addr: IAddress) -> SocketProtocol | None:  # type: ignore[override]
+        """
+        The socket's protocol, for the first connection only.
+        """
+        protocol = self.socket._protocol
+        if protocol.transport is not None:
+            return None
+        return protocol
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        """
+        The attempt failed (when used with C{reactor.connectTCP}): the
+        socket's C{opened} and C{closed} fail with C{reason}.
+        """
+        self.socket._connectFailed(reason)
+
+
+def _requestedAddress(endpoint: object) -> tuple[str | None, int | None]:
+    """
+    The host and port an endpoint was made for, when Twisted's endpoint says
+    (best effort: through TLS and other wrappers).
+    """
+    for _ in range(10):
+        inner = getattr(endpoint, "_wrappedEndpoint", None)
+        if inner is None:
+            break
+        endpoint = inner
+    host = getattr(endpoint, "_hostText", None) or getattr(endpoint, "_host", None)
+    if host is None:
+        path = getattr(endpoint, "_path", None)
+        if isinstance(path, bytes):
+            path = path.decode("utf-8", "replace")
+        return (path if isinstance(path, str) else None), None
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    port = getattr(endpoint, "_port", None)
+    return (host if isinstance(host, str) else None), (
+        port if isinstance(port, int) else None
+    )
+
+
+def startSocket(
+    endpoint: IStreamClientEndpoint,
+    host: str | None = None,
+    port: int | None = None,
+    reactor: Any = None,
+    highWater: int = DEFAULT_HIGH_WATER,
+) -> TCPClientSocket:
+    """
+    Start connecting through C{endpoint} and return the socket at once, in
+    C{"connecting"} state; its C{opened} fires or fails later.
+
+    @param endpoint: Any Twisted stream client endpoint.
+    @param host: The socket's C{host} (by default, the endpoint's when it
+        can be read from it).  A client C{upgradeToSecure()} verifies this
+        name by default.
+    @param port: The socket's C{port} (by default, the endpoint's).
+    @param reactor: Unused; accepted for symmetry with other tcpext calls.
+    @param highWater: The socket's read high-water mark, in bytes.
+
+    @return: The socket.  C{closeImmediately()} on it cancels the attempt.
+    """
+    if host is None and port is None:
+        host, port = _requestedAddress(endpoint)
+    factory = ClientSocketFactory(host, port, highWater)
+    sock = factory.socket
+    try:
+        connecting = endpoint.connect(factory)
+    except Exception:
+        sock._connectFailed(Failure())
+        return sock
+    if not connecting.called:
+        sock._connecting = connecting
+    connecting.addCallbacks(sock._endpointConnected, sock._connectFailed)
+    return sock
+
+
+def connectSocket(
+    endpoint: IStreamClientEndpoint, highWater: int = DEFAULT_HIGH_WATER
+) -> Deferred[TCPClientSocket]:
+    """
+    Connect through C{endpoint}.
+
+    @param endpoint: Any Twisted stream client endpoint (C{tcp:}, C{tls:},
+        C{unix:}, L{HostnameEndpoint}, ...).
+    @param highWater: The socket's read high-water mark, in bytes.
+
+    @return: A Deferred that fires with the L{TCPClientSocket} once it is
+        C{"open"} (for TLS: once the handshake completed), or fails with the
+        connection error.
+    """
+    sock = startSocket(endpoint, highWater=highWater)
+    return sock.opened.addCallback(lambda _: sock)
+
+
+def listenSocket(
+    endpoint: IStreamServerEndpoint,
+    backLog: int = DEFAULT_BACKLOG,
+    highWater: int = DEFAULT_HIGH_WATER,
+) -> Deferred[TCPServerSocket]:
+    """
+    Listen on C{endpoint}.
+
+    @param endpoint: Any Twisted stream server endpoint.
+    @param backLog: How many accepted connections may wait to be taken
+        before the server stops accepting.
+    @param highWater: The read high-water mark of accepted sockets.
+
+    @return: A Deferred that fires with the L{TCPServerSocket} once
+        listening, or fails with the error (for example
+        L{twisted.internet.error.CannotListenError}).
+    """
+    try:
+        server = TCPServerSocket(backLog)
+    except (TypeError, ValueError) as e:
+        failed: Deferred[TCPServerSocket] = Deferred()
+        failed.errback(e)
+        return failed
+    factory = ServerSocketFactory(server, highWater)
+    try:
+        listening = endpoint.listen(factory)
+    except Exception:
+        failed = Deferred()
+        failed.errback(Failure())
+        return failed
+    return listening.addCallbacks(server._listening, server._listenFailed)
