@@ -23,10 +23,13 @@ import ipaddress
 import json
 import os
 import socket
+import sys
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -43,6 +46,7 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
     IWriteDescriptor,
 )
+from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.protocols.basic import Int32StringReceiver
@@ -57,6 +61,8 @@ __all__ = [
     "Denied",
     "DialFailed",
     "Hello",
+    "ISOLATION_MODES",
+    "IsolatedExtension",
     "Listen",
     "ListenFailed",
     "LookupFailed",
@@ -65,6 +71,7 @@ __all__ = [
     "Release",
     "RequestPermissions",
     "Resolve",
+    "RestartPolicy",
     "Revoke",
     "SaveGrants",
     "Shutdown",
@@ -848,3 +855,516 @@ class SyncListenProtocol(Int32StringReceiver):
             length=length,
         )
         self.transport.abortConnection()  # type: ignore[union-attr]
+
+
+# Supervising one isolated extension's process.
+
+ISOLATION_MODES = ("none", "process", "process-unconfined")
+"""The values of C{twistd tcpext --isolation}."""
+
+
+@attrs.frozen
+class RestartPolicy:
+    """
+    How a crashed extension process is restarted: after C{initialDelay}
+    seconds, doubling up to C{maxDelay}, at most C{maxRestarts} times in a
+    row (a process that ran C{stableAfter} seconds resets the count).  A
+    process that has not said hello after C{startTimeout} seconds is killed
+    and counts as a crash; C{stopTimeout} is how long a stopping process gets
+    before it is killed.
+    """
+
+    maxRestarts: int = 5
+    initialDelay: float = 1.0
+    maxDelay: float = 60.0
+    stableAfter: float = 60.0
+    startTimeout: float = 30.0
+    stopTimeout: float = 5.0
+
+
+class _ChildProcess(ProcessProtocol):
+    """
+    Watches one child process: logs its output line by line (bounded) and
+    reports its end to the L{IsolatedExtension}.
+    """
+
+    maxLine = 4096
+    maxLinesPerSecond = 200
+
+    def __init__(self, owner: IsolatedExtension) -> None:
+        self._owner = owner
+        self._buffers = {1: b"", 2: b""}
+        self._window = 0.0
+        self._lines = 0
+        self._dropped = 0
+        self.ended: Deferred[None] = Deferred()
+        self.pid: int | None = None
+
+    def connectionMade(self) -> None:
+        """
+        The child has no input.
+        """
+        self.pid = self.transport.pid  # type: ignore[union-attr]
+        self.transport.closeStdin()  # type: ignore[union-attr]
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """
+        Log complete lines; cut endless ones.
+        """
+        buffer = self._buffers.get(childFD, b"") + data
+        *lines, rest = buffer.split(b"\n")
+        if len(rest) > self.maxLine:
+            lines.append(rest[: self.maxLine])
+            rest = b""
+        self._buffers[childFD] = rest
+        for line in lines:
+            self._emit(line[: self.maxLine])
+
+    def _emit(self, line: bytes) -> None:
+        now = self._owner._reactor.seconds()
+        if now - self._window >= 1.0:
+            if self._dropped:
+                self._owner.log.warn(
+                    "dropped {count} lines of the extension's output",
+                    count=self._dropped,
+                )
+            self._window, self._lines, self._dropped = now, 0, 0
+        self._lines += 1
+        if self._lines > self.maxLinesPerSecond:
+            self._dropped += 1
+            return
+        self._owner.log.info(
+            "[pid {pid}] {line}",
+            pid=self.pid,
+            line=line.decode("utf-8", "replace").rstrip(),
+        )
+
+    def processEnded(self, reason: Failure) -> None:
+        """
+        Tell the owner how the process ended.
+        """
+        for rest in self._buffers.values():
+            if rest:
+                self._emit(rest[: self.maxLine])
+        self._buffers = {}
+        self._owner._processEnded(self, reason)
+        self.ended.callback(None)
+
+
+class IsolatedExtension(Service):
+    """
+    Runs one extension in its own process and network namespace and brokers
+    its sockets; restarts it (bounded, with backoff) when it crashes.
+
+    @ivar grants: The authoritative L{tcpext.permissions.PermissionSet}.
+    @ivar log: The extension's logger (C{tcpext.extension.<id>}).
+    @ivar starts: How many processes were started.
+    @ivar broker: The L{BrokerProtocol} of the current process, if any.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        extensionId: str,
+        manifest: Mapping[str, Any],
+        reactor: Any,
+        grantStore: Any = None,
+        prompt: Callable[[str, list[str]], Any] | None = None,
+        operatorGrants: Iterable[str] = (),
+        log: Logger | None = None,
+        mode: str = "process",
+        restart: RestartPolicy = RestartPolicy(),
+        python: str | None = None,
+    ) -> None:
+        """
+        @param path: The extension's folder.
+        @param extensionId: Its id.
+        @param manifest: The validated manifest mapping.
+        @param reactor: The host's reactor (C{IReactorProcess},
+            C{IReactorSocket}, C{IReactorFDSet}, a C{nameResolver}).
+        @param grantStore: A L{tcpext.browser.GrantStore} (the host keeps it;
+            the child never sees it).
+        @param prompt: The prompt policy for C{permissions.request}
+            (default: refuse).
+        @param operatorGrants: Optional permissions the operator pre-grants.
+        @param log: The extension's logger.
+        @param mode: C{"process"} (refuse to run without a network
+            namespace) or C{"process-unconfined"} (run anyway, brokered).
+        @param restart: The L{RestartPolicy}.
+        @param python: The interpreter for the child (default: this one).
+
+        @raise ValueError: for an unknown mode, an invalid C{tcp-*} entry, or
+            an operator grant the manifest does not list as optional.
+        """
+        from tcpext.browser import MemoryGrantStore, denyAll
+        from tcpext.permissions import (
+            PermissionSet,
+            parseManifestPermissions,
+            parsePermission,
+        )
+
+        if mode not in ("process", "process-unconfined"):
+            raise ValueError(
+                f"isolation mode must be 'process' or 'process-unconfined', "
+                f"not {mode!r}"
+            )
+        self.setName(extensionId)
+        self.path = os.path.abspath(path)
+        self.extensionId = extensionId
+        self.manifest = dict(manifest)
+        self._reactor = reactor
+        self._store = grantStore if grantStore is not None else MemoryGrantStore()
+        self._prompt = prompt if prompt is not None else denyAll
+        self.log = log or Logger(namespace=f"tcpext.extension.{extensionId}")
+        self.mode = mode
+        self.restart = restart
+        self._python = python or sys.executable
+        self._parse = parsePermission
+
+        required, _ = parseManifestPermissions(list(manifest.get("permissions", [])))
+        optional, _ = parseManifestPermissions(
+            list(manifest.get("optional_permissions", []))
+        )
+        self._required = {str(p): p for p in required}
+        self._optional = {str(p): p for p in optional}
+        self._operator: dict[str, Any] = {}
+        for entry in operatorGrants:
+            p = parsePermission(entry)
+            if str(p) not in self._optional:
+                raise ValueError(
+                    f"cannot grant {entry!r} to {extensionId!r}: its manifest "
+                    "does not list it in optional_permissions"
+                )
+            self._operator[str(p)] = p
+        self._runtime: dict[str, Any] = {}
+        for entry in self._store.load(extensionId):
+            try:
+                p = parsePermission(entry)
+            except ValueError:
+                self.log.warn("ignoring stored grant {entry!r}", entry=entry)
+                continue
+            if str(p) in self._optional:
+                self._runtime[str(p)] = p
+        self.grants = PermissionSet(self._effective().values())
+
+        self.starts = 0
+        self.broker: BrokerProtocol | None = None
+        self._process: _ChildProcess | None = None
+        self._processTransport: Any = None
+        self._helloAt: float | None = None
+        self._crashes = 0
+        self._permanent: str | None = None
+        self._startTimer: Any = None
+        self._restartTimer: Any = None
+        self._killTimer: Any = None
+        self._stopping = False
+
+    # Grants.
+
+    def _effective(self) -> dict[str, Any]:
+        return {**self._required, **self._operator, **self._runtime}
+
+    def _sync(self) -> list[str]:
+        """
+        Bring C{grants} in line with the three sources; return what was
+        withdrawn.
+        """
+        wanted = self._effective()
+        removed = []
+        for p in list(self.grants):
+            if str(p) not in wanted:
+                self.grants.discard(p)
+                removed.append(str(p))
+        for p in wanted.values():
+            if p not in self.grants:
+                self.grants.add(p)
+        return removed
+
+    def requestPermissions(self, entries: list[str]) -> Deferred[bool]:
+        """
+        The child's C{permissions.request}: only optional entries; the host's
+        prompt decides and the host persists.
+        """
+        wanted = []
+        for entry in entries:
+            try:
+                p = self._parse(entry)
+            except ValueError as e:
+                raise BadRequest(str(e))
+            if str(p) not in self._optional:
+                raise BadRequest(f"{entry!r} is not in optional_permissions")
+            if p not in self.grants:
+                wanted.append(str(p))
+        if not wanted:
+            return defer.succeed(True)
+
+        def answered(answer: object) -> bool:
+            if answer is not True or self._stopping:
+                self.log.warn("refused runtime request for {entries}", entries=wanted)
+                return False
+            for entry in wanted:
+                self._runtime[entry] = self._optional[entry]
+            self._sync()
+            self._store.save(self.extensionId, sorted(self._runtime))
+            self.log.info("granted {entries}", entries=wanted)
+            return True
+
+        def failed(reason: Failure) -> bool:
+            self.log.failure("the prompt failed; refusing", reason)
+            return False
+
+        return (
+            defer.maybeDeferred(self._prompt, self.extensionId, list(wanted))
+            .addCallback(answered)
+            .addErrback(failed)
+        )
+
+    def saveGrants(self, entries: list[str]) -> None:
+        """
+        The child saved its runtime grants: accept removals only.
+        """
+        keep = set()
+        for entry in entries:
+            try:
+                keep.add(str(self._parse(entry)))
+            except ValueError:
+                continue
+        removed = [e for e in self._runtime if e not in keep]
+        if not removed:
+            return
+        for entry in removed:
+            del self._runtime[entry]
+        self._sync()
+        self._store.save(self.extensionId, sorted(self._runtime))
+        self.log.info("removed {entries}", entries=removed)
+
+    def revoke(self, entries: Iterable[str]) -> Deferred[None]:
+        """
+        Withdraw optional grants (operator or runtime ones): the host stops
+        allowing them at once and tells the child, which closes the sockets
+        no remaining grant allows.
+        """
+        for entry in entries:
+            key = str(self._parse(entry))
+            self._operator.pop(key, None)
+            self._runtime.pop(key, None)
+        removed = self._sync()
+        self._store.save(self.extensionId, sorted(self._runtime))
+        if removed:
+            self.log.info("revoked {entries}", entries=removed)
+        if not removed or self.broker is None or self.broker.transport is None:
+            return defer.succeed(None)
+        d = self.broker.callRemote(Revoke, permissions=removed)
+        return d.addCallbacks(lambda _: None, lambda f: None)
+
+    # Child messages.
+
+    def childHello(
+        self, broker: BrokerProtocol, confined: bool, reason: str, pid: int
+    ) -> dict[str, Any]:
+        """
+        The child is up: check its confinement, send what it needs.
+        """
+        if broker is not self.broker:
+            raise BadRequest("stale connection")
+        if self._startTimer is not None and self._startTimer.active():
+            self._startTimer.cancel()
+        self._startTimer = None
+        if not confined:
+            if self.mode == "process":
+                self._permanent = f"not confined: {reason}"
+                self.log.critical(
+                    "extension process {pid} is not in its own network "
+                    "namespace ({reason}); stopping it",
+                    pid=pid,
+                    reason=reason,
+                )
+                self._kill()
+                raise BadRequest("confinement is required")
+            self.log.warn(
+                "extension process {pid} runs unconfined: {reason}",
+                pid=pid,
+                reason=reason,
+            )
+        self._helloAt = self._reactor.seconds()
+        self.log.info(
+            "extension process {pid} started ({how})",
+            pid=pid,
+            how="own network namespace" if confined else "unconfined",
+        )
+        return {
+            "extensionId": self.extensionId,
+            "path": self.path,
+            "manifest": json.dumps(self.manifest),
+            "runtimeGrants": sorted(self._runtime),
+            "operatorGrants": sorted(self._operator),
+        }
+
+    def mainFailed(self, reason: str) -> None:
+        """
+        The script failed: report it; do not restart.
+        """
+        self._permanent = reason
+        self.log.error("extension failed: {reason}", reason=reason)
+
+    # Processes.
+
+    def startService(self) -> None:
+        """
+        Start the extension's process.
+        """
+        super().startService()
+        self._stopping = False
+        self._crashes = 0
+        self._permanent = None
+        self._spawn()
+
+    def _spawn(self) -> None:
+        from tcpext._isolation import _childEnvironment
+
+        self._restartTimer = None
+        ampHost, ampChild = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        syncHost, syncChild = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        broker = BrokerProtocol(self._reactor, self.grants, self.log, owner=self)
+        self.broker = broker
+        broker.lost.addCallback(lambda _: self._brokerLost(broker))
+        sync = SyncListenProtocol(broker)
+        try:
+            for sock, protocol in ((ampHost, broker), (syncHost, sync)):
+                sock.setblocking(False)
+                self._reactor.adoptStreamConnection(
+                    sock.fileno(),
+                    socket.AF_UNIX,
+                    Factory.forProtocol(lambda p=protocol: p),  # type: ignore[misc]
+                )
+            namespace = "require" if self.mode == "process" else "try"
+            process = _ChildProcess(self)
+            self._process = process
+            self.starts += 1
+            self._processTransport = self._reactor.spawnProcess(
+                process,
+                self._python,
+                [self._python, "-m", "tcpext.sandbox", "--namespace", namespace],
+                env=_childEnvironment(),
+                path=self.path,
+                childFDs={
+                    0: "w",
+                    1: "r",
+                    2: "r",
+                    3: ampChild.fileno(),
+                    4: syncChild.fileno(),
+                },
+            )
+        finally:
+            for sock in (ampHost, ampChild, syncHost, syncChild):
+                sock.close()
+        self._helloAt = None
+        self._startTimer = self._reactor.callLater(
+            self.restart.startTimeout, self._hungAtStart
+        )
+
+    def _hungAtStart(self) -> None:
+        self._startTimer = None
+        self.log.error(
+            "extension process did not start within {seconds}s; killing it",
+            seconds=self.restart.startTimeout,
+        )
+        self._kill()
+
+    def _brokerLost(self, broker: BrokerProtocol) -> None:
+        """
+        The AMP connection ended: the process must not outlive it.
+        """
+        if broker is self.broker and self._process is not None:
+            self._kill()
+
+    def _kill(self) -> None:
+        transport = self._processTransport
+        if transport is None or transport.pid is None:
+            return
+        try:
+            transport.signalProcess("KILL")
+        except Exception:
+            pass
+
+    def _processEnded(self, process: _ChildProcess, reason: Failure) -> None:
+        if process is not self._process:
+            return
+        self._process = None
+        self._processTransport = None
+        for timer in (self._startTimer, self._killTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._startTimer = self._killTimer = None
+        broker, self.broker = self.broker, None
+        if broker is not None and broker.transport is not None:
+            broker.transport.loseConnection()
+        status = reason.value
+        code = getattr(status, "exitCode", None)
+        signal = getattr(status, "signal", None)
+        if self._stopping:
+            self.log.info("extension process stopped")
+            return
+        from tcpext.sandbox import EXIT_MAIN_FAILED, EXIT_NO_NAMESPACE
+
+        if code == EXIT_NO_NAMESPACE:
+            self.log.critical(
+                "extension refused to run: the system would not give it a "
+                "network namespace (use --isolation process-unconfined to "
+                "run it anyway)"
+            )
+            return
+        if self._permanent is not None or code == EXIT_MAIN_FAILED:
+            self.log.error(
+                "extension stopped after a failure; not restarting "
+                "(exit status {code})",
+                code=code,
+            )
+            return
+        how = f"signal {signal}" if signal else f"exit status {code}"
+        if (
+            self._helloAt is not None
+            and self._reactor.seconds() - self._helloAt >= self.restart.stableAfter
+        ):
+            self._crashes = 0
+        self._crashes += 1
+        if self._crashes > self.restart.maxRestarts:
+            self.log.critical(
+                "extension process crashed ({how}); gave up after {count} restarts",
+                how=how,
+                count=self.restart.maxRestarts,
+            )
+            return
+        delay = min(
+            self.restart.initialDelay * 2 ** (self._crashes - 1), self.restart.maxDelay
+        )
+        self.log.error(
+            "extension process crashed ({how}); restarting in {delay}s "
+            "(restart {count} of {most})",
+            how=how,
+            delay=delay,
+            count=self._crashes,
+            most=self.restart.maxRestarts,
+        )
+        self._restartTimer = self._reactor.callLater(delay, self._spawn)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Ask the process to close the extension's sockets and exit; kill it
+        if it has not after C{stopTimeout} seconds.
+        """
+        super().stopService()
+        self._stopping = True
+        if self._restartTimer is not None and self._restartTimer.active():
+            self._restartTimer.cancel()
+        self._restartTimer = None
+        process = self._process
+        if process is None:
+            return defer.succeed(None)
+        self._killTimer = self._reactor.callLater(self.restart.stopTimeout, self._kill)
+        if self.broker is not None and self.broker.transport is not None:
+            self.broker.callRemote(Shutdown).addErrback(lambda f: None)
+        else:
+            self._kill()
+        return process.ended
