@@ -976,6 +976,7 @@ class IsolatedExtension(Service):
         mode: str = "process",
         restart: RestartPolicy = RestartPolicy(),
         python: str | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> None:
         """
         @param path: The extension's folder.
@@ -993,6 +994,9 @@ class IsolatedExtension(Service):
             namespace) or C{"process-unconfined"} (run anyway, brokered).
         @param restart: The L{RestartPolicy}.
         @param python: The interpreter for the child (default: this one).
+        @param limits: Resource limits for the child, by C{resource} name
+            (C{{"RLIMIT_AS": 2**30, "RLIMIT_NOFILE": 1024}}), set soft and
+            hard before the extension's code runs.
 
         @raise ValueError: for an unknown mode, an invalid C{tcp-*} entry, or
             an operator grant the manifest does not list as optional.
@@ -1020,6 +1024,14 @@ class IsolatedExtension(Service):
         self.mode = mode
         self.restart = restart
         self._python = python or sys.executable
+        import resource
+
+        self.limits = dict(limits or {})
+        for name, value in self.limits.items():
+            if not name.startswith("RLIMIT_") or not hasattr(resource, name):
+                raise ValueError(f"unknown resource limit {name!r}")
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"resource limit {name}: {value!r} is not an int")
         self._parse = parsePermission
 
         required, _ = parseManifestPermissions(list(manifest.get("permissions", [])))
@@ -1245,7 +1257,14 @@ class IsolatedExtension(Service):
             self._processTransport = self._reactor.spawnProcess(
                 process,
                 self._python,
-                [self._python, "-m", "tcpext.sandbox", "--namespace", namespace],
+                [
+                    self._python,
+                    "-m",
+                    "tcpext.sandbox",
+                    "--namespace",
+                    namespace,
+                    *[f"--rlimit={k}={v}" for k, v in sorted(self.limits.items())],
+                ],
                 env=_childEnvironment(),
                 path=self.path,
                 childFDs={

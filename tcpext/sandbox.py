@@ -66,6 +66,7 @@ __all__ = [
     "ChildRunner",
     "HostConnection",
     "SyncChannel",
+    "applyLimits",
     "installGlobalReactor",
     "loadMain",
     "main",
@@ -661,7 +662,34 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--namespace", choices=["require", "try", "none"])
     parser.add_argument("--amp-fd", type=int, default=3)
     parser.add_argument("--sync-fd", type=int, default=4)
+    parser.add_argument(
+        "--rlimit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a resource limit (e.g. RLIMIT_AS=536870912), soft and hard",
+    )
     return parser.parse_args(argv)
+
+
+def applyLimits(limits: list[str]) -> None:
+    """
+    Set each C{NAME=VALUE} resource limit (soft and hard) on this process.
+
+    @raise ValueError: naming an unknown limit or a value that is not an int.
+    """
+    import resource
+
+    for item in limits:
+        name, sep, value = item.partition("=")
+        number = getattr(resource, name, None)
+        if not sep or not name.startswith("RLIMIT_") or not isinstance(number, int):
+            raise ValueError(f"unknown resource limit {item!r}")
+        try:
+            amount = int(value)
+        except ValueError:
+            raise ValueError(f"resource limit {item!r}: not an int") from None
+        resource.setrlimit(number, (amount, amount))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -686,6 +714,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             confined, reason = True, ""
     _dieWithParent()
+    try:
+        applyLimits(args.rlimit)
+    except (ValueError, OSError) as e:
+        sys.stderr.write(f"cannot apply resource limits: {e}\n")
+        sys.stderr.flush()
+        return EXIT_MAIN_FAILED
 
     from twisted.internet import reactor as real
     from twisted.logger import globalLogBeginner, textFileLogObserver
