@@ -6,12 +6,14 @@ read buffering, write backpressure and every error path.
 from __future__ import annotations
 
 import gc
+import os
 from io import BytesIO
 from typing import Any
 
+from twisted.internet import reactor as globalReactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import (
     ConnectionDone,
     ConnectionLost,
@@ -23,16 +25,22 @@ from twisted.internet.interfaces import (
     ITCPTransport,
     ITLSTransport,
 )
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tcpext._errors import IncompleteReadError, LimitOverrunError, SocketClosed
 from tcpext._socket import DEFAULT_HIGH_WATER, ReadyState, TCPClientSocket
-from tcpext.endpoints import ClientSocketFactory, startSocket
+from tcpext.endpoints import (
+    ClientSocketFactory,
+    connectSocket,
+    listenSocket,
+    startSocket,
+)
 
 PEER = IPv4Address("TCP", "192.0.2.7", 4321)
 HOST = IPv4Address("TCP", "10.0.0.1", 55555)
@@ -1291,3 +1299,161 @@ class DeferredHelperTests(SynchronousTestCase):
         """
         sock, _, _ = connected()
         self.assertIsInstance(sock.read(), Deferred)
+
+
+class LoopbackTests(TestCase):
+    """
+    The socket over real loopback connections (127.0.0.1, port 0).
+    """
+
+    timeout = 60
+
+    async def pair(self) -> tuple[TCPClientSocket, TCPClientSocket]:
+        """
+        A connected client socket and the server's accepted socket; both
+        aborted at cleanup.
+        """
+        server = await listenSocket(
+            TCP4ServerEndpoint(globalReactor, 0, interface="127.0.0.1")
+        )
+        self.addCleanup(server.close)
+        assert server.localPort is not None
+        client = await connectSocket(
+            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
+        )
+        self.addCleanup(client.closeImmediately)
+        accepted = await server.accept()
+        assert accepted is not None
+        self.addCleanup(accepted.closeImmediately)
+        return client, accepted
+
+    async def spin(self, rounds: int = 10) -> None:
+        """
+        Let the reactor run a few short rounds.
+        """
+        for _ in range(rounds):
+            await deferLater(globalReactor, 0.01, lambda: None)
+
+    async def test_echoOneMebibyte(self) -> None:
+        """
+        1 MiB echoed through C{read()}/C{write()} comes back byte for byte.
+        """
+        client, accepted = await self.pair()
+
+        async def echo() -> None:
+            async for chunk in accepted:
+                await accepted.write(chunk)
+            await accepted.close()
+
+        echoing = ensureDeferred(echo())
+        payload = os.urandom(1024 * 1024)
+        writing = client.write(memoryview(payload))
+        received = []
+        total = 0
+        for _ in range(100000):
+            if total >= len(payload):
+                break
+            chunk = await client.read()
+            self.assertTrue(chunk)
+            received.append(chunk)
+            total += len(chunk)
+        await writing
+        self.assertEqual(b"".join(received), payload)
+        await client.closeWrite()
+        self.assertEqual(await client.read(), b"")
+        await echoing
+        await client.close()
+        self.assertIsNone(await client.closed)
+        self.assertIsNone(await accepted.closed)
+
+    async def test_peerNotReading(self) -> None:
+        """
+        300 KB sent while the peer does not read arrive whole once it reads;
+        meanwhile the peer buffered only about its high-water mark.
+        """
+        client, accepted = await self.pair()
+        payload = os.urandom(300 * 1000)
+        writing = client.write(payload)
+        for _ in range(100):
+            if accepted._full:
+                break
+            await deferLater(globalReactor, 0.01, lambda: None)
+        self.assertTrue(accepted._full)
+        self.assertLess(accepted._bufSize, len(payload))
+        self.assertLess(accepted._bufSize, DEFAULT_HIGH_WATER + 256 * 1024)
+        received = await accepted.readExactly(len(payload))
+        self.assertEqual(received, payload)
+        await writing
+
+    async def test_writesPendingAgainstSuspendedPeer(self) -> None:
+        """
+        256 writes of 64 KiB against a suspended peer: the later ones stay
+        pending (C{bufferedAmount} grows) until the peer resumes, then all
+        fire and every byte arrives.
+        """
+        client, accepted = await self.pair()
+        accepted.suspend()
+        chunk = b"w" * (64 * 1024)
+        writes = [client.write(chunk) for _ in range(256)]
+        await self.spin(20)
+        self.assertFalse(writes[-1].called)
+        self.assertGreater(client.bufferedAmount, 0)
+        pendingBefore = sum(1 for d in writes if not d.called)
+        self.assertGreater(pendingBefore, 100)
+        accepted.resume()
+        total = 0
+        for _ in range(100000):
+            if total >= 256 * len(chunk):
+                break
+            data = await accepted.read()
+            self.assertTrue(data)
+            self.assertEqual(data.count(b"w"), len(data))
+            total += len(data)
+        self.assertEqual(total, 256 * len(chunk))
+        for d in writes:
+            await d
+        self.assertEqual(client.bufferedAmount, 0)
+
+    async def test_halfClose(self) -> None:
+        """
+        A peer's FIN ends our reading only: we read EOF, can still write,
+        and the peer reads what we wrote after its FIN.
+        """
+        client, accepted = await self.pair()
+        await client.write(b"request")
+        await client.closeWrite()
+        self.assertEqual(await accepted.readExactly(7), b"request")
+        self.assertEqual(await accepted.read(), b"")
+        self.assertEqual(accepted.readyState, "open")
+        await accepted.write(b"response after FIN")
+        self.assertEqual(await client.readExactly(18), b"response after FIN")
+        await accepted.close()
+        self.assertEqual(await client.read(), b"")
+        await client.closed
+        await accepted.closed
+        self.assertEqual(client.readyState, "closed")
+
+    async def test_eof(self) -> None:
+        """
+        Reads at the end of the stream give C{b""}, every time.
+        """
+        client, accepted = await self.pair()
+        await accepted.close()
+        for _ in range(3):
+            self.assertEqual(await client.read(), b"")
+        await client.close()
+        await client.closed
+
+    async def test_resetAfterCloseImmediately(self) -> None:
+        """
+        C{closeImmediately()} aborts: the peer's socket ends (with an error or
+        EOF), and the local C{closed} fires with L{None}.
+        """
+        client, accepted = await self.pair()
+        client.closeImmediately()
+        self.assertIsNone(await client.closed)
+        try:
+            data = await accepted.read()
+        except ConnectionLost:
+            data = b""
+        self.assertEqual(data, b"")

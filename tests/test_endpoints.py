@@ -1,0 +1,269 @@
+"""
+Tests for L{tcpext.endpoints}: C{startSocket}, C{connectSocket} and
+C{listenSocket} over endpoint strings (C{tcp:}, C{tls:}, C{unix:}) and
+Twisted's endpoint classes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor as globalReactor
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    UNIXClientEndpoint,
+    clientFromString,
+    serverFromString,
+    wrapClientTLS,
+)
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tcpext._server import TCPServerSocket
+from tcpext._socket import TCPClientSocket
+from tcpext.endpoints import (
+    ClientSocketFactory,
+    ServerSocketFactory,
+    _requestedAddress,
+    connectSocket,
+    listenSocket,
+    startSocket,
+)
+from tests._certs import testPKI
+
+
+class StartSocketTests(SynchronousTestCase):
+    """
+    C{startSocket} in memory.
+    """
+
+    def test_returnsConnecting(self) -> None:
+        """
+        C{startSocket} returns the socket at once, C{"connecting"}, with the
+        endpoint's host and port.
+        """
+        reactor = MemoryReactorClock()
+        sock = startSocket(HostnameEndpoint(reactor, "example.com", 443))
+        self.assertIsInstance(sock, TCPClientSocket)
+        self.assertEqual(sock.readyState, "connecting")
+        self.assertEqual((sock.host, sock.port), ("example.com", 443))
+
+    def test_explicitAddress(self) -> None:
+        """
+        An explicit C{host}/C{port} wins over the endpoint's.
+        """
+        reactor = MemoryReactorClock()
+        sock = startSocket(
+            TCP4ClientEndpoint(reactor, "192.0.2.1", 80), host="example.com", port=80
+        )
+        self.assertEqual((sock.host, sock.port), ("example.com", 80))
+
+    def test_requestedAddress(self) -> None:
+        """
+        The requested address is read through wrappers and from UNIX
+        endpoints; unknown endpoints give L{None}.
+        """
+        reactor = MemoryReactorClock()
+        tls = wrapClientTLS(object(), TCP4ClientEndpoint(reactor, "192.0.2.1", 8443))  # type: ignore[arg-type]
+        self.assertEqual(_requestedAddress(tls), ("192.0.2.1", 8443))
+        self.assertEqual(
+            _requestedAddress(UNIXClientEndpoint(reactor, "/tmp/sock")),
+            ("/tmp/sock", None),
+        )
+        self.assertEqual(_requestedAddress(object()), (None, None))
+
+    def test_endpointRaises(self) -> None:
+        """
+        An endpoint whose C{connect} raises fails the socket.
+        """
+
+        class Broken:
+            def connect(self, factory: object) -> None:
+                raise OSError("no")
+
+        sock = startSocket(Broken())  # type: ignore[arg-type]
+        self.failureResultOf(sock.opened, OSError)
+        self.assertEqual(sock.readyState, "closed")
+
+    def test_connectSocketFails(self) -> None:
+        """
+        C{connectSocket} fails with the connect error.
+        """
+        reactor = MemoryReactorClock()
+        d = connectSocket(TCP4ClientEndpoint(reactor, "192.0.2.1", 9))
+        from twisted.python.failure import Failure
+
+        reactor.tcpClients[0][2].clientConnectionFailed(
+            reactor.connectors[0], Failure(ConnectionRefusedError())
+        )
+        self.failureResultOf(d, ConnectionRefusedError)
+
+    def test_listenSocketBadBackLog(self) -> None:
+        """
+        C{listenSocket} fails with L{ValueError} for a bad backlog.
+        """
+        reactor = MemoryReactorClock()
+        self.failureResultOf(
+            listenSocket(serverFromString(reactor, "tcp:0"), backLog=0), ValueError
+        )
+
+    def test_listenSocketMemory(self) -> None:
+        """
+        C{listenSocket} gives a server whose factory is a
+        L{ServerSocketFactory}.
+        """
+        reactor = MemoryReactorClock()
+        server = self.successResultOf(
+            listenSocket(serverFromString(reactor, "tcp:7000"))
+        )
+        self.assertIsInstance(server, TCPServerSocket)
+        self.assertIsInstance(reactor.tcpServers[0][1], ServerSocketFactory)
+        self.assertEqual(server.backLog, 128)
+
+    def test_publicFactories(self) -> None:
+        """
+        The factories are usable directly with C{connectTCP}/C{listenTCP}.
+        """
+        reactor = MemoryReactorClock()
+        factory = ClientSocketFactory("example.com", 80)
+        reactor.connectTCP("192.0.2.1", 80, factory)
+        self.assertEqual(factory.socket.readyState, "connecting")
+        serverFactory = ServerSocketFactory()
+        reactor.listenTCP(0, serverFactory)
+        self.assertIsInstance(serverFactory.server, TCPServerSocket)
+
+
+class EndpointStringTests(TestCase):
+    """
+    Real connections through endpoint strings.
+    """
+
+    timeout = 30
+
+    async def echo(self, server: TCPServerSocket) -> None:
+        """
+        Echo one connection of C{server}, then close it.
+        """
+        accepted = await server.accept()
+        assert accepted is not None
+        async for chunk in accepted:
+            await accepted.write(chunk)
+        await accepted.close()
+
+    async def roundTrip(self, server: TCPServerSocket, client: TCPClientSocket) -> None:
+        """
+        Check an echo round trip and a clean close.
+        """
+        serving = ensureDeferred(self.echo(server))
+        await client.write(b"round trip")
+        self.assertEqual(await client.readExactly(10), b"round trip")
+        if client.ssl:
+            await client.close()
+        else:
+            await client.closeWrite()
+            self.assertEqual(await client.read(), b"")
+            await client.close()
+        await client.closed
+        await serving
+
+    async def test_tcp(self) -> None:
+        """
+        C{tcp:} strings for both ends.
+        """
+        server = await listenSocket(
+            serverFromString(globalReactor, "tcp:0:interface=127.0.0.1")
+        )
+        self.addCleanup(server.close)
+        client = await connectSocket(
+            clientFromString(globalReactor, f"tcp:127.0.0.1:{server.localPort}")
+        )
+        self.assertEqual(client.readyState, "open")
+        self.assertEqual(client.remotePort, server.localPort)
+        await self.roundTrip(server, client)
+
+    async def test_tls(self) -> None:
+        """
+        A C{tls:} client string (trusting the test CA) against an C{ssl:}
+        server string.
+        """
+        pki = testPKI()
+        directory = FilePath(self.mktemp())
+        directory.makedirs()
+        directory.child("cert.pem").setContent(pki.serverCertPEM)
+        directory.child("key.pem").setContent(pki.serverKeyPEM)
+        roots = directory.child("roots")
+        roots.makedirs()
+        roots.child("ca.pem").setContent(pki.caPEM)
+        server = await listenSocket(
+            serverFromString(
+                globalReactor,
+                "ssl:0:interface=127.0.0.1:"
+                f"certKey={directory.child('cert.pem').path}:"
+                f"privateKey={directory.child('key.pem').path}",
+            )
+        )
+        self.addCleanup(server.close)
+        client = await connectSocket(
+            clientFromString(
+                globalReactor,
+                f"tls:localhost:{server.localPort}:trustRoots={roots.path}",
+            )
+        )
+        self.assertTrue(client.ssl)
+        self.assertEqual((client.host, client.port), ("localhost", server.localPort))
+        await self.roundTrip(server, client)
+
+    async def test_unix(self) -> None:
+        """
+        C{unix:} strings for both ends.
+        """
+        path = os.path.abspath(self.mktemp())
+        server = await listenSocket(serverFromString(globalReactor, f"unix:{path}"))
+        self.addCleanup(server.close)
+        self.assertEqual(server.localAddress, path)
+        self.assertIsNone(server.localPort)
+        client = await connectSocket(clientFromString(globalReactor, f"unix:{path}"))
+        self.assertEqual(client.host, path)
+        self.assertEqual(client.remoteAddress, path)
+        await self.roundTrip(server, client)
+
+    async def test_hostnameEndpoint(self) -> None:
+        """
+        A L{HostnameEndpoint} to C{localhost}.
+        """
+        server = await listenSocket(
+            serverFromString(globalReactor, "tcp:0:interface=127.0.0.1")
+        )
+        self.addCleanup(server.close)
+        assert server.localPort is not None
+        sock = startSocket(
+            HostnameEndpoint(globalReactor, b"127.0.0.1", server.localPort)
+        )
+        self.assertEqual(sock.readyState, "connecting")
+        await sock.opened
+        self.assertEqual(sock.readyState, "open")
+        await self.roundTrip(server, sock)
+
+    async def test_refused(self) -> None:
+        """
+        Connecting to a closed port fails C{connectSocket}, C{opened} and
+        C{closed} with L{ConnectionRefusedError}.
+        """
+        server = await listenSocket(
+            serverFromString(globalReactor, "tcp:0:interface=127.0.0.1")
+        )
+        port = server.localPort
+        await server.close()
+        sock = startSocket(clientFromString(globalReactor, f"tcp:127.0.0.1:{port}"))
+        with self.assertRaises(ConnectionRefusedError):
+            await sock.opened
+        with self.assertRaises(ConnectionRefusedError):
+            await sock.closed
+        with self.assertRaises(ConnectionRefusedError):
+            await connectSocket(
+                clientFromString(globalReactor, f"tcp:127.0.0.1:{port}")
+            )

@@ -1,0 +1,344 @@
+"""
+TLS over real loopback connections: TLS from the start (client and server),
+STARTTLS with C{upgradeToSecure()}, and the failures (untrusted issuer, name
+mismatch, handshake garbage).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL.SSL import Error as SSLError
+from service_identity import VerificationError
+from twisted.internet import reactor as globalReactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.error import ConnectionClosed
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from tcpext._errors import SocketClosed
+from tcpext._server import TCPServerSocket
+from tcpext._socket import TCPClientSocket
+from tcpext.endpoints import connectSocket, listenSocket, startSocket
+from tests._certs import testPKI
+
+#: What a failed handshake may surface as, depending on which side noticed.
+HANDSHAKE_ERRORS = (SSLError, VerificationError, ConnectionClosed)
+
+
+class TLSTests(TestCase):
+    """
+    TLS with the test CA over 127.0.0.1.
+    """
+
+    timeout = 30
+
+    async def tlsServer(self, options: Any = None) -> TCPServerSocket:
+        """
+        A TLS echo server (TLS from the start) on 127.0.0.1.
+        """
+        pki = testPKI()
+        server = await listenSocket(
+            SSL4ServerEndpoint(
+                globalReactor,
+                0,
+                options if options is not None else pki.serverOptions(),
+                interface="127.0.0.1",
+            )
+        )
+        self.addCleanup(server.close)
+        self.serve(server)
+        return server
+
+    def serve(self, server: TCPServerSocket) -> None:
+        """
+        Echo on every connection of C{server} until it closes.
+        """
+
+        async def echo(sock: TCPClientSocket) -> None:
+            try:
+                async for chunk in sock:
+                    await sock.write(chunk)
+            except Exception:
+                sock.closeImmediately()
+                return
+            await sock.close()
+
+        async def loop() -> None:
+            async for sock in server.connections:
+                self.addCleanup(sock.closeImmediately)
+                ensureDeferred(echo(sock))
+
+        ensureDeferred(loop())
+
+    async def plainServer(self) -> TCPServerSocket:
+        """
+        A plain TCP server on 127.0.0.1 whose connections are up to the test.
+        """
+        server = await listenSocket(
+            TCP4ServerEndpoint(globalReactor, 0, interface="127.0.0.1")
+        )
+        self.addCleanup(server.close)
+        return server
+
+    def tlsEndpoint(self, server: TCPServerSocket, options: Any) -> Any:
+        """
+        A client TLS endpoint to C{server}.
+        """
+        assert server.localPort is not None
+        return wrapClientTLS(
+            options, TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
+        )
+
+    async def test_tlsFromStart(self) -> None:
+        """
+        A TLS endpoint opens once the handshake completed: C{ssl} is L{True}
+        and data round-trips; C{close()} completes.
+        """
+        server = await self.tlsServer()
+        sock = await connectSocket(self.tlsEndpoint(server, testPKI().clientOptions()))
+        self.assertTrue(sock.ssl)
+        self.assertEqual(sock.readyState, "open")
+        await sock.write(b"over tls")
+        self.assertEqual(await sock.readExactly(8), b"over tls")
+        await sock.close()
+        self.assertEqual(sock.readyState, "closed")
+        await sock.closed
+
+    async def test_tlsConnectingState(self) -> None:
+        """
+        While the handshake runs, the socket is still C{"connecting"}; writes
+        made then are sent after it.
+        """
+        server = await self.tlsServer()
+        sock = startSocket(self.tlsEndpoint(server, testPKI().clientOptions()))
+        self.addCleanup(sock.closeImmediately)
+        self.assertEqual(sock.readyState, "connecting")
+        written = sock.write(b"early")
+        await sock.opened
+        await written
+        self.assertEqual(await sock.readExactly(5), b"early")
+
+    async def test_clientCertificate(self) -> None:
+        """
+        A client certificate given in C{tlsOptions} satisfies a server that
+        requires one.
+        """
+        pki = testPKI()
+        server = await self.tlsServer(pki.serverOptions(requireClientCertificate=True))
+        sock = await connectSocket(
+            self.tlsEndpoint(server, pki.clientOptions(withClientCertificate=True))
+        )
+        self.addCleanup(sock.closeImmediately)
+        await sock.write(b"mutual")
+        self.assertEqual(await sock.readExactly(6), b"mutual")
+
+    async def assertHandshakeFails(self, sock: TCPClientSocket) -> None:
+        """
+        C{opened} and C{closed} of C{sock} fail with a TLS error and the
+        socket ends C{"closed"}.
+        """
+        with self.assertRaises(HANDSHAKE_ERRORS):
+            await sock.opened
+        with self.assertRaises(HANDSHAKE_ERRORS):
+            await sock.closed
+        self.assertEqual(sock.readyState, "closed")
+
+    async def test_untrustedIssuer(self) -> None:
+        """
+        A server certificate from an untrusted issuer fails C{opened} and
+        C{closed} with the TLS error.
+        """
+        server = await self.tlsServer()
+        sock = startSocket(
+            self.tlsEndpoint(server, testPKI().otherTrustClientOptions())
+        )
+        with self.assertRaises(SSLError):
+            await sock.opened
+        await self.assertHandshakeFails(sock)
+
+    async def test_nameMismatch(self) -> None:
+        """
+        A server certificate for another name fails with
+        L{VerificationError}.
+        """
+        server = await self.tlsServer()
+        sock = startSocket(
+            self.tlsEndpoint(server, testPKI().clientOptions("example.com"))
+        )
+        with self.assertRaises(VerificationError):
+            await sock.opened
+        await self.assertHandshakeFails(sock)
+
+    async def test_garbageFromServer(self) -> None:
+        """
+        A "TLS server" that answers with garbage fails the handshake.
+        """
+        server = await self.plainServer()
+
+        async def garbage() -> None:
+            accepted = await server.accept()
+            assert accepted is not None
+            self.addCleanup(accepted.closeImmediately)
+            await accepted.write(b"HTTP/1.0 400 not TLS at all\r\n\r\n" * 10)
+
+        serving = ensureDeferred(garbage())
+        sock = startSocket(self.tlsEndpoint(server, testPKI().clientOptions()))
+        await self.assertHandshakeFails(sock)
+        await serving
+
+    async def test_garbageToServer(self) -> None:
+        """
+        A TLS server that receives garbage never hands the connection out,
+        and closes it.
+        """
+        pki = testPKI()
+        server = await listenSocket(
+            SSL4ServerEndpoint(
+                globalReactor, 0, pki.serverOptions(), interface="127.0.0.1"
+            )
+        )
+        self.addCleanup(server.close)
+        assert server.localPort is not None
+        client = await connectSocket(
+            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
+        )
+        self.addCleanup(client.closeImmediately)
+        await client.write(b"\x00" * 64 + b"not a client hello\r\n")
+        data = b""
+        for _ in range(100):
+            chunk = await client.read()
+            if not chunk:
+                break
+            data += chunk
+        self.assertEqual(len(server._queue), 0)
+        pending = server.accept()
+        self.assertFalse(pending.called)
+
+    async def test_starttls(self) -> None:
+        """
+        C{upgradeToSecure()} on both ends: the plain exchange, then TLS; the
+        handshake completes on both and C{ssl} becomes L{True}.
+        """
+        pki = testPKI()
+        server = await self.plainServer()
+        serverSaw: list[bytes] = []
+
+        async def starttlsServer() -> None:
+            accepted = await server.accept()
+            assert accepted is not None
+            self.addCleanup(accepted.closeImmediately)
+            serverSaw.append(await accepted.readUntil(b"\n"))
+            await accepted.write(b"OK go ahead\n")
+            await accepted.upgradeToSecure(pki.serverOptions())
+            self.assertTrue(accepted.ssl)
+            serverSaw.append(await accepted.readExactly(6))
+            await accepted.write(b"secret reply")
+            await accepted.close()
+
+        serving = ensureDeferred(starttlsServer())
+        assert server.localPort is not None
+        sock = await connectSocket(
+            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
+        )
+        self.addCleanup(sock.closeImmediately)
+        self.assertFalse(sock.ssl)
+        sock.write(b"STARTTLS\n")
+        self.assertEqual(await sock.readUntil(b"\n"), b"OK go ahead\n")
+        upgraded = sock.upgradeToSecure(pki.clientOptions())
+        sock.write(b"secret")
+        with self.assertRaises(RuntimeError):
+            await sock.upgradeToSecure(pki.clientOptions())
+        await upgraded
+        self.assertTrue(sock.ssl)
+        reply = b""
+        async for chunk in sock:
+            reply += chunk
+        self.assertEqual(reply, b"secret reply")
+        await serving
+        self.assertEqual(serverSaw, [b"STARTTLS\n", b"secret"])
+
+    async def test_starttlsUntrusted(self) -> None:
+        """
+        A failed STARTTLS handshake fails the upgrade and C{closed} with the
+        TLS error; the socket ends C{"closed"}.
+        """
+        pki = testPKI()
+        server = await self.plainServer()
+
+        async def starttlsServer() -> None:
+            accepted = await server.accept()
+            assert accepted is not None
+            self.addCleanup(accepted.closeImmediately)
+            try:
+                await accepted.upgradeToSecure(pki.untrustedServerOptions())
+            except Exception:
+                pass
+
+        serving = ensureDeferred(starttlsServer())
+        assert server.localPort is not None
+        sock = await connectSocket(
+            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
+        )
+        with self.assertRaises(SSLError):
+            await sock.upgradeToSecure(pki.clientOptions())
+        with self.assertRaises(SSLError):
+            await sock.closed
+        self.assertEqual(sock.readyState, "closed")
+        self.assertFalse(sock.ssl)
+        await serving
+
+    async def test_upgradeWhenAlreadySecure(self) -> None:
+        """
+        C{upgradeToSecure()} on a TLS connection fails with L{RuntimeError};
+        so does C{closeWrite()} (TLS cannot half-close) with L{ValueError}.
+        """
+        server = await self.tlsServer()
+        sock = await connectSocket(self.tlsEndpoint(server, testPKI().clientOptions()))
+        self.addCleanup(sock.closeImmediately)
+        with self.assertRaises(RuntimeError):
+            await sock.upgradeToSecure(testPKI().clientOptions())
+        with self.assertRaises(ValueError):
+            await sock.closeWrite()
+
+    async def test_upgradeAfterClose(self) -> None:
+        """
+        C{upgradeToSecure()} on a closed socket fails with L{SocketClosed}.
+        """
+        server = await self.plainServer()
+        assert server.localPort is not None
+        sock = await connectSocket(
+            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
+        )
+        sock.closeImmediately()
+        with self.assertRaises(SocketClosed):
+            await sock.upgradeToSecure(testPKI().clientOptions())
+
+    def test_bulkOverTLS(self) -> Deferred[None]:
+        """
+        256 KiB echo over TLS arrives whole, and closing with a producer
+        registered on the TLS transport completes.
+        """
+
+        async def go() -> None:
+            server = await self.tlsServer()
+            sock = await connectSocket(
+                self.tlsEndpoint(server, testPKI().clientOptions())
+            )
+            payload = bytes(range(256)) * 1024
+            writing = sock.write(payload)
+            received = await sock.readExactly(len(payload))
+            await writing
+            self.assertEqual(received, payload)
+            await sock.close()
+            await sock.closed
+            for _ in range(3):
+                await deferLater(globalReactor, 0, lambda: None)
+
+        return ensureDeferred(go())
