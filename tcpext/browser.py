@@ -29,7 +29,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
     TCP4ServerEndpoint,
+    TCP6ClientEndpoint,
     TCP6ServerEndpoint,
     wrapClientTLS,
 )
@@ -54,10 +56,12 @@ from zope.interface import Interface, implementer
 from tcpext._options import ConnectOptions, parseConnectOptions, parseListenOptions
 from tcpext.endpoints import listenSocket, startSocket
 from tcpext.permissions import (
+    LOCALHOST_ADDRESSES,
     Permission,
     PermissionDenied,
     PermissionSet,
     canonicalHost,
+    isLocalhostName,
     parseManifestPermissions,
     parsePermission,
 )
@@ -80,8 +84,6 @@ extension's id and the canonical text of the permissions asked for (those not
 granted yet); returns C{True} to grant them all, C{False} to refuse, or a
 L{Deferred} that fires with one of those.
 """
-
-_LOCALHOST_ADDRESSES = ("127.0.0.1", "::1")
 
 
 class GrantStore(Interface):
@@ -787,8 +789,8 @@ class Browser:
             if not isName:
                 addresses = [_stripBrackets(host)]
             else:
-                if host == "localhost":
-                    resolved = list(_LOCALHOST_ADDRESSES)
+                if isLocalhostName(host):
+                    resolved = list(LOCALHOST_ADDRESSES)
                 else:
                     resolved = await self._resolve(host, port, parsed.timeout)
                 if not resolved:
@@ -815,12 +817,17 @@ class Browser:
         except Exception as e:
             self.log.warn("{request} failed: {reason}", request=request, reason=str(e))
             raise
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            _PinnedReactor(self._reactor, addresses),
-            host,
-            port,
-            timeout=parsed.timeout if parsed.timeout is not None else 30,
-        )
+        timeout = parsed.timeout if parsed.timeout is not None else 30
+        endpoint: IStreamClientEndpoint
+        if len(addresses) == 1:
+            [address] = addresses
+            endpointType = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+            endpoint = endpointType(self._reactor, address, port, timeout=timeout)
+        else:
+            # Happy Eyeballs over the checked addresses only.
+            endpoint = HostnameEndpoint(
+                _PinnedReactor(self._reactor, addresses), host, port, timeout=timeout
+            )
         if parsed.useSecureTransport:
             creator = parsed.tlsOptions
             if creator is None:
