@@ -141,6 +141,23 @@ def _observe(
     return _quietFail(outcome), waiters
 
 
+class _IterationRead(Deferred[bytes]):
+    """
+    A read made by C{async for}: it fails with L{StopAsyncIteration} at the
+    end of the stream instead of firing with C{b""}.
+    """
+
+
+def _endOfStream(d: Deferred[bytes]) -> None:
+    """
+    Settle a pending read at the end of the stream.
+    """
+    if type(d) is _IterationRead:
+        d.errback(StopAsyncIteration())
+    else:
+        d.callback(b"")
+
+
 def _toBytes(data: object, byteOffset: object, byteLength: object) -> bytes:
     """
     The bytes C{write()} should send: a slice of C{data}, copied when C{data}
@@ -681,14 +698,27 @@ class TCPClientSocket:
         """
         return self
 
-    async def __anext__(self) -> bytes:
+    def __anext__(self) -> Deferred[bytes]:
         """
         The next chunk, or L{StopAsyncIteration} at the end of the stream.
+
+        (A L{Deferred} rather than a coroutine: no coroutine per chunk.)
         """
-        data = await self.read()
-        if not data:
-            raise StopAsyncIteration
-        return data
+        if self._buf:
+            return self.read()
+        end = self._readEnd
+        if end is None:
+            d: Deferred[bytes] = _IterationRead()
+            readers = self._readers
+            if readers is None:
+                self._readers = deque((d,))
+            else:
+                readers.append(d)
+            return d
+        if end is True:
+            return fail(StopAsyncIteration())
+        assert isinstance(end, Failure)
+        return fail(end)
 
     def suspend(self) -> None:
         """
@@ -1071,7 +1101,7 @@ class TCPClientSocket:
             self._readers = None
             for d in readers:
                 if failure is None:
-                    d.callback(b"")
+                    _endOfStream(d)
                 else:
                     d.errback(failure)
         # writes
@@ -1202,7 +1232,7 @@ class TCPClientSocket:
         if readers:
             self._readers = None
             for d in readers:
-                d.callback(b"")
+                _endOfStream(d)
         if self._writeShut and self._transport is not None:
             self._transport.loseConnection()
 

@@ -501,6 +501,29 @@ class ReadTests(SynchronousTestCase):
         self.successResultOf(done)
         self.assertEqual(chunks, [b"a", b"b"])
 
+    def test_asyncIterationBufferedThenEnded(self) -> None:
+        """
+        C{async for} over a socket that already ended gives the buffered
+        chunk, then stops; after C{closeImmediately()} it stops at once.
+        """
+        sock, protocol, _ = connected()
+        protocol.dataReceived(b"kept")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        chunks: list[bytes] = []
+
+        async def consume(s: TCPClientSocket) -> None:
+            async for chunk in s:
+                chunks.append(chunk)
+
+        self.successResultOf(ensureDeferred(consume(sock)))
+        self.assertEqual(chunks, [b"kept"])
+        other, _, _ = connected()
+        pending = ensureDeferred(consume(other))
+        other.closeImmediately()
+        self.successResultOf(pending)
+        self.successResultOf(ensureDeferred(consume(other)))
+        self.assertEqual(chunks, [b"kept"])
+
     def test_asyncIterationError(self) -> None:
         """
         C{async for} raises the error that ended the socket.
