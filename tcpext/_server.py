@@ -51,7 +51,7 @@ class TCPServerSocket:
         "_closing",
         "_closed",
         "_closedWaiters",
-        "_stopping",
+        "_handshaking",
         "__weakref__",
     )
 
@@ -71,7 +71,7 @@ class TCPServerSocket:
         self._closing = False
         self._closed: _Outcome = None
         self._closedWaiters: list[Deferred[None]] | None = None
-        self._stopping: Deferred[None] | None = None
+        self._handshaking: set[TCPClientSocket] | None = None
 
     def __repr__(self) -> str:
         """
@@ -163,6 +163,9 @@ class TCPServerSocket:
         An accepted socket opened (after its TLS handshake, if any): hand it
         to a waiting consumer or queue it.
         """
+        handshaking = self._handshaking
+        if handshaking:
+            handshaking.discard(sock)
         if self._closing:
             sock.close()
             return
@@ -207,6 +210,10 @@ class TCPServerSocket:
             self._queue = deque()
             for sock in queue:
                 sock.close()
+            handshaking = self._handshaking
+            self._handshaking = None
+            for sock in handshaking or ():
+                sock.closeImmediately()
             waiters = self._waiters
             self._waiters = deque()
             for d in waiters:
@@ -322,3 +329,21 @@ class ServerSocketFactory(Factory):
         An accepted socket opened: give it to the server.
         """
         self.server._socketOpened(sock)
+
+    def _socketHandshaking(self, sock: TCPClientSocket) -> None:
+        """
+        An accepted socket waits for its TLS handshake: the server closes it
+        if it closes first.
+        """
+        server = self.server
+        if server._handshaking is None:
+            server._handshaking = set()
+        server._handshaking.add(sock)
+
+    def _socketEnded(self, sock: TCPClientSocket) -> None:
+        """
+        An accepted socket closed.
+        """
+        handshaking = self.server._handshaking
+        if handshaking:
+            handshaking.discard(sock)

@@ -1142,6 +1142,9 @@ class TCPClientSocket:
         waiters = self._closeWaiters
         self._closeWaiters = None
         _settle(waiters, None)
+        factory = self._protocol.factory
+        if factory is not None:
+            factory._socketEnded(self)
 
     # -- events from the protocol and the endpoint
 
@@ -1157,6 +1160,9 @@ class TCPClientSocket:
         tls = _tlsLayer(transport)
         if tls is not None and not getattr(tls, "_handshakeDone", False):
             # TLS from the start: open once the handshake completed.
+            factory = self._protocol.factory
+            if factory is not None:
+                factory._socketHandshaking(self)
             return
         if tls is not None:
             self._ssl = True

@@ -221,6 +221,39 @@ class TLSTests(TestCase):
         pending = server.accept()
         self.assertFalse(pending.called)
 
+    async def test_closeEndsHandshakingConnections(self) -> None:
+        """
+        Closing a TLS server closes the connections still waiting for their
+        handshake (never handed out): their clients read EOF.
+        """
+        pki = testPKI()
+        server = await listenSocket(
+            SSL4ServerEndpoint(
+                globalReactor, 0, pki.serverOptions(), interface="127.0.0.1"
+            )
+        )
+        assert server.localPort is not None
+        client = await connectSocket(
+            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
+        )
+        self.addCleanup(client.closeImmediately)
+        for _ in range(100):
+            if server._handshaking:
+                break
+            await deferLater(globalReactor, 0.01, lambda: None)
+        self.assertEqual(len(server._handshaking or ()), 1)
+        await server.close()
+        data = b""
+        for _ in range(100):
+            try:
+                chunk = await client.read()
+            except ConnectionClosed:
+                break
+            if not chunk:
+                break
+            data += chunk
+        self.assertEqual(client.readyState, "closed")
+
     async def test_starttls(self) -> None:
         """
         C{upgradeToSecure()} on both ends: the plain exchange, then TLS; the
