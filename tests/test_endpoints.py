@@ -7,6 +7,11 @@ Twisted's endpoint classes.
 from __future__ import annotations
 
 import os
+import re
+import select
+import socket
+import subprocess
+import sys
 
 from twisted.internet import reactor as globalReactor
 from twisted.internet.defer import ensureDeferred
@@ -267,3 +272,85 @@ class EndpointStringTests(TestCase):
             await connectSocket(
                 clientFromString(globalReactor, f"tcp:127.0.0.1:{port}")
             )
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class DocumentedProgramTests(SynchronousTestCase):
+    """
+    The tutorial's program and C{examples/echo_server.py} really run.
+    """
+
+    def test_tutorialProgram(self) -> None:
+        """
+        The last Python block of C{docs/tutorial.md} prints the two echoed
+        lines and exits 0.
+        """
+        with open(os.path.join(ROOT, "docs", "tutorial.md"), encoding="utf-8") as f:
+            blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+        script = os.path.abspath(self.mktemp()) + ".py"
+        with open(script, "w", encoding="utf-8") as f:
+            f.write(blocks[-1])
+        result = subprocess.run(
+            [sys.executable, script],
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr.decode("utf-8", "replace"))
+        self.assertEqual(result.stdout, b"hello\ntcpext\n")
+
+    def test_echoServerExample(self) -> None:
+        """
+        C{examples/echo_server.py --port 0} reports its port and echoes.
+        """
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(ROOT, "examples", "echo_server.py"),
+                "--port",
+                "0",
+                "--quiet",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+        )
+        self.addCleanup(process.wait, 30)
+        self.addCleanup(process.kill)
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        self.assertTrue(ready, "the echo server printed nothing in 30s")
+        line = process.stdout.readline().decode("ascii")
+        match = re.match(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())
+        self.assertIsNotNone(match, line)
+        assert match is not None
+        with socket.create_connection(("127.0.0.1", int(match.group(1))), 30) as s:
+            s.sendall(b"echo me")
+            s.shutdown(socket.SHUT_WR)
+            received = b""
+            for _ in range(100):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+        self.assertEqual(received, b"echo me")
+
+    def test_echoServerBadPort(self) -> None:
+        """
+        A port outside 0..65535 is refused with a message.
+        """
+        result = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "examples", "echo_server.py"),
+                "--port",
+                "70000",
+            ],
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            timeout=60,
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"--port must be in 0..65535", result.stderr)
