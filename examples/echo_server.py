@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
+from tcpext._socket import TCPClientSocket
 from tcpext.endpoints import listenSocket
 
 log = Logger(namespace="echo_server")
@@ -44,7 +46,7 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     return options
 
 
-async def echo(conn) -> None:  # type: ignore[no-untyped-def]
+async def echo(conn: TCPClientSocket) -> None:
     """
     Send back everything C{conn} sends, then close.
     """
@@ -63,7 +65,7 @@ async def echo(conn) -> None:  # type: ignore[no-untyped-def]
     log.info("{peer} closed after {total} bytes", peer=peer, total=total)
 
 
-async def main(reactor, argv: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
+async def main(reactor: Any, argv: Sequence[str]) -> None:
     """
     Listen and echo until the reactor stops.
     """
