@@ -13,6 +13,7 @@ from service_identity import VerificationError
 from twisted.internet import reactor as globalReactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import (
+    SSL4ClientEndpoint,
     SSL4ServerEndpoint,
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
@@ -110,6 +111,35 @@ class TLSTests(TestCase):
         await sock.close()
         self.assertEqual(sock.readyState, "closed")
         await sock.closed
+
+    async def test_connectSSL(self) -> None:
+        """
+        An L{SSL4ClientEndpoint} (the reactor's C{connectSSL}) works the same:
+        open after the handshake, C{ssl} L{True}; a wrong name fails.
+        """
+        pki = testPKI()
+        server = await self.tlsServer()
+        assert server.localPort is not None
+        sock = await connectSocket(
+            SSL4ClientEndpoint(
+                globalReactor, "127.0.0.1", server.localPort, pki.clientOptions()
+            )
+        )
+        self.assertTrue(sock.ssl)
+        await sock.write(b"ssl4")
+        self.assertEqual(await sock.readExactly(4), b"ssl4")
+        await sock.close()
+        wrong = startSocket(
+            SSL4ClientEndpoint(
+                globalReactor,
+                "127.0.0.1",
+                server.localPort,
+                pki.clientOptions("wrong.example"),
+            )
+        )
+        with self.assertRaises(VerificationError):
+            await wrong.opened
+        self.assertEqual(wrong.readyState, "closed")
 
     async def test_tlsConnectingState(self) -> None:
         """
