@@ -55,6 +55,7 @@ _MAX_NAME = 253
 _MAX_LABEL = 63
 _ASCII_LABEL = re.compile(r"[a-z0-9_-]{1,63}\Z")
 _NUMERIC_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)\Z")
+_DOTTED = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\Z")
 _ZONE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 
@@ -88,6 +89,8 @@ def _parseNumericV4(text: str) -> ipaddress.IPv4Address | None:
     """
     A canonical dotted quad, or L{None} if C{text} is not one.
     """
+    if not _DOTTED.match(text):
+        return None
     try:
         address = ipaddress.IPv4Address(text)
     except ValueError:
@@ -113,6 +116,9 @@ def _inetAtonAccepts(text: str) -> bool:
     """
     Would the C library's C{inet_aton} read C{text} as an IPv4 address?
     """
+    if not text[:1].isdigit():
+        # Every form inet_aton reads starts with a digit: skip the call.
+        return False
     try:
         socket.inet_aton(text)
     except (OSError, ValueError):

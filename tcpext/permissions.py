@@ -29,6 +29,7 @@ from tcpext._hosts import (
     IPAddress,
     IPNetwork,
     ParsedHost,
+    _parseHostCached,
     _whyNotPublic,
     canonicalHost,
     describeAddress,
@@ -621,14 +622,16 @@ class PermissionSet:
         """
         Does a name or C{*.name} grant (not C{*}) cover C{name:port}?
         """
-        if self._names.allows(name, port):
+        found = self._names.ports.get(name)
+        if found is not None and port in found:
             return True
-        suffixes = self._suffixes
-        if not suffixes.ports:
+        suffixes = self._suffixes.ports
+        if not suffixes:
             return False
         key = name
         while True:
-            if suffixes.allows(key, port):
+            found = suffixes.get(key)
+            if found is not None and port in found:
                 return True
             dot = key.find(".")
             if dot < 0:
@@ -656,12 +659,19 @@ class PermissionSet:
             host such as C{127.1}, a port out of range): use L{checkConnect}
             to learn why.
         """
+        if port.__class__ is not int or not MIN_PORT <= port <= MAX_PORT:
+            return False
         try:
-            parsed = parseHost(host)
-            _checkPort(port)
+            parsed = (
+                _parseHostCached(host) if host.__class__ is str else parseHost(host)
+            )
         except (TypeError, ValueError):
             return False
-        return self._matches(parsed, port)
+        if port in self._anyHost:
+            return True
+        if parsed.ip is not None:
+            return self._matchIP(parsed.ip, port)
+        return self._matchName(parsed.text, port)
 
     def checkConnect(self, host: str, port: int) -> None:
         """
