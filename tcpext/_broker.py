@@ -962,6 +962,9 @@ class IsolatedExtension(Service):
     @ivar broker: The L{BrokerProtocol} of the current process, if any.
     """
 
+    exitGrace = 2.0
+    """Seconds a process whose AMP connection ended gets to exit by itself."""
+
     def __init__(
         self,
         *,
@@ -1293,10 +1296,12 @@ class IsolatedExtension(Service):
 
     def _brokerLost(self, broker: BrokerProtocol) -> None:
         """
-        The AMP connection ended: the process must not outlive it.
+        The AMP connection ended: the process must not outlive it; it gets
+        a moment to exit by itself (so that its exit status is seen).
         """
         if broker is self.broker and self._process is not None:
-            self._kill()
+            if self._killTimer is None or not self._killTimer.active():
+                self._killTimer = self._reactor.callLater(self.exitGrace, self._kill)
 
     def _kill(self) -> None:
         transport = self._processTransport

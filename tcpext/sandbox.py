@@ -742,4 +742,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - run in a child process
-    sys.exit(main())
+    # Run the copy imported as tcpext.sandbox, not this __main__ one, so that
+    # there is one HostConnection class in the process.
+    from tcpext.sandbox import main as _main
+
+    sys.exit(_main())

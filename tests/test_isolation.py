@@ -6,19 +6,27 @@ host), with real child processes over loopback.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tcpext._broker import IsolatedExtension, RestartPolicy
 from tcpext._isolation import (
     NamespaceUnavailable,
     _childEnvironment,
     checkNetworkNamespace,
 )
+from tcpext.sandbox import EXIT_NO_NAMESPACE
 
 
 def _namespaceWorks() -> str | None:
@@ -33,6 +41,18 @@ def _namespaceWorks() -> str | None:
 
 
 _NO_NAMESPACE = _namespaceWorks()
+
+
+def _browserMissing() -> str | None:
+    """
+    L{None} if the child can build a C{browser}, else why not (while the
+    modules it needs are still being written).
+    """
+    try:
+        import tcpext.browser  # noqa: F401
+    except ImportError as e:
+        return str(e)
+    return None
 
 
 def _runChild(code: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -171,3 +191,457 @@ class NamespaceTests(SynchronousTestCase):
 
         error = self.assertRaises(NamespaceUnavailable, _unshare, 0x7FFFFFFF)
         self.assertIn("Invalid argument", str(error))
+
+
+# End to end: IsolatedExtension (host) + tcpext.sandbox (child).
+
+_REPORTER = """
+import gc
+import os
+import socket
+
+from tcpext import sandbox
+from tcpext._broker import Connect, Denied
+from tcpext.permissions import PermissionDenied
+
+_kept = []
+
+
+async def report(browser, text):
+    sock = await browser.TCPSocket.connect(host="127.0.0.1", port=REPORT)
+    await sock.opened
+    await sock.write((text + "\\n").encode())
+    await sock.close()
+
+
+def hostConnection():
+    for thing in gc.get_objects():
+        if isinstance(thing, sandbox.HostConnection):
+            return thing
+"""
+
+_HOSTILE = (
+    _REPORTER
+    + """
+
+async def main(browser):
+    results = []
+    try:
+        socket.create_connection(("127.0.0.1", TARGET), timeout=5).close()
+        results.append("raw-connect=connected")
+    except OSError as e:
+        results.append("raw-connect=failed")
+    s = socket.socket()
+    s.bind(("127.0.0.1", FREE))
+    s.listen(5)
+    _kept.append(s)
+    results.append("raw-listen=listening")
+    try:
+        await browser.TCPSocket.connect(host="127.0.0.1", port=TARGET)
+        results.append("denied-connect=allowed")
+    except PermissionDenied:
+        results.append("denied-connect=denied")
+    try:
+        await hostConnection().callRemote(
+            Connect, host="127.0.0.1", port=TARGET, timeout=5.0)
+        results.append("bypass=allowed")
+    except Denied:
+        results.append("bypass=denied")
+    server = await browser.TCPSocket.listen(host="127.0.0.1", port=LISTEN)
+    results.append("listen=%d" % server.localPort)
+    await report(browser, " ".join(results))
+    async for sock in server.connections:
+        data = await sock.read()
+        await sock.write(data.upper())
+        await sock.close()
+"""
+)
+
+_ECHO = (
+    _REPORTER
+    + """
+
+async def main(browser):
+    server = await browser.TCPSocket.listen(host="127.0.0.1", port=LISTEN)
+    await report(browser, "echo ready")
+    async for sock in server.connections:
+        async for chunk in sock:
+            await sock.write(chunk)
+        await sock.close()
+"""
+)
+
+_CRASHER = (
+    _REPORTER
+    + """
+
+async def main(browser):
+    await report(browser, "started %d" % os.getpid())
+    from twisted.internet import reactor
+    reactor.callLater(0.1, os._exit, 9)
+"""
+)
+
+_HOLDER = (
+    _REPORTER
+    + """
+
+async def main(browser):
+    sock = await browser.TCPSocket.connect(host="127.0.0.1", port=TARGET)
+    await sock.opened
+    await report(browser, "holding")
+    try:
+        await sock.closed
+        await report(browser, "closed")
+    except PermissionDenied as e:
+        await report(browser, "revoked")
+"""
+)
+
+
+class _Lines(Protocol):
+    """
+    Collects the lines one connection sends.
+    """
+
+    def __init__(self, sink: list[str], waiters: list[Any]) -> None:
+        self.sink = sink
+        self.waiters = waiters
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        self.sink.extend(line.decode() for line in lines)
+        for check, d in list(self.waiters):
+            if not d.called and check():
+                d.callback(None)
+
+
+class _Accepted(Protocol):
+    """
+    Counts connections and notices when they end.
+    """
+
+    def __init__(self, record: list[Any]) -> None:
+        self.record = record
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.record.append(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost.callback(None)
+
+
+def _freePort() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+class IsolatedExtensionTests(TestCase):
+    """
+    Real extension processes in their own network namespaces.
+    """
+
+    timeout = 90
+
+    if _NO_NAMESPACE is not None:
+        skip = f"no network namespaces here: {_NO_NAMESPACE}"
+    elif _browserMissing() is not None:
+        skip = f"the browser namespace is not importable: {_browserMissing()}"
+
+    def setUp(self) -> None:
+        self.lines: list[str] = []
+        self.waiters: list[Any] = []
+        port = reactor.listenTCP(  # type: ignore[attr-defined]
+            0,
+            Factory.forProtocol(lambda: _Lines(self.lines, self.waiters)),
+            interface="127.0.0.1",
+        )
+        self.addCleanup(port.stopListening)
+        self.report = port.getHost().port
+        self.accepted: list[_Accepted] = []
+        target = reactor.listenTCP(  # type: ignore[attr-defined]
+            0,
+            Factory.forProtocol(lambda: _Accepted(self.accepted)),
+            interface="127.0.0.1",
+        )
+        self.addCleanup(target.stopListening)
+        self.target = target.getHost().port
+        self.events: list[dict[str, Any]] = []
+
+    def waitFor(self, check: Any) -> defer.Deferred[None]:
+        """
+        Fire once C{check()} is true (checked as lines and log events
+        arrive); the test's timeout bounds the wait.
+        """
+        d: defer.Deferred[None] = defer.Deferred()
+        if check():
+            d.callback(None)
+        else:
+            self.waiters.append((check, d))
+        return d
+
+    def observe(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        globalLogPublisher(event)
+        for check, d in list(self.waiters):
+            if not d.called and check():
+                d.callback(None)
+
+    def logged(self, text: str) -> bool:
+        return any(text in formatEvent(e) for e in self.events)
+
+    def extension(
+        self,
+        name: str,
+        script: str,
+        permissions: list[str],
+        optional: tuple[str, ...] = (),
+        **kw: Any,
+    ) -> IsolatedExtension:
+        """
+        Write an extension folder and start it isolated.
+        """
+        path = os.path.join(self.mktemp(), name)
+        os.makedirs(path)
+        manifest = {
+            "manifest_version": 2,
+            "name": name,
+            "version": "1.0",
+            "permissions": permissions,
+            "optional_permissions": list(optional),
+            "background": {"scripts": ["background.py"]},
+        }
+        with open(os.path.join(path, "manifest.json"), "w") as f:
+            json.dump(manifest, f)
+        with open(os.path.join(path, "background.py"), "w") as f:
+            f.write(script)
+        kw.setdefault(
+            "restart",
+            RestartPolicy(initialDelay=0.05, startTimeout=30, stopTimeout=10),
+        )
+        service = IsolatedExtension(
+            path=path,
+            extensionId=name,
+            manifest=manifest,
+            reactor=reactor,
+            log=Logger(namespace=f"tcpext.extension.{name}", observer=self.observe),
+            **kw,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def echo(self, listen: int) -> IsolatedExtension:
+        """
+        Start an isolated echo server on C{listen}; it reports C{echo ready}.
+        """
+        return self.extension(
+            "echo",
+            _ECHO.replace("REPORT", str(self.report)).replace("LISTEN", str(listen)),
+            [f"tcp-connect:127.0.0.1:{self.report}", f"tcp-listen:{listen}"],
+        )
+
+    async def dial(self, port: int, data: bytes) -> bytes:
+        """
+        Connect to C{port}, send C{data}, half-close, return the answer.
+        """
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
+        received: list[bytes] = []
+        done: defer.Deferred[None] = defer.Deferred()
+
+        class Client(Protocol):
+            def connectionMade(self) -> None:
+                self.transport.write(data)  # type: ignore[union-attr]
+                self.transport.loseWriteConnection()  # type: ignore[union-attr]
+
+            def dataReceived(self, chunk: bytes) -> None:
+                received.append(chunk)
+
+            def connectionLost(self, reason: Any) -> None:
+                done.callback(None)
+
+        await endpoint.connect(Factory.forProtocol(Client))
+        await done
+        return b"".join(received)
+
+    async def test_hostileExtension(self) -> None:
+        """
+        Under isolation a hostile extension's raw C{socket.connect} to the
+        test's loopback server fails, its raw listening port is unreachable
+        from outside, a connect outside its grants is denied (by its browser
+        and, when it calls the broker directly, by the host), while the
+        permitted connect (the report) and listen work and move data.
+        """
+        free, listen = _freePort(), _freePort()
+        script = (
+            _HOSTILE.replace("REPORT", str(self.report))
+            .replace("TARGET", str(self.target))
+            .replace("FREE", str(free))
+            .replace("LISTEN", str(listen))
+        )
+        self.extension(
+            "hostile",
+            script,
+            [f"tcp-connect:127.0.0.1:{self.report}", f"tcp-listen:{listen}"],
+        )
+        await self.waitFor(lambda: bool(self.lines))
+        results = dict(item.split("=") for item in self.lines[0].split())
+        self.assertEqual(
+            results,
+            {
+                "raw-connect": "failed",
+                "raw-listen": "listening",
+                "denied-connect": "denied",
+                "bypass": "denied",
+                "listen": str(listen),
+            },
+        )
+        self.assertEqual(self.accepted, [])
+        self.assertTrue(self.logged("broker refused connect to 127.0.0.1"))
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", free), timeout=5)
+        self.assertEqual(await self.dial(listen, b"permitted"), b"PERMITTED")
+
+    async def test_crashRestartedOthersServe(self) -> None:
+        """
+        A child that crashes is logged and restarted with backoff, up to the
+        bound, while another isolated extension keeps serving.
+        """
+        listen = _freePort()
+        self.echo(listen)
+        crasher = self.extension(
+            "crasher",
+            _CRASHER.replace("REPORT", str(self.report)),
+            [f"tcp-connect:127.0.0.1:{self.report}"],
+            restart=RestartPolicy(maxRestarts=2, initialDelay=0.05, maxDelay=0.2),
+        )
+        await self.waitFor(lambda: self.logged("gave up after 2 restarts"))
+        started = [line for line in self.lines if line.startswith("started")]
+        self.assertEqual(len(started), 3)
+        self.assertEqual(len(set(started)), 3)
+        self.assertEqual(crasher.starts, 3)
+        self.assertTrue(self.logged("crashed (exit status 9); restarting"))
+        await self.waitFor(lambda: "echo ready" in self.lines)
+        self.assertEqual(await self.dial(listen, b"still here"), b"still here")
+
+    async def test_hangAtStart(self) -> None:
+        """
+        A child that never says hello is killed after the start timeout and
+        restarted, up to the bound.
+        """
+        script = os.path.abspath(self.mktemp())
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nexec sleep 60\n")
+        os.chmod(script, 0o755)
+        service = self.extension(
+            "sleepy",
+            "",
+            [],
+            python=script,
+            restart=RestartPolicy(maxRestarts=1, initialDelay=0.05, startTimeout=0.5),
+        )
+        await self.waitFor(lambda: self.logged("gave up after 1 restarts"))
+        self.assertEqual(service.starts, 2)
+        self.assertTrue(self.logged("did not start within 0.5s"))
+
+    async def test_floodContained(self) -> None:
+        """
+        A child that writes garbage on its AMP channel is disconnected,
+        killed and restarted; another extension keeps serving.
+        """
+        listen = _freePort()
+        self.echo(listen)
+        script = (
+            _REPORTER.replace("REPORT", str(self.report))
+            + """
+
+async def main(browser):
+    await report(browser, "flooding %d" % os.getpid())
+    hostConnection().transport.write(b"\\xff" * 1000000)
+"""
+        )
+        flooder = self.extension(
+            "flooder",
+            script,
+            [f"tcp-connect:127.0.0.1:{self.report}"],
+            restart=RestartPolicy(maxRestarts=1, initialDelay=0.05),
+        )
+        await self.waitFor(lambda: self.logged("gave up after 1 restarts"))
+        self.assertEqual(flooder.starts, 2)
+        self.assertEqual(len([x for x in self.lines if x.startswith("flooding")]), 2)
+        await self.waitFor(lambda: "echo ready" in self.lines)
+        self.assertEqual(await self.dial(listen, b"unbothered"), b"unbothered")
+
+    async def test_revoke(self) -> None:
+        """
+        Revoking a grant from the host closes the child's socket that it
+        allowed, and the host refuses new connects under it.
+        """
+        grant = f"tcp-connect:127.0.0.1:{self.target}"
+        service = self.extension(
+            "holder",
+            _HOLDER.replace("REPORT", str(self.report)).replace(
+                "TARGET", str(self.target)
+            ),
+            [f"tcp-connect:127.0.0.1:{self.report}"],
+            optional=(grant,),
+            operatorGrants=[grant],
+        )
+        await self.waitFor(lambda: "holding" in self.lines)
+        self.assertEqual(len(self.accepted), 1)
+        await service.revoke([grant])
+        await self.accepted[0].lost
+        await self.waitFor(lambda: "revoked" in self.lines)
+        self.assertFalse(service.grants.allowsConnect("127.0.0.1", self.target))
+
+    async def test_stopServiceStopsChild(self) -> None:
+        """
+        Stopping the service closes the extension's sockets and ends its
+        process.
+        """
+        listen = _freePort()
+        service = self.echo(listen)
+        await self.waitFor(lambda: "echo ready" in self.lines)
+        self.assertEqual(await self.dial(listen, b"up"), b"up")
+        process = service._process
+        assert process is not None
+        await service.stopService()
+        self.assertTrue(process.ended.called)
+        self.assertIsNone(service._process)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", listen), timeout=5)
+        self.assertTrue(self.logged("extension process stopped"))
+
+    async def test_refusesUnconfined(self) -> None:
+        """
+        A child in C{process} mode that cannot enter a namespace exits with
+        L{EXIT_NO_NAMESPACE}; the host reports it and does not restart it.
+        """
+        script = os.path.abspath(self.mktemp())
+        with open(script, "w") as f:
+            f.write(
+                f"#!/bin/sh\necho 'unshare: refused' >&2\nexit {EXIT_NO_NAMESPACE}\n"
+            )
+        os.chmod(script, 0o755)
+        service = self.extension("refused", "", [], python=script)
+        await self.waitFor(lambda: self.logged("refused to run"))
+        self.assertEqual(service.starts, 1)
+        self.assertTrue(self.logged("unshare: refused"))
+
+    async def test_mainFails(self) -> None:
+        """
+        A C{main} that raises is reported with the reason and not
+        restarted.
+        """
+        service = self.extension(
+            "broken", "def main(browser):\n    raise RuntimeError('no luck')\n", []
+        )
+        await self.waitFor(lambda: self.logged("not restarting"))
+        self.assertTrue(self.logged("RuntimeError: no luck"))
+        self.assertEqual(service.starts, 1)
