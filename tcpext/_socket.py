@@ -141,6 +141,15 @@ def _observe(
     return _quietFail(outcome), waiters
 
 
+def _overrun(separator: bytes, limit: int, consumed: int) -> LimitOverrunError:
+    """
+    The error of a C{readUntil} that found no separator within its limit.
+    """
+    return LimitOverrunError(
+        f"no separator {separator!r} within the limit of {limit} bytes", consumed
+    )
+
+
 class _IterationRead(Deferred[bytes]):
     """
     A read made by C{async for}: it fails with L{StopAsyncIteration} at the
@@ -368,6 +377,7 @@ class TCPClientSocket:
         "_tlsWaiter",
         # read side
         "_buf",
+        "_bufOffset",
         "_bufSize",
         "_readers",
         "_readEnd",
@@ -422,6 +432,8 @@ class TCPClientSocket:
         self._closeWaiters: list[Deferred[None]] | None = None
         self._tlsWaiter: Deferred[None] | None = None
         self._buf: list[bytes] | None = None
+        # bytes of _buf[0] already consumed (by readExactly/readUntil)
+        self._bufOffset = 0
         self._bufSize = 0
         self._readers: deque[Deferred[bytes]] | None = None
         # None while reading; True at a clean end; a Failure at an error end.
@@ -546,7 +558,11 @@ class TCPClientSocket:
         """
         buf = self._buf
         if buf:
-            data = buf[0] if len(buf) == 1 else b"".join(buf)
+            if self._bufOffset:
+                data = b"".join([memoryview(buf[0])[self._bufOffset :], *buf[1:]])
+                self._bufOffset = 0
+            else:
+                data = buf[0] if len(buf) == 1 else b"".join(buf)
             self._buf = None
             self._bufSize = 0
             if self._full:
@@ -567,10 +583,64 @@ class TCPClientSocket:
         assert isinstance(end, Failure)
         return fail(end)
 
-    def _unread(self, data: bytes) -> None:
+    # readExactly / readUntil: when the buffer holds what they need they take
+    # it in place (an offset into the first chunk), so many small records in
+    # one network read cost one copy each; otherwise they take the buffer and
+    # read() on until they have it, and put back what they did not use.
+
+    def _checkFull(self) -> None:
         """
-        Put C{data} back in front of the buffer (for C{readExactly} and
-        C{readUntil}).
+        Pause or resume reading after the buffer's size changed.
+        """
+        full = self._bufSize >= self._highWater
+        if full is not self._full:
+            self._full = full
+            self._updateReading()
+
+    def _consolidate(self) -> bytes:
+        """
+        Join the buffer into one chunk (dropping the consumed prefix) and
+        return it.
+        """
+        buf = self._buf
+        assert buf
+        if len(buf) > 1 or self._bufOffset:
+            joined = b"".join([memoryview(buf[0])[self._bufOffset :], *buf[1:]])
+            buf[:] = [joined]
+            self._bufOffset = 0
+        return buf[0]
+
+    def _consume(self, first: bytes, end: int) -> bytes:
+        """
+        Take C{first[offset:end]}, where C{first} is the buffer's first chunk.
+        """
+        offset = self._bufOffset
+        data = first if offset == 0 and end == len(first) else first[offset:end]
+        if end >= len(first):
+            buf = self._buf
+            assert buf
+            del buf[0]
+            if not buf:
+                self._buf = None
+            self._bufOffset = 0
+        else:
+            self._bufOffset = end
+        self._bufSize -= end - offset
+        self._checkFull()
+        return data
+
+    def _takeRest(self) -> bytes:
+        """
+        Take everything buffered.
+        """
+        if not self._buf:
+            return b""
+        return self._consume(self._consolidate(), self._bufSize)
+
+    def _prepend(self, data: bytes) -> None:
+        """
+        Put C{data} back in front of the buffer (or give it to a pending
+        read).
         """
         if not data:
             return
@@ -578,14 +648,16 @@ class TCPClientSocket:
         if readers:
             readers.popleft().callback(data)
             return
-        if self._buf is None:
+        buf = self._buf
+        if buf is None:
             self._buf = [data]
         else:
-            self._buf.insert(0, data)
+            if self._bufOffset:
+                buf[0] = buf[0][self._bufOffset :]
+                self._bufOffset = 0
+            buf.insert(0, data)
         self._bufSize += len(data)
-        if self._bufSize >= self._highWater and not self._full:
-            self._full = True
-            self._updateReading()
+        self._checkFull()
 
     def readExactly(self, n: int) -> Deferred[bytes]:
         """
@@ -602,27 +674,37 @@ class TCPClientSocket:
             )
         if n < 0:
             return fail(ValueError(f"readExactly() needs n >= 0, got {n}"))
+        if self._bufSize >= n:
+            if n == 0:
+                return succeed(b"")
+            buf = self._buf
+            assert buf
+            first = buf[0]
+            if len(first) - self._bufOffset < n:
+                first = self._consolidate()
+            return succeed(self._consume(first, self._bufOffset + n))
         return Deferred.fromCoroutine(self._readExactly(n))
 
     async def _readExactly(self, n: int) -> bytes:
         """
-        Implement L{readExactly}.
+        Gather C{n} bytes with C{read()}.
         """
-        chunks: list[bytes] = []
-        got = 0
+        first = self._takeRest()
+        chunks = [first] if first else []
+        got = len(first)
         while got < n:
             try:
-                data = await self.read()
+                chunk = await self.read()
             except BaseException:
-                self._unread(b"".join(chunks))
+                self._prepend(b"".join(chunks))
                 raise
-            if not data:
+            if not chunk:
                 raise IncompleteReadError(b"".join(chunks), n)
-            chunks.append(data)
-            got += len(data)
+            chunks.append(chunk)
+            got += len(chunk)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if got > n:
-            self._unread(data[n:])
+            self._prepend(data[n:])
             data = data[:n]
         return data
 
@@ -636,10 +718,10 @@ class TCPClientSocket:
         @param limit: The longest result allowed, separator included.
 
         @return: A Deferred that fires with the bytes up to and including the
-            separator; or fails with L{LimitOverrunError} if more than
-            C{limit} bytes come without it (they stay buffered), with
-            L{IncompleteReadError} if the stream ends first (its C{partial}
-            holds the bytes), or with the error that ended the socket.
+            separator; or fails with L{LimitOverrunError} if C{limit} bytes
+            come without it (they stay buffered), with L{IncompleteReadError}
+            if the stream ends first (its C{partial} holds the bytes), or
+            with the error that ended the socket (the bytes stay buffered).
         """
         if not isinstance(separator, bytes):
             return fail(
@@ -655,42 +737,43 @@ class TCPClientSocket:
             return fail(
                 ValueError(f"limit {limit} is shorter than the separator {separator!r}")
             )
+        if self._buf:
+            first = self._buf[0]
+            if len(self._buf) > 1 and first.find(separator, self._bufOffset) < 0:
+                first = self._consolidate()
+            offset = self._bufOffset
+            index = first.find(separator, offset, offset + limit)
+            if index >= 0:
+                return succeed(self._consume(first, index + len(separator)))
+            if self._bufSize >= limit:
+                return fail(_overrun(separator, limit, self._bufSize))
         return Deferred.fromCoroutine(self._readUntil(separator, limit))
 
     async def _readUntil(self, separator: bytes, limit: int) -> bytes:
         """
-        Implement L{readUntil}.
+        Gather bytes with C{read()} until the separator.
         """
-        acc = b""
-        searched = 0
+        acc = bytearray(self._takeRest())
+        scanned = 0
         while True:
-            index = acc.find(separator, max(0, searched - len(separator) + 1))
+            start = max(0, scanned - len(separator) + 1)
+            index = acc.find(separator, start, limit)
             if index >= 0:
                 end = index + len(separator)
-                if end > limit:
-                    self._unread(acc)
-                    raise LimitOverrunError(
-                        f"the separator {separator!r} came after {index} bytes, "
-                        f"past the limit of {limit}",
-                        index,
-                    )
-                self._unread(acc[end:])
-                return acc[:end]
-            searched = len(acc)
-            if searched >= limit:
-                self._unread(acc)
-                raise LimitOverrunError(
-                    f"no separator {separator!r} within the limit of {limit} bytes",
-                    searched,
-                )
+                self._prepend(bytes(acc[end:]))
+                return bytes(acc[:end])
+            if len(acc) >= limit:
+                self._prepend(bytes(acc))
+                raise _overrun(separator, limit, len(acc))
+            scanned = len(acc)
             try:
-                data = await self.read()
+                chunk = await self.read()
             except BaseException:
-                self._unread(acc)
+                self._prepend(bytes(acc))
                 raise
-            if not data:
-                raise IncompleteReadError(acc, None)
-            acc = acc + data if acc else data
+            if not chunk:
+                raise IncompleteReadError(bytes(acc), None)
+            acc += chunk
 
     def __aiter__(self) -> TCPClientSocket:
         """
@@ -1061,6 +1144,7 @@ class TCPClientSocket:
         if self._state is _CLOSED:
             return
         self._buf = None
+        self._bufOffset = 0
         self._bufSize = 0
         self._end(None, SocketClosed("the socket was closed by closeImmediately()"))
 

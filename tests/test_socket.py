@@ -645,6 +645,98 @@ class ReadHelperTests(SynchronousTestCase):
         error = self.failureResultOf(d, IncompleteReadError).value
         self.assertEqual((error.partial, error.expected), (b"no newline", None))
 
+    def test_manyRecordsInOneChunk(self) -> None:
+        """
+        Lines and fixed-size records taken from one buffered chunk come out
+        in order, and C{read()} then returns the rest.
+        """
+        sock, protocol, _ = connected()
+        protocol.dataReceived(b"one\ntwo\nABCDthree\nrest")
+        self.assertEqual(self.successResultOf(sock.readUntil()), b"one\n")
+        self.assertEqual(self.successResultOf(sock.readUntil()), b"two\n")
+        self.assertEqual(self.successResultOf(sock.readExactly(4)), b"ABCD")
+        self.assertEqual(self.successResultOf(sock.readUntil()), b"three\n")
+        protocol.dataReceived(b" and more")
+        self.assertEqual(self.successResultOf(sock.read()), b"rest and more")
+        self.assertEqual(sock._bufSize, 0)
+
+    def test_separatorAcrossChunks(self) -> None:
+        """
+        A separator split between two buffered chunks is found.
+        """
+        sock, protocol, _ = connected()
+        protocol.dataReceived(b"line\r")
+        protocol.dataReceived(b"\nnext")
+        self.assertEqual(self.successResultOf(sock.readUntil(b"\r\n")), b"line\r\n")
+        self.assertEqual(self.successResultOf(sock.readExactly(4)), b"next")
+
+    def test_readExactlyAcrossChunks(self) -> None:
+        """
+        C{readExactly} joins buffered chunks when it needs to.
+        """
+        sock, protocol, _ = connected()
+        for chunk in (b"ab", b"cd", b"ef"):
+            protocol.dataReceived(chunk)
+        self.assertEqual(self.successResultOf(sock.readExactly(1)), b"a")
+        self.assertEqual(self.successResultOf(sock.readExactly(4)), b"bcde")
+        self.assertEqual(self.successResultOf(sock.read()), b"f")
+
+    def test_takingResumesReading(self) -> None:
+        """
+        Taking records below the high-water mark resumes the transport.
+        """
+        sock, protocol, transport = connected(highWater=8)
+        protocol.dataReceived(b"1234\n5678\n")
+        self.assertEqual(transport.producerState, "paused")
+        self.successResultOf(sock.readUntil())
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_readExactlyBeyondHighWater(self) -> None:
+        """
+        C{readExactly(n)} with C{n} past the high-water mark does not stall:
+        the transport keeps reading until C{n} bytes came, and the rest is
+        buffered (pausing again if it is too much).
+        """
+        sock, protocol, transport = connected(highWater=8)
+        protocol.dataReceived(b"x" * 10)
+        self.assertEqual(transport.producerState, "paused")
+        d = sock.readExactly(30)
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"y" * 10)
+        self.assertNoResult(d)
+        protocol.dataReceived(b"z" * 20)
+        self.assertEqual(self.successResultOf(d), b"x" * 10 + b"y" * 10 + b"z" * 10)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(self.successResultOf(sock.read()), b"z" * 10)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_readUntilLongLineAcrossChunks(self) -> None:
+        """
+        A line that arrives in many chunks is found once its separator comes;
+        the bytes after it stay buffered.
+        """
+        sock, protocol, _ = connected()
+        d = sock.readUntil(b"END", limit=1000)
+        for _ in range(50):
+            protocol.dataReceived(b"0123456789")
+        protocol.dataReceived(b"EN")
+        self.assertNoResult(d)
+        protocol.dataReceived(b"Dtail")
+        self.assertEqual(self.successResultOf(d), b"0123456789" * 50 + b"END")
+        self.assertEqual(self.successResultOf(sock.read()), b"tail")
+
+    def test_readUntilErrorKeepsBytes(self) -> None:
+        """
+        An error while C{readUntil} waits leaves its bytes buffered.
+        """
+        sock, protocol, _ = connected()
+        protocol.dataReceived(b"partial")
+        d = sock.readUntil()
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(d, ConnectionLost)
+        self.assertEqual(self.successResultOf(sock.read()), b"partial")
+        self.failureResultOf(sock.read(), ConnectionLost)
+
     def test_readUntilBadArguments(self) -> None:
         """
         An empty or non-bytes separator, or a limit shorter than it, fails.
