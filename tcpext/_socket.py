@@ -1088,6 +1088,16 @@ class TCPClientSocket:
         transport = self._transport
         if transport is None or self._state is _CLOSED:
             return
+        upgrading = self._tlsWaiter
+        if upgrading is not None:
+            # A TLS transport aborts a close during its handshake: finish the
+            # STARTTLS first.
+            def afterHandshake(result: object) -> object:
+                self._loseConnection()
+                return result
+
+            upgrading.addBoth(afterHandshake)
+            return
         self._stopProducer()
         if not self._writeShut:
             transport.unregisterProducer()

@@ -327,6 +327,38 @@ class TLSTests(TestCase):
         await serving
         self.assertEqual(serverSaw, [b"STARTTLS\n", b"secret"])
 
+    async def test_closeRightAfterUpgrade(self) -> None:
+        """
+        C{close()} right after C{upgradeToSecure()} (not awaited) waits for
+        the handshake, then closes cleanly.
+        """
+        pki = testPKI()
+        server = await self.plainServer()
+
+        async def starttlsServer() -> bytes:
+            accepted = await server.accept()
+            assert accepted is not None
+            self.addCleanup(accepted.closeImmediately)
+            await accepted.upgradeToSecure(pki.serverOptions())
+            data = b""
+            async for chunk in accepted:
+                data += chunk
+            await accepted.close()
+            return data
+
+        serving = ensureDeferred(starttlsServer())
+        assert server.localPort is not None
+        sock = await connectSocket(
+            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
+        )
+        upgraded = sock.upgradeToSecure(pki.clientOptions())
+        closing = sock.close()
+        await upgraded
+        self.assertTrue(sock.ssl)
+        await closing
+        self.assertIsNone(await sock.closed)
+        self.assertEqual(await serving, b"")
+
     async def test_starttlsUntrusted(self) -> None:
         """
         A failed STARTTLS handshake fails the upgrade and C{closed} with the
