@@ -283,7 +283,7 @@ class SocketProtocol:
         sock = self.socket
         readers = sock._readers
         if readers:
-            readers.popleft().callback(data)
+            readers.pop(0).callback(data)
             return
         if sock._state is _CLOSED:
             return
@@ -435,7 +435,8 @@ class TCPClientSocket:
         # bytes of _buf[0] already consumed (by readExactly/readUntil)
         self._bufOffset = 0
         self._bufSize = 0
-        self._readers: deque[Deferred[bytes]] | None = None
+        # pending reads, oldest first (a list: smaller than a deque when idle)
+        self._readers: list[Deferred[bytes]] | None = None
         # None while reading; True at a clean end; a Failure at an error end.
         self._readEnd: bool | Failure | None = None
         self._highWater = highWater
@@ -574,7 +575,7 @@ class TCPClientSocket:
             d: Deferred[bytes] = Deferred()
             readers = self._readers
             if readers is None:
-                self._readers = deque((d,))
+                self._readers = [d]
             else:
                 readers.append(d)
             return d
@@ -646,7 +647,7 @@ class TCPClientSocket:
             return
         readers = self._readers
         if readers:
-            readers.popleft().callback(data)
+            readers.pop(0).callback(data)
             return
         buf = self._buf
         if buf is None:
@@ -794,7 +795,7 @@ class TCPClientSocket:
             d: Deferred[bytes] = _IterationRead()
             readers = self._readers
             if readers is None:
-                self._readers = deque((d,))
+                self._readers = [d]
             else:
                 readers.append(d)
             return d
