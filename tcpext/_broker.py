@@ -951,6 +951,28 @@ class _ChildProcess(ProcessProtocol):
         self.ended.callback(None)
 
 
+class _MemoryStore:
+    """
+    The default grant store: nothing persists.
+    """
+
+    def __init__(self) -> None:
+        self._grants: dict[str, list[str]] = {}
+
+    def load(self, extensionId: str) -> list[str]:
+        return list(self._grants.get(extensionId, ()))
+
+    def save(self, extensionId: str, entries: list[str]) -> None:
+        self._grants[extensionId] = list(entries)
+
+
+def _refuse(extensionId: str, permissions: list[str]) -> bool:
+    """
+    The default prompt policy: refuse.
+    """
+    return False
+
+
 class IsolatedExtension(Service):
     """
     Runs one extension in its own process and network namespace and brokers
@@ -1004,7 +1026,6 @@ class IsolatedExtension(Service):
         @raise ValueError: for an unknown mode, an invalid C{tcp-*} entry, or
             an operator grant the manifest does not list as optional.
         """
-        from tcpext.browser import MemoryGrantStore, denyAll
         from tcpext.permissions import (
             PermissionSet,
             parseManifestPermissions,
@@ -1021,8 +1042,8 @@ class IsolatedExtension(Service):
         self.extensionId = extensionId
         self.manifest = dict(manifest)
         self._reactor = reactor
-        self._store = grantStore if grantStore is not None else MemoryGrantStore()
-        self._prompt = prompt if prompt is not None else denyAll
+        self._store = grantStore if grantStore is not None else _MemoryStore()
+        self._prompt = prompt if prompt is not None else _refuse
         self.log = log or Logger(namespace=f"tcpext.extension.{extensionId}")
         self.mode = mode
         self.restart = restart

@@ -23,10 +23,12 @@ from tcpext._broker import (
     BrokerProtocol,
     Connect,
     Denied,
+    IsolatedExtension,
     Listen,
     Refused,
     Release,
     Resolve,
+    RestartPolicy,
     SyncListenProtocol,
     TimedOut,
     dialTCP,
@@ -459,3 +461,349 @@ class DialTests(SynchronousTestCase):
         port = listener.getsockname()[1]
         error = self.assertRaises(ListenFailed, openListener, "127.0.0.1", port, 1)
         self.assertIn(str(port), str(error))
+
+
+class _FakeProcess:
+    """
+    What L{_FakeProcessReactor.spawnProcess} returns.
+    """
+
+    def __init__(self, protocol: Any, args: list[str], childFDs: dict[int, Any]):
+        self.protocol = protocol
+        self.args = args
+        self.childFDs = childFDs
+        self.pid: int | None = 4242
+        self.signals: list[str] = []
+
+    def closeStdin(self) -> None:
+        pass
+
+    def signalProcess(self, signal: str) -> None:
+        self.signals.append(signal)
+
+    def end(self, exitCode: int | None = None, signal: int | None = None) -> None:
+        from twisted.internet.error import ProcessTerminated
+        from twisted.python.failure import Failure
+
+        self.pid = None
+        self.protocol.processEnded(Failure(ProcessTerminated(exitCode, signal)))
+
+
+class _FakeProcessReactor(MemoryReactorClock):
+    """
+    Records spawned processes; adopted UNIX connections get a
+    L{StringTransport}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[_FakeProcess] = []
+
+    def spawnProcess(self, protocol: Any, executable: str, args: list[str], **kw: Any):  # type: ignore[no-untyped-def]
+        process = _FakeProcess(protocol, args, kw["childFDs"])
+        self.processes.append(process)
+        protocol.makeConnection(process)
+        return process
+
+    def adoptStreamConnection(self, fileDescriptor: int, family: int, factory: Any):  # type: ignore[no-untyped-def]
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        return protocol.transport
+
+
+class IsolatedExtensionUnitTests(SynchronousTestCase):
+    """
+    L{IsolatedExtension}'s grants and process supervision, with a fake
+    process reactor.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = _FakeProcessReactor()
+        self.events: list[dict[str, Any]] = []
+        self.store: dict[str, list[str]] = {}
+
+    def make(self, **kw: Any) -> IsolatedExtension:
+        store = self
+
+        class Store:
+            def load(self, extensionId: str) -> list[str]:
+                return list(store.store.get(extensionId, ()))
+
+            def save(self, extensionId: str, entries: list[str]) -> None:
+                store.store[extensionId] = list(entries)
+
+        manifest = {
+            "manifest_version": 2,
+            "name": "x",
+            "version": "1",
+            "permissions": ["tcp-listen:7000"],
+            "optional_permissions": [
+                "tcp-connect:example.com:443",
+                "tcp-connect:10.0.0.1:22",
+            ],
+            "background": {"scripts": ["background.py"]},
+        }
+        kw.setdefault("restart", RestartPolicy(maxRestarts=2, initialDelay=1.0))
+        return IsolatedExtension(
+            path=".",
+            extensionId="x",
+            manifest=manifest,
+            reactor=self.reactor,
+            grantStore=Store(),
+            log=Logger(namespace="x", observer=self.events.append),
+            **kw,
+        )
+
+    def logged(self, text: str) -> bool:
+        from twisted.logger import formatEvent
+
+        return any(text in formatEvent(e) for e in self.events)
+
+    def hello(self, service: Any, confined: bool = True) -> Any:
+        return service.childHello(service.broker, confined, "", 4242)
+
+    def test_spawnArguments(self) -> None:
+        """
+        The child runs C{python -m tcpext.sandbox} with the namespace mode,
+        the resource limits, and the two sockets as descriptors 3 and 4.
+        """
+        service = self.make(limits={"RLIMIT_NOFILE": 64})
+        service.startService()
+        (process,) = self.reactor.processes
+        self.assertEqual(
+            process.args[1:5], ["-m", "tcpext.sandbox", "--namespace", "require"]
+        )
+        self.assertIn("--rlimit=RLIMIT_NOFILE=64", process.args)
+        self.assertEqual(sorted(process.childFDs), [0, 1, 2, 3, 4])
+        unconfined = self.make(mode="process-unconfined")
+        unconfined.startService()
+        self.assertIn("try", self.reactor.processes[1].args)
+
+    def test_validation(self) -> None:
+        """
+        An unknown mode, a bad limit, or an operator grant the manifest does
+        not list as optional are refused with a C{ValueError}.
+        """
+        self.assertRaises(ValueError, self.make, mode="none")
+        self.assertRaises(ValueError, self.make, limits={"RLIMIT_BOGUS": 1})
+        self.assertRaises(ValueError, self.make, limits={"RLIMIT_AS": "1G"})
+        error = self.assertRaises(
+            ValueError, self.make, operatorGrants=["tcp-connect:*:*"]
+        )
+        self.assertIn("optional_permissions", str(error))
+
+    def test_hello(self) -> None:
+        """
+        The hello answer carries the manifest and the grants; the start
+        timer is cancelled.
+        """
+        service = self.make(operatorGrants=["tcp-connect:10.0.0.1:22"])
+        service.startService()
+        answer = self.hello(service)
+        self.assertEqual(json.loads(answer["manifest"])["name"], "x")
+        self.assertEqual(answer["operatorGrants"], ["tcp-connect:10.0.0.1:22"])
+        self.reactor.advance(1000)
+        self.assertEqual(self.reactor.processes[0].signals, [])
+
+    def test_unconfinedRefused(self) -> None:
+        """
+        In C{process} mode a child that is not confined is refused and
+        killed, and not restarted; C{process-unconfined} accepts it with a
+        warning.
+        """
+        service = self.make()
+        service.startService()
+        self.assertRaises(BadRequest, self.hello, service, False)
+        (process,) = self.reactor.processes
+        self.assertEqual(process.signals, ["KILL"])
+        process.end(signal=9)
+        self.reactor.advance(100)
+        self.assertEqual(len(self.reactor.processes), 1)
+        unconfined = self.make(mode="process-unconfined")
+        unconfined.startService()
+        self.hello(unconfined, False)
+        self.assertTrue(self.logged("runs unconfined"))
+
+    def test_restartBackoff(self) -> None:
+        """
+        A crash is logged and the process restarted after a delay that
+        doubles, up to C{maxRestarts}; then the host gives up.
+        """
+        service = self.make()
+        service.startService()
+        self.hello(service)
+        self.reactor.processes[-1].end(exitCode=9)
+        self.assertTrue(self.logged("crashed (exit status 9); restarting in 1.0s"))
+        self.reactor.advance(0.9)
+        self.assertEqual(len(self.reactor.processes), 1)
+        self.reactor.advance(0.1)
+        self.assertEqual(len(self.reactor.processes), 2)
+        self.hello(service)
+        self.reactor.processes[-1].end(signal=11)
+        self.assertTrue(self.logged("crashed (signal 11); restarting in 2.0s"))
+        self.reactor.advance(2)
+        self.assertEqual(len(self.reactor.processes), 3)
+        self.reactor.processes[-1].end(exitCode=1)
+        self.assertTrue(self.logged("gave up after 2 restarts"))
+        self.reactor.advance(1000)
+        self.assertEqual(len(self.reactor.processes), 3)
+
+    def test_stableResetsCount(self) -> None:
+        """
+        A process that ran C{stableAfter} seconds resets the restart count.
+        """
+        service = self.make(restart=RestartPolicy(maxRestarts=1, stableAfter=10))
+        service.startService()
+        self.hello(service)
+        self.reactor.advance(11)
+        self.reactor.processes[-1].end(exitCode=1)
+        self.reactor.advance(1)
+        self.hello(service)
+        self.reactor.advance(11)
+        self.reactor.processes[-1].end(exitCode=1)
+        self.reactor.advance(1)
+        self.assertEqual(len(self.reactor.processes), 3)
+
+    def test_hangAtStart(self) -> None:
+        """
+        A process that does not say hello within C{startTimeout} is killed.
+        """
+        service = self.make(restart=RestartPolicy(startTimeout=5))
+        service.startService()
+        self.reactor.advance(4.9)
+        self.assertEqual(self.reactor.processes[0].signals, [])
+        self.reactor.advance(0.1)
+        self.assertEqual(self.reactor.processes[0].signals, ["KILL"])
+        self.assertTrue(self.logged("did not start within 5s"))
+
+    def test_noNamespaceNotRestarted(self) -> None:
+        """
+        Exit status 3 (no namespace) is reported and never restarted.
+        """
+        from tcpext.sandbox import EXIT_NO_NAMESPACE
+
+        service = self.make()
+        service.startService()
+        self.reactor.processes[0].end(exitCode=EXIT_NO_NAMESPACE)
+        self.reactor.advance(1000)
+        self.assertEqual(len(self.reactor.processes), 1)
+        self.assertTrue(self.logged("process-unconfined"))
+
+    def test_mainFailedNotRestarted(self) -> None:
+        """
+        After C{MainFailed} the process's end is not a crash.
+        """
+        service = self.make()
+        service.startService()
+        self.hello(service)
+        service.mainFailed("ImportError: nope")
+        self.reactor.processes[0].end(exitCode=4)
+        self.reactor.advance(1000)
+        self.assertEqual(len(self.reactor.processes), 1)
+        self.assertTrue(self.logged("ImportError: nope"))
+
+    def test_brokerLostKillsAfterGrace(self) -> None:
+        """
+        When the AMP connection ends, the process gets C{exitGrace} seconds
+        to exit, then is killed.
+        """
+        service = self.make()
+        service.startService()
+        self.hello(service)
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        service.broker.connectionLost(Failure(ConnectionDone()))  # type: ignore[union-attr]
+        self.assertEqual(self.reactor.processes[0].signals, [])
+        self.reactor.advance(service.exitGrace)
+        self.assertEqual(self.reactor.processes[0].signals, ["KILL"])
+
+    def test_stopService(self) -> None:
+        """
+        Stopping asks the child to shut down, kills it after C{stopTimeout},
+        fires once it ended, and never restarts it.
+        """
+        service = self.make(restart=RestartPolicy(stopTimeout=3))
+        service.startService()
+        self.hello(service)
+        transport = service.broker.transport  # type: ignore[union-attr]
+        d = service.stopService()
+        self.assertIn(b"Shutdown", transport.value())
+        self.assertNoResult(d)
+        self.reactor.advance(3)
+        self.assertEqual(self.reactor.processes[0].signals, ["KILL"])
+        self.reactor.processes[0].end(signal=9)
+        self.successResultOf(d)
+        self.reactor.advance(1000)
+        self.assertEqual(len(self.reactor.processes), 1)
+
+    def test_requestPermissions(self) -> None:
+        """
+        A runtime request for optional grants goes to the host's prompt; if
+        granted, the host adds and persists them.
+        """
+        asked = []
+        service = self.make(prompt=lambda i, p: asked.append(p) or True)
+        self.assertTrue(
+            self.successResultOf(
+                service.requestPermissions(["tcp-connect:EXAMPLE.com:443"])
+            )
+        )
+        self.assertEqual(asked, [["tcp-connect:example.com:443"]])
+        self.assertTrue(service.grants.allowsConnect("example.com", 443))
+        self.assertEqual(self.store["x"], ["tcp-connect:example.com:443"])
+        self.assertRaises(BadRequest, service.requestPermissions, ["tcp-connect:*:*"])
+
+    def test_requestRefused(self) -> None:
+        """
+        A refused (or failing) prompt grants nothing.
+        """
+        service = self.make()
+        self.assertFalse(
+            self.successResultOf(
+                service.requestPermissions(["tcp-connect:example.com:443"])
+            )
+        )
+        self.assertFalse(service.grants.allowsConnect("example.com", 443))
+
+        def broken(i: str, p: list[str]) -> bool:
+            raise RuntimeError("tty gone")
+
+        service = self.make(prompt=broken)
+        self.assertFalse(
+            self.successResultOf(
+                service.requestPermissions(["tcp-connect:example.com:443"])
+            )
+        )
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_saveGrantsRemovesOnly(self) -> None:
+        """
+        The child's saves can remove runtime grants but never add one.
+        """
+        self.store["x"] = ["tcp-connect:example.com:443"]
+        service = self.make()
+        service.saveGrants(["tcp-connect:example.com:443", "tcp-connect:10.0.0.1:22"])
+        self.assertFalse(service.grants.allowsConnect("10.0.0.1", 22))
+        self.assertEqual(self.store["x"], ["tcp-connect:example.com:443"])
+        service.saveGrants([])
+        self.assertFalse(service.grants.allowsConnect("example.com", 443))
+        self.assertEqual(self.store["x"], [])
+
+    def test_revoke(self) -> None:
+        """
+        Revoking withdraws the grant in the host at once, persists, and tells
+        the child.
+        """
+        self.store["x"] = ["tcp-connect:example.com:443"]
+        service = self.make(operatorGrants=["tcp-connect:10.0.0.1:22"])
+        service.startService()
+        self.hello(service)
+        transport = service.broker.transport  # type: ignore[union-attr]
+        service.revoke(["tcp-connect:10.0.0.1:22", "tcp-connect:example.com:443"])
+        self.assertFalse(service.grants.allowsConnect("10.0.0.1", 22))
+        self.assertFalse(service.grants.allowsConnect("example.com", 443))
+        self.assertTrue(service.grants.allowsListen(7000))
+        self.assertEqual(self.store["x"], [])
+        self.assertIn(b"Revoke", transport.value())
+        self.assertIn(b"tcp-connect:10.0.0.1:22", transport.value())
