@@ -93,6 +93,40 @@ class Permission:
     portLow: int
     portHigh: int
 
+    def __attrs_post_init__(self) -> None:
+        """
+        Refuse values that are not canonical, so that a L{Permission} built
+        directly matches exactly what its text says.
+
+        @raise ValueError: A field is invalid or not in canonical form (use
+            L{parsePermission} to build one from text).
+        """
+        for port in (self.portLow, self.portHigh):
+            if port.__class__ is not int or not MIN_PORT <= port <= MAX_PORT:
+                raise ValueError(f"invalid port {port!r} in a Permission")
+        if self.portLow > self.portHigh:
+            raise ValueError("a Permission's portLow must be <= portHigh")
+        host = self.host
+        if self.kind == "connect":
+            if not isinstance(host, str):
+                raise ValueError("a tcp-connect Permission needs a host")
+            text = f"[{host}]" if ":" in host else host
+            canonical: str | None = _parseConnectHost(f"tcp-connect:{text}:*", text)
+        elif self.kind == "listen":
+            if host is None:
+                return
+            if not isinstance(host, str):
+                raise ValueError(f"invalid listen host {host!r}")
+            text = f"[{host}]" if ":" in host else host
+            canonical = _parseListenHost(f"tcp-listen:{text}:*", text)
+        else:
+            raise ValueError(f"unknown permission kind {self.kind!r}")
+        if canonical != host:
+            raise ValueError(
+                f"{host!r} is not the canonical host {canonical!r}; build "
+                "permissions with parsePermission()"
+            )
+
     def __str__(self) -> str:
         """
         The canonical text, e.g. C{tcp-connect:[::1]:80}.
@@ -394,12 +428,17 @@ class _Ports:
         Do these ranges and single ports together cover 1..65535?
         """
         covered = MIN_PORT - 1
-        pieces = sorted([*self._ranges, *((p, p) for p in self._singles)])
-        for low, high in pieces:
+        for low, high in self.pieces():
             if low > covered + 1:
                 return False
             covered = max(covered, high)
         return covered >= MAX_PORT
+
+    def pieces(self) -> list[tuple[int, int]]:
+        """
+        The granted ranges and single ports, sorted.
+        """
+        return sorted([*self._ranges, *((p, p) for p in self._singles)])
 
     def __contains__(self, port: int) -> bool:
         """
@@ -691,51 +730,59 @@ class PermissionSet:
             f"permission denied: connect to {where}: {self._whyNot(parsed, port)}"
         )
 
+    def _hostPorts(self, host: ParsedHost) -> list[_Ports]:
+        """
+        The port sets of every connect grant (not C{*}) whose host covers
+        C{host}, found through the indexes.
+        """
+        found: list[_Ports] = []
+        if host.ip is not None:
+            ip = host.ip
+            value, bits = int(ip), ip.max_prefixlen
+            for length in self._prefixOrder[ip.version]:
+                key = (
+                    ip.version,
+                    length,
+                    (value >> (bits - length)) << (bits - length),
+                )
+                ports = self._networks.ports.get(key)
+                if ports is not None:
+                    found.append(ports)
+            return found
+        exact = self._names.ports.get(host.text)
+        if exact is not None:
+            found.append(exact)
+        name = host.text
+        while True:
+            ports = self._suffixes.ports.get(name)
+            if ports is not None:
+                found.append(ports)
+            dot = name.find(".")
+            if dot < 0:
+                return found
+            name = name[dot + 1 :]
+
     def _whyNot(self, host: ParsedHost, port: int) -> str:
         """
         Explain why no grant covers C{host:port}.
         """
-        if host.ip is not None:
-            ports = [p for p in self._entries if self._ipGrantCovers(p, host.ip)]
-            kind = "IP/CIDR"
-        else:
-            ports = [p for p in self._entries if self._nameGrantCovers(p, host.text)]
-            kind = "name"
-        if ports:
-            listed = ", ".join(str(p) for p in ports[:5])
-            return f"port {port} is not in the grants for this host ({listed})"
+        found = self._hostPorts(host)
+        if found:
+            return (
+                f"port {port} is not among the ports granted for this host "
+                f"({_describePorts(found)})"
+            )
         if self._anyHost:
-            return f"port {port} is not in the '*' host grants"
+            return (
+                f"port {port} is not among the ports granted for any host "
+                f"({_describePorts([self._anyHost])})"
+            )
+        kind = "IP/CIDR" if host.ip is not None else "name"
         other = "a name" if host.ip is not None else "an IP/CIDR"
         return (
             f"no tcp-connect grant covers this host (only {kind} and '*' "
             f"grants can match it; {other} grant never does)"
         )
-
-    @staticmethod
-    def _ipGrantCovers(permission: Permission, ip: IPAddress) -> bool:
-        """
-        Does an IP/CIDR connect grant contain C{ip} (any port)?
-        """
-        host = permission.host
-        if permission.kind != "connect" or host is None or host == "*":
-            return False
-        if host.startswith("*.") or not (isIPLiteral(host) or "/" in host):
-            return False
-        return ip in ipaddress.ip_network(host)
-
-    @staticmethod
-    def _nameGrantCovers(permission: Permission, name: str) -> bool:
-        """
-        Does a name connect grant cover C{name} (any port)?
-        """
-        host = permission.host
-        if permission.kind != "connect" or host is None or host == "*":
-            return False
-        if host.startswith("*."):
-            apex = host[2:]
-            return name == apex or name.endswith("." + apex)
-        return host == name
 
     def checkResolved(
         self, name: str, port: int, addresses: Sequence[str]
@@ -871,17 +918,44 @@ class PermissionSet:
         if self._listenMatches(port, key):
             return
         where = formatHostPort(key, port) + (" (automatic port)" if not port else "")
-        granted = [str(p) for p in self._entries if p.kind == "listen"]
+        listen = self._listen.ports
         if port == 0:
             why = "an automatically chosen port needs tcp-listen:* (every port)"
-        elif not granted:
+        elif not listen:
             why = "there is no tcp-listen grant"
         else:
+            granted = [
+                f"{'any interface' if k == '*' else k}: {_describePorts([v])}"
+                for k, v in list(listen.items())[:5]
+            ]
             why = (
                 f"no tcp-listen grant covers port {port} on {key} "
-                f"(granted: {', '.join(granted[:5])})"
+                f"(granted: {'; '.join(granted)})"
             )
         raise PermissionDenied(f"permission denied: listen on {where}: {why}")
+
+
+def _describePorts(sets: Iterable[_Ports], limit: int = 8) -> str:
+    """
+    The ports of some port sets, merged, as text: C{"80, 8000-8080"}.
+    """
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(piece for ports in sets for piece in ports.pieces()):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    texts = [
+        "*"
+        if (low, high) == (MIN_PORT, MAX_PORT)
+        else str(low)
+        if low == high
+        else f"{low}-{high}"
+        for low, high in merged[:limit]
+    ]
+    if len(merged) > limit:
+        texts.append(f"and {len(merged) - limit} more")
+    return ", ".join(texts)
 
 
 def _coerce(entry: Permission | str) -> Permission:

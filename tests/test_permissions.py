@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from tcpext._hosts import parseHost
 from tcpext.permissions import (
     Permission,
     PermissionDenied,
@@ -491,7 +492,9 @@ class AllowsConnectTests(SynchronousTestCase):
         message = str(caught.exception)
         self.assertIn("permission denied", message)
         self.assertIn("example.com:81", message)
-        self.assertIn("port 81 is not in the grants", message)
+        self.assertIn(
+            "port 81 is not among the ports granted for this host (80)", message
+        )
         with self.assertRaises(PermissionDenied) as caught:
             grants.checkConnect("::1", 80)
         self.assertIn("[::1]:80", str(caught.exception))
@@ -714,7 +717,7 @@ class AllowsListenTests(SynchronousTestCase):
         with self.assertRaises(PermissionDenied) as caught:
             grants.checkListen(7001, "::1")
         self.assertIn("[::1]:7001", str(caught.exception))
-        self.assertIn("tcp-listen:7000", str(caught.exception))
+        self.assertIn("any interface: 7000", str(caught.exception))
         with self.assertRaises(PermissionDenied) as caught:
             PermissionSet(["tcp-connect:*:*"]).checkListen(80)
         self.assertIn("no tcp-listen grant", str(caught.exception))
@@ -1023,3 +1026,231 @@ class BypassTests(SynchronousTestCase):
             grants.checkResolved("example.com", 80, ["fe80::1%eth0%1"])
         self.assertIn("zone index", str(caught.exception))
         self.assertRaises(ValueError, parsePermission, "tcp-connect:[fe80::1%eth0]:80")
+
+
+# -- more properties and messages -----------------------------------------
+
+
+def _naiveAllows(grants: list[Permission], host: str, port: int) -> bool:
+    """
+    A slow reference matcher: try every grant in turn.
+    """
+    probe = parseHost(host)
+    for grant in grants:
+        if grant.kind != "connect" or not grant.coversPort(port):
+            continue
+        granted = grant.host
+        assert granted is not None
+        if granted == "*":
+            return True
+        if probe.ip is not None:
+            if "/" in granted or isIPLiteral(granted):
+                if probe.ip in ipaddress.ip_network(granted):
+                    return True
+        elif granted.startswith("*."):
+            apex = granted[2:]
+            if probe.text == apex or probe.text.endswith("." + apex):
+                return True
+        elif granted == probe.text:
+            return True
+    return False
+
+
+_smallNames = st.sampled_from(
+    ["a.example", "b.a.example", "example", "c.b.a.example", "other", "a.other"]
+)
+_smallPorts = st.sampled_from(["1", "2", "1-2", "2-3", "3", "*"])
+
+
+@st.composite
+def _smallGrants(draw: st.DrawFn) -> str:
+    """
+    Grants drawn from a small world, so that probes often hit them.
+    """
+    choice = draw(st.integers(0, 4))
+    port = draw(_smallPorts)
+    if choice == 0:
+        return f"tcp-connect:{draw(_smallNames)}:{port}"
+    if choice == 1:
+        return f"tcp-connect:*.{draw(_smallNames)}:{port}"
+    if choice == 2:
+        length = draw(st.sampled_from([16, 23, 24, 30, 32]))
+        address = f"10.0.{draw(st.integers(0, 3))}.{draw(st.integers(0, 255))}"
+        network = ipaddress.ip_network(f"{address}/{length}", strict=False)
+        return f"tcp-connect:{network}:{port}"
+    if choice == 3:
+        length = draw(st.sampled_from([8, 120, 126, 128]))
+        address = f"fd00::{draw(st.integers(0, 1023)):x}"
+        network6 = ipaddress.ip_network(f"{address}/{length}", strict=False)
+        return f"tcp-connect:[{network6}]:{port}"
+    return f"tcp-connect:*:{port}"
+
+
+_smallHosts = st.one_of(
+    _smallNames,
+    st.integers(0, 1023).map(lambda n: f"10.0.{n // 256}.{n % 256}"),
+    st.integers(0, 1023).map(lambda n: f"fd00::{n:x}"),
+)
+
+
+class IndexPropertyTests(SynchronousTestCase):
+    """
+    The indexed matcher agrees with a naive one, through adds and discards.
+    """
+
+    @given(
+        st.lists(_smallGrants(), max_size=12),
+        st.lists(st.integers(0, 11), max_size=6),
+        st.lists(st.tuples(_smallHosts, st.integers(1, 4)), min_size=1, max_size=20),
+    )
+    @settings(max_examples=300, deadline=None)
+    def test_indexAgreesWithNaive(
+        self, texts: list[str], drops: list[int], probes: list[tuple[str, int]]
+    ) -> None:
+        """
+        For random grant sets (with some grants discarded again) and probes,
+        L{PermissionSet.allowsConnect} equals trying each grant in turn.
+        """
+        grants = PermissionSet()
+        for text in texts:
+            grants.add(text)
+        for drop in drops:
+            if texts:
+                grants.discard(texts[drop % len(texts)])
+        remaining = list(grants)
+        for host, port in probes:
+            self.assertEqual(
+                grants.allowsConnect(host, port),
+                _naiveAllows(remaining, host, port),
+                (remaining, host, port),
+            )
+
+    @given(st.ip_addresses(), st.ip_addresses(), _ports)
+    @settings(max_examples=300, deadline=None)
+    def test_addressGrantMatchesIffEqual(self, a: object, b: object, port: int) -> None:
+        """
+        A grant for address C{a} allows address C{b} exactly when they are
+        the same address (after IPv4-mapped addresses become IPv4).
+        """
+        text = str(a)
+        grants = PermissionSet(
+            [
+                f"tcp-connect:[{text}]:{port}"
+                if ":" in text
+                else f"tcp-connect:{text}:{port}"
+            ]
+        )
+        same = canonicalHost(str(a)) == canonicalHost(str(b))
+        self.assertEqual(grants.allowsConnect(str(b), port), same)
+
+    @given(st.text(max_size=30))
+    @settings(max_examples=500, deadline=None)
+    def test_canonicalHostIsTotal(self, text: str) -> None:
+        """
+        For any text, L{canonicalHost} either raises L{ValueError} or returns
+        a canonical host (a fixed point), and the checks never raise anything
+        unexpected.
+        """
+        grants = PermissionSet(["tcp-connect:*:*"])
+        try:
+            canonical = canonicalHost(text)
+        except ValueError:
+            self.assertFalse(grants.allowsConnect(text, 80))
+            return
+        self.assertEqual(canonicalHost(canonical), canonical)
+        self.assertTrue(grants.allowsConnect(text, 80))
+
+
+class PermissionValueTests(SynchronousTestCase):
+    """
+    L{Permission} built directly must be canonical.
+    """
+
+    def test_canonicalAccepted(self) -> None:
+        """
+        Canonical fields make a permission equal to the parsed one.
+        """
+        self.assertEqual(
+            Permission("connect", "*.example.com", 1, 65535),
+            parsePermission("tcp-connect:*.example.com:*"),
+        )
+        self.assertEqual(
+            Permission("listen", "::1", 80, 80), parsePermission("tcp-listen:[::1]:80")
+        )
+        self.assertEqual(
+            Permission("listen", None, 5, 6), parsePermission("tcp-listen:5-6")
+        )
+
+    def test_nonCanonicalRefused(self) -> None:
+        """
+        Non-canonical or invalid fields are a L{ValueError}.
+        """
+        for args in [
+            ("connect", "EXAMPLE.com", 1, 1),
+            ("connect", "example.com.", 1, 1),
+            ("connect", "bücher.example", 1, 1),
+            ("connect", "10.0.0.1/8", 1, 1),
+            ("connect", "10.0.0.1/32", 1, 1),
+            ("connect", "::ffff:1.2.3.4", 1, 1),
+            ("connect", "127.1", 1, 1),
+            ("connect", None, 1, 1),
+            ("connect", "a", 0, 1),
+            ("connect", "a", 2, 1),
+            ("connect", "a", 1, 65536),
+            ("connect", "a", True, 1),
+            ("listen", "*", 1, 1),
+            ("listen", "example.com", 1, 1),
+            ("bind", "a", 1, 1),
+        ]:
+            self.assertRaises(ValueError, Permission, *args)
+
+
+class DenialMessageTests(SynchronousTestCase):
+    """
+    Denials list what is granted for the host, briefly.
+    """
+
+    def test_portsOfAllCoveringGrants(self) -> None:
+        """
+        Exact and wildcard grants covering the host are merged into one list
+        of ports.
+        """
+        grants = PermissionSet(
+            [
+                "tcp-connect:a.example:80",
+                "tcp-connect:*.example:8000-8080",
+                "tcp-connect:*.a.example:8081-8090",
+                "tcp-connect:b.example:22",
+            ]
+        )
+        with self.assertRaises(PermissionDenied) as caught:
+            grants.checkConnect("a.example", 443)
+        self.assertIn("(80, 8000-8090)", str(caught.exception))
+
+    def test_networks(self) -> None:
+        """
+        Every network containing the address contributes its ports.
+        """
+        grants = PermissionSet(
+            ["tcp-connect:10.0.0.0/8:1", "tcp-connect:10.1.0.0/16:2"]
+        )
+        with self.assertRaises(PermissionDenied) as caught:
+            grants.checkConnect("10.1.2.3", 3)
+        self.assertIn("(1-2)", str(caught.exception))
+
+    def test_manyPortsAbbreviated(self) -> None:
+        """
+        A long list of ports is cut short, saying how many more there are.
+        """
+        grants = PermissionSet([f"tcp-connect:a:{p}" for p in range(100, 200, 2)])
+        with self.assertRaises(PermissionDenied) as caught:
+            grants.checkConnect("a", 1)
+        self.assertIn("and 42 more", str(caught.exception))
+
+    def test_anyHostPorts(self) -> None:
+        """
+        With only C{*} grants, the refusal lists their ports.
+        """
+        with self.assertRaises(PermissionDenied) as caught:
+            PermissionSet(["tcp-connect:*:443"]).checkConnect("a", 80)
+        self.assertIn("ports granted for any host (443)", str(caught.exception))
