@@ -223,6 +223,36 @@ class CanonicalHostTests(SynchronousTestCase):
             self.assertIsNotNone(packed)
 
     @given(
+        st.one_of(
+            st.text(alphabet="0123456789abcdefxX.:% \t", min_size=1, max_size=24),
+            st.ip_addresses().map(str),
+            st.ip_addresses(v=6).map(lambda a: f"{a}%lo"),
+        )
+    )
+    @settings(max_examples=500, deadline=None)
+    def test_resolverNumericFormsAreAddresses(self, text: str) -> None:
+        """
+        Whatever the system resolver reads as a numeric address (C{getaddrinfo}
+        with C{AI_NUMERICHOST}, which never asks DNS) is either refused or
+        taken as that same address, never as a name.
+        """
+        try:
+            infos = socket.getaddrinfo(
+                text, 80, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
+            )
+        except (OSError, UnicodeError, ValueError):
+            infos = []
+        try:
+            host = parseHost(text)
+        except ValueError:
+            return
+        if not infos:
+            return
+        self.assertIsNotNone(host.ip, text)
+        resolved = str(infos[0][4][0]).split("%", 1)[0]
+        self.assertEqual(host.ip, parseIP(resolved), text)
+
+    @given(
         st.lists(
             st.one_of(
                 st.integers(0, 0xFFFFFFFF).map(str),
