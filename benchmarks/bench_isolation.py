@@ -112,12 +112,12 @@ def host(mode: str, folder: str) -> int:
         )
     else:
         from tcpext.browser import makeBrowser
-        from tcpext.sandbox import loadMain
+        from tcpext.extension import loadMain, loadManifest
 
         browser = makeBrowser(
             extensionId="bulk", manifest=manifest, reactor=reactor, log=log
         )
-        mainFunction = loadMain(folder, manifest, "bulk")
+        mainFunction = loadMain(loadManifest(folder))
 
         def start() -> None:
             from twisted.internet.defer import ensureDeferred

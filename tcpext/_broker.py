@@ -1058,10 +1058,13 @@ class IsolatedExtension(Service):
                 raise ValueError(f"resource limit {name}: {value!r} is not an int")
         self._parse = parsePermission
 
-        required, _ = parseManifestPermissions(list(manifest.get("permissions", [])))
-        optional, _ = parseManifestPermissions(
+        required, ignored = parseManifestPermissions(
+            list(manifest.get("permissions", []))
+        )
+        optional, ignoredOptional = parseManifestPermissions(
             list(manifest.get("optional_permissions", []))
         )
+        self._ignored = [*ignored, *ignoredOptional]
         self._required = {str(p): p for p in required}
         self._optional = {str(p): p for p in optional}
         self._operator: dict[str, Any] = {}
@@ -1251,6 +1254,13 @@ class IsolatedExtension(Service):
         Start the extension's process.
         """
         super().startService()
+        for entry in self._ignored:
+            self.log.warn(
+                "extension {extensionId!r}: ignoring permission {entry!r} "
+                "(not a tcp-* permission; tcpext does not implement it)",
+                extensionId=self.extensionId,
+                entry=entry,
+            )
         self._stopping = False
         self._crashes = 0
         self._permanent = None

@@ -16,7 +16,9 @@ connection) and 4 (a synchronous channel for listening sockets).  It:
     C{browser.reactor} as the global C{twisted.internet.reactor} (so
     libraries that use the global reactor, such as treq, stay within the
     grants);
- 4. loads the background script and calls C{main(browser)}.
+ 4. loads the background script (L{tcpext.extension.loadMain}) and calls
+    C{main(browser)}; if that fails, it reports why and exits with
+    L{EXIT_MAIN_FAILED} (the host does not restart it).
 """
 
 from __future__ import annotations
@@ -68,7 +70,6 @@ __all__ = [
     "SyncChannel",
     "applyLimits",
     "installGlobalReactor",
-    "loadMain",
     "main",
 ]
 
@@ -513,33 +514,6 @@ def installGlobalReactor(reactor: Any) -> None:
     twisted.internet.reactor = reactor
 
 
-def loadMain(path: str, manifest: dict[str, Any], extensionId: str) -> Any:
-    """
-    Import the extension's background script and return its C{main}.
-
-    @raise ValueError: if the manifest names no script or it has no C{main}.
-    """
-    import importlib.util
-
-    scripts = (manifest.get("background") or {}).get("scripts") or []
-    if not scripts:
-        raise ValueError("the manifest names no background script")
-    script = os.path.join(path, scripts[0])
-    moduleName = "tcpext_extension_" + "".join(
-        c if c.isalnum() else "_" for c in extensionId
-    )
-    spec = importlib.util.spec_from_file_location(moduleName, script)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot load {script!r}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[moduleName] = module
-    spec.loader.exec_module(module)
-    mainFunction = getattr(module, "main", None)
-    if not callable(mainFunction):
-        raise ValueError(f"{script!r} defines no main(browser)")
-    return mainFunction
-
-
 class ChildRunner:
     """
     Runs one extension in the child once the reactor is running.
@@ -594,7 +568,9 @@ class ChildRunner:
         self._host.onRevoke = self._revoke
         self._host.onShutdown = self._shutdown
         installGlobalReactor(browser.reactor)
-        mainFunction = loadMain(answer["path"], manifest, extensionId)
+        from tcpext.extension import loadMain, loadManifest
+
+        mainFunction = loadMain(loadManifest(answer["path"]))
         result = mainFunction(browser)
         if isinstance(result, Deferred):
             await result
@@ -634,9 +610,14 @@ class ChildRunner:
             return
         _log.failure("the extension failed", failure)
         self.exitCode = EXIT_MAIN_FAILED
-        kind = type(failure.value).__name__
-        text = failure.getErrorMessage() or kind
-        d = self._host.callRemote(MainFailed, reason=f"{kind}: {text}")
+        from tcpext.extension import ExtensionError
+
+        if isinstance(failure.value, ExtensionError):
+            reason = str(failure.value)
+        else:
+            kind = type(failure.value).__name__
+            reason = f"main(browser) failed: {kind}: {failure.getErrorMessage()}"
+        d = self._host.callRemote(MainFailed, reason=reason)
         d.addBoth(lambda _: self._stop(EXIT_MAIN_FAILED))
 
     def _stop(self, code: int) -> None:
