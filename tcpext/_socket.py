@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Union
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -80,6 +81,10 @@ _CLOSING = ReadyState.CLOSING
 _CLOSED = ReadyState.CLOSED
 
 _CONNECTION_DONE = Failure(ConnectionDone())
+
+#: Transports whose C{writeSomeData} tcpext may call when their buffer is
+#: empty (Twisted's TCP connections on the POSIX reactors).
+_DIRECT_TRANSPORTS = (tcp.Client, tcp.Server)
 
 _Outcome = Union[None, bool, Failure]
 _Held = tuple[Union[bytes, None], Union[Deferred[None], Callable[[], None], None]]
@@ -396,6 +401,7 @@ class TCPClientSocket:
         "_streaming",
         "_pulling",
         "_options",
+        "_direct",
         "__weakref__",
     )
 
@@ -454,6 +460,8 @@ class TCPClientSocket:
         self._streaming = False
         self._pulling = 0
         self._options: dict[str, bool] | None = None
+        # True on a plain Twisted TCP transport: write() may send at once
+        self._direct = False
 
     def __repr__(self) -> str:
         """
@@ -893,7 +901,25 @@ class TCPClientSocket:
             return fail(self._writeEnd)
         if self._held is None and not self._writePaused and self._opened is True:
             if chunk:
-                self._transport.write(chunk)
+                transport = self._transport
+                if (
+                    self._direct
+                    and not transport._tempDataLen
+                    and not transport.dataBuffer
+                    and transport.connected
+                    and not transport.disconnecting
+                ):
+                    # Nothing is queued in the transport: send now, as asyncio
+                    # does, instead of waiting for the reactor to poll for
+                    # writability (saves a reactor round and its syscalls).
+                    sent = transport.writeSomeData(chunk)
+                    if type(sent) is not int:
+                        # An error: the transport reports it on its next try.
+                        transport.write(chunk)
+                    elif sent < len(chunk):
+                        transport.write(chunk[sent:])
+                else:
+                    transport.write(chunk)
             if self._writePaused:
                 d: Deferred[None] = Deferred()
                 if self._drainWaiters is None:
@@ -1252,6 +1278,9 @@ class TCPClientSocket:
             transport.abortConnection()
             return
         transport.registerProducer(self._protocol, True)
+        self._direct = type(transport) in _DIRECT_TRANSPORTS and not getattr(
+            transport, "TLS", True
+        )
         tls = _tlsLayer(transport)
         if tls is not None and not getattr(tls, "_handshakeDone", False):
             # TLS from the start: open once the handshake completed.
@@ -1422,6 +1451,7 @@ class TCPClientSocket:
         def start() -> None:
             if self._state is _CLOSED:
                 return
+            self._direct = False
             try:
                 self._transport.startTLS(options)
             except Exception as e:

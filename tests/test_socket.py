@@ -1529,6 +1529,21 @@ class LoopbackTests(TestCase):
             await d
         self.assertEqual(client.bufferedAmount, 0)
 
+    async def test_writeSendsAtOnce(self) -> None:
+        """
+        On Twisted's TCP transport, a write with nothing queued before it is
+        sent during the call (no wait for the reactor to poll for
+        writability); a later write still keeps the order.
+        """
+        client, accepted = await self.pair()
+        self.assertTrue(client._direct)
+        d = client.write(b"at once")
+        self.assertTrue(d.called)
+        transport = client.transport
+        self.assertEqual((transport._tempDataLen, transport.dataBuffer), (0, b""))
+        client.write(b", then more")
+        self.assertEqual(await accepted.readExactly(18), b"at once, then more")
+
     async def test_halfClose(self) -> None:
         """
         A peer's FIN ends our reading only: we read EOF, can still write,

@@ -105,6 +105,7 @@ class TLSTests(TestCase):
         server = await self.tlsServer()
         sock = await connectSocket(self.tlsEndpoint(server, testPKI().clientOptions()))
         self.assertTrue(sock.ssl)
+        self.assertFalse(sock._direct)
         self.assertEqual(sock.readyState, "open")
         await sock.write(b"over tls")
         self.assertEqual(await sock.readExactly(8), b"over tls")
@@ -126,6 +127,7 @@ class TLSTests(TestCase):
             )
         )
         self.assertTrue(sock.ssl)
+        self.assertFalse(sock._direct)
         await sock.write(b"ssl4")
         self.assertEqual(await sock.readExactly(4), b"ssl4")
         await sock.close()
@@ -320,6 +322,7 @@ class TLSTests(TestCase):
             await sock.upgradeToSecure(pki.clientOptions())
         await upgraded
         self.assertTrue(sock.ssl)
+        self.assertFalse(sock._direct)
         reply = b""
         async for chunk in sock:
             reply += chunk
