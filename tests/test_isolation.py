@@ -645,3 +645,137 @@ async def main(browser):
         await self.waitFor(lambda: self.logged("not restarting"))
         self.assertTrue(self.logged("RuntimeError: no luck"))
         self.assertEqual(service.starts, 1)
+
+    async def test_treqGlobalReactor(self) -> None:
+        """
+        The global reactor in the child is the permission-checking one:
+        treq with its default reactor fetches from a granted server, and a
+        request to a server outside the grants never reaches it.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Hello(Resource):
+            isLeaf = True
+            hits = 0
+
+            def render_GET(self, request: Any) -> bytes:
+                Hello.hits += 1
+                return b"hello from the host"
+
+        granted = reactor.listenTCP(  # type: ignore[attr-defined]
+            0, Site(Hello()), interface="127.0.0.1"
+        )
+        self.addCleanup(granted.stopListening)
+        other = reactor.listenTCP(  # type: ignore[attr-defined]
+            0, Site(Hello()), interface="127.0.0.1"
+        )
+        self.addCleanup(other.stopListening)
+        script = (
+            _REPORTER.replace("REPORT", str(self.report))
+            + """
+
+async def main(browser):
+    import treq
+    from twisted.internet import reactor
+    assert reactor is browser.reactor, reactor
+    response = await treq.get("http://127.0.0.1:GRANTED/")
+    body = await response.text()
+    try:
+        await treq.get("http://127.0.0.1:OTHER/")
+        outcome = "reached"
+    except Exception as e:
+        outcome = "failed"
+    await report(browser, body + " / " + outcome)
+""".replace("GRANTED", str(granted.getHost().port)).replace(
+                "OTHER", str(other.getHost().port)
+            )
+        )
+        self.extension(
+            "fetcher",
+            script,
+            [
+                f"tcp-connect:127.0.0.1:{self.report}",
+                f"tcp-connect:127.0.0.1:{granted.getHost().port}",
+            ],
+        )
+        await self.waitFor(lambda: bool(self.lines))
+        self.assertEqual(self.lines, ["hello from the host / failed"])
+        self.assertEqual(Hello.hits, 1)
+
+    async def test_resourceLimits(self) -> None:
+        """
+        Resource limits given to L{IsolatedExtension} are set in the child
+        before the extension runs.
+        """
+        script = (
+            _REPORTER.replace("REPORT", str(self.report))
+            + """
+
+async def main(browser):
+    import resource
+    await report(browser, "%d %d" % resource.getrlimit(resource.RLIMIT_NOFILE))
+"""
+        )
+        self.extension(
+            "limited",
+            script,
+            [f"tcp-connect:127.0.0.1:{self.report}"],
+            limits={"RLIMIT_NOFILE": 100},
+        )
+        await self.waitFor(lambda: bool(self.lines))
+        self.assertEqual(self.lines, ["100 100"])
+
+    async def test_runtimeRequestAndRemove(self) -> None:
+        """
+        C{browser.permissions.request} in the child is answered by the
+        host's prompt; the host grants and persists it, and the connect then
+        works; C{remove} withdraws it in the host too.
+        """
+        grant = f"tcp-connect:127.0.0.1:{self.target}"
+        asked: list[list[str]] = []
+        script = (
+            _REPORTER.replace("REPORT", str(self.report))
+            + """
+
+async def main(browser):
+    ok = await browser.permissions.request({"permissions": ["GRANT"]})
+    sock = await browser.TCPSocket.connect(host="127.0.0.1", port=TARGET)
+    await sock.opened
+    await report(browser, "request=%s" % ok)
+    await browser.permissions.remove({"permissions": ["GRANT"]})
+    try:
+        await hostConnection().callRemote(
+            Connect, host="127.0.0.1", port=TARGET, timeout=5.0)
+        await report(browser, "after-remove=allowed")
+    except Denied:
+        await report(browser, "after-remove=denied")
+""".replace("GRANT", grant).replace("TARGET", str(self.target))
+        )
+        saved: dict[str, list[str]] = {}
+
+        class Store:
+            def load(self, extensionId: str) -> list[str]:
+                return list(saved.get(extensionId, ()))
+
+            def save(self, extensionId: str, entries: list[str]) -> None:
+                saved[extensionId] = list(entries)
+
+        def prompt(extensionId: str, permissions: list[str]) -> bool:
+            asked.append(permissions)
+            return True
+
+        service = self.extension(
+            "asker",
+            script,
+            [f"tcp-connect:127.0.0.1:{self.report}"],
+            optional=(grant,),
+            prompt=prompt,
+            grantStore=Store(),
+        )
+        await self.waitFor(lambda: len(self.lines) == 2)
+        self.assertEqual(self.lines, ["request=True", "after-remove=denied"])
+        self.assertEqual(asked, [[grant]])
+        self.assertEqual(saved["asker"], [])
+        self.assertFalse(service.grants.allowsConnect("127.0.0.1", self.target))
+        self.assertEqual(len(self.accepted), 1)
