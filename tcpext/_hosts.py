@@ -55,7 +55,12 @@ _MAX_NAME = 253
 _MAX_LABEL = 63
 _ASCII_LABEL = re.compile(r"[a-z0-9_-]{1,63}\Z")
 _NUMERIC_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)\Z")
-_DOTTED = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\Z")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+# Exactly the canonical dotted quads: four decimal octets, no leading zeros.
+_QUAD = re.compile(r"\.".join([_OCTET] * 4) + r"\Z")
+# A plain name whose last label starts with a letter: neither inet_aton nor
+# the numeric-label rule can read it as an address, and it has no IDNA label.
+_PLAIN_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z][a-z0-9_-]{0,62}\Z")
 _ZONE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 
@@ -89,15 +94,13 @@ def _parseNumericV4(text: str) -> ipaddress.IPv4Address | None:
     """
     A canonical dotted quad, or L{None} if C{text} is not one.
     """
-    if not _DOTTED.match(text):
+    match = _QUAD.match(text)
+    if match is None:
         return None
-    try:
-        address = ipaddress.IPv4Address(text)
-    except ValueError:
-        return None
-    # ipaddress refuses leading zeros and every non-dotted-quad form, so a
-    # successful parse is canonical; compare anyway to be explicit.
-    return address if str(address) == text else None
+    a, b, c, d = match.groups()
+    return ipaddress.IPv4Address(
+        (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+    )
 
 
 def _refuseAlias(text: str, what: str) -> ValueError:
@@ -158,6 +161,8 @@ def _checkName(name: str, original: str) -> str:
     """
     if len(name) > _MAX_NAME:
         raise ValueError(f"{original!r} is too long for a host name")
+    if _PLAIN_NAME.match(name) and "xn--" not in name:
+        return name
     labels = name.split(".")
     for label in labels:
         if not label:
