@@ -7,6 +7,10 @@ DNS rebinding rule, and a table of known bypass attempts.
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import subprocess
+import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -1254,3 +1258,33 @@ class DenialMessageTests(SynchronousTestCase):
         with self.assertRaises(PermissionDenied) as caught:
             PermissionSet(["tcp-connect:*:443"]).checkConnect("a", 80)
         self.assertIn("ports granted for any host (443)", str(caught.exception))
+
+
+class BenchmarkScriptTests(SynchronousTestCase):
+    """
+    C{benchmarks/bench_permissions.py} (W7) runs and reports its figures.
+    """
+
+    def test_jsonReport(self) -> None:
+        """
+        With C{--json} it prints one JSON object with microseconds per check
+        for 10 and 10,000 grants (no speed is asserted here).
+        """
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        script = os.path.join(root, "benchmarks", "bench_permissions.py")
+        done = subprocess.run(
+            [sys.executable, script, "--json", "--repeat", "1", "--probes", "20"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=root,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        report = json.loads(done.stdout)
+        for key in ["allowsConnect_us", "allowsConnect_cold_us", "checkResolved_us"]:
+            self.assertEqual(sorted(report[key]), ["10", "10000"])
+            for value in report[key].values():
+                self.assertGreater(value, 0)
+        self.assertEqual(report["repetitions"], 1)
+        self.assertGreater(report["hit_rate"]["10000"], 0)
+        self.assertLess(report["hit_rate"]["10000"], 1)
