@@ -18,15 +18,16 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
     UNIXClientEndpoint,
     clientFromString,
     serverFromString,
     wrapClientTLS,
 )
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.filepath import FilePath
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tcpext._server import TCPServerSocket
 from tcpext._socket import TCPClientSocket
@@ -234,6 +235,25 @@ class EndpointStringTests(TestCase):
         client = await connectSocket(clientFromString(globalReactor, f"unix:{path}"))
         self.assertEqual(client.host, path)
         self.assertEqual(client.remoteAddress, path)
+        await self.roundTrip(server, client)
+
+    async def test_ipv6(self) -> None:
+        """
+        A C{tcp6:} server on C{::1}: addresses are IPv6 text.
+        """
+        try:
+            server = await listenSocket(
+                serverFromString(globalReactor, r"tcp6:0:interface=\:\:1")
+            )
+        except CannotListenError as e:
+            raise SkipTest(f"no IPv6 loopback here: {e}")
+        self.addCleanup(server.close)
+        self.assertEqual(server.localAddress, "::1")
+        assert server.localPort is not None
+        client = await connectSocket(
+            TCP6ClientEndpoint(globalReactor, "::1", server.localPort)
+        )
+        self.assertEqual((client.remoteAddress, client.localAddress), ("::1", "::1"))
         await self.roundTrip(server, client)
 
     async def test_hostnameEndpoint(self) -> None:
