@@ -1,0 +1,451 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The C{twistd tcpext} service: hosts extensions, each with only what its
+manifest and the operator grant.
+
+C{twistd -n tcpext --extensions DIR} (or C{--extension PATH}, repeatable)
+loads every extension, persists runtime grants in the state folder, answers
+C{browser.permissions.request} with the chosen prompt, and closes every
+socket and server when it stops.  See C{docs/operations.md}.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from functools import partial
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from tcpext.extension import (
+    ExtensionError,
+    ExtensionService,
+    Manifest,
+    extensionLogger,
+    loadManifest,
+    validateExtensionId,
+)
+from tcpext.permissions import parsePermission
+
+__all__ = [
+    "ISOLATION_MODES",
+    "PROMPTS",
+    "Options",
+    "TCPExtService",
+    "defaultStateDirectory",
+    "findExtensions",
+    "makeService",
+]
+
+PROMPTS = ("deny", "tty")
+"""
+The values of C{--prompt}.
+"""
+
+ISOLATION_MODES = ("none", "process", "process-unconfined")
+"""
+The values of C{--isolation} (see C{docs/isolation.md}).
+"""
+
+
+def defaultStateDirectory() -> str:
+    """
+    The default state folder: C{$XDG_STATE_HOME/tcpext}, or
+    C{~/.local/state/tcpext} when C{XDG_STATE_HOME} is not set.
+    """
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "tcpext")
+
+
+def findExtensions(directory: str) -> list[str]:
+    """
+    The extension folders inside C{directory}: every subfolder, in name
+    order, except hidden ones (C{.name}) and private ones (C{_name}, such as
+    C{__pycache__}).  Plain files are skipped.  A subfolder without a
+    manifest is still listed, so that loading it reports the problem.
+    """
+    found = []
+    for entry in sorted(os.listdir(directory)):
+        if entry.startswith((".", "_")):
+            continue
+        path = os.path.join(directory, entry)
+        if os.path.isdir(path):
+            found.append(path)
+    return found
+
+
+class Options(usage.Options):
+    """
+    The command line of C{twistd tcpext}.
+    """
+
+    synopsis = (
+        "[--extension PATH ...] [--extensions DIR ...] [--state DIR] "
+        "[--grant NAME=PERMISSION ...] [--prompt deny|tty] "
+        "[--isolation none|process|process-unconfined]"
+    )
+    longdesc = (
+        "Run tcpext extensions (folders with a manifest.json and a Python "
+        "background script) in one service. Each extension gets only the "
+        "tcp-* permissions its manifest lists, the optional ones granted with "
+        "--grant, and those granted at runtime (kept in the state folder)."
+    )
+    optParameters = [
+        [
+            "state",
+            None,
+            None,
+            "Folder for the persistent runtime grants "
+            "[default: $XDG_STATE_HOME/tcpext or ~/.local/state/tcpext].",
+        ],
+        [
+            "prompt",
+            None,
+            "deny",
+            "How runtime permission requests are answered: 'deny' refuses "
+            "them all, 'tty' asks on the controlling terminal.",
+        ],
+        [
+            "isolation",
+            None,
+            "none",
+            "'none' runs extensions in this process; 'process' runs each in "
+            "its own process and network namespace; 'process-unconfined' "
+            "brokers sockets without a namespace.",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        """
+        Start with no extensions and no grants.
+        """
+        super().__init__()
+        self["extension"] = []
+        self["extensions"] = []
+        self["grant"] = []
+
+    def opt_extension(self, path: str) -> None:
+        """
+        Run the extension in the folder PATH (repeatable).
+        """
+        if not os.path.isdir(path):
+            raise usage.UsageError(f"--extension: {path!r} is not a directory")
+        self["extension"].append(path)
+
+    def opt_extensions(self, directory: str) -> None:
+        """
+        Run every extension folder inside DIR (repeatable).
+        """
+        if not os.path.isdir(directory):
+            raise usage.UsageError(f"--extensions: {directory!r} is not a directory")
+        self["extensions"].append(directory)
+
+    def opt_grant(self, value: str) -> None:
+        """
+        NAME=PERMISSION: pre-grant one of extension NAME's
+        optional_permissions (repeatable).
+        """
+        name, sep, entry = value.partition("=")
+        if not sep:
+            raise usage.UsageError(
+                f"--grant: {value!r} is not NAME=PERMISSION "
+                "(e.g. chat=tcp-connect:example.com:6667)"
+            )
+        try:
+            validateExtensionId(name)
+        except ValueError as e:
+            raise usage.UsageError(f"--grant {value!r}: {e}")
+        try:
+            permission = parsePermission(entry)
+        except ValueError as e:
+            raise usage.UsageError(f"--grant {value!r}: {e}")
+        self["grant"].append((name, str(permission)))
+
+    def postOptions(self) -> None:
+        """
+        Check the choices and that there is something to run.
+        """
+        if self["prompt"] not in PROMPTS:
+            raise usage.UsageError(
+                f"--prompt must be one of {', '.join(PROMPTS)}, not {self['prompt']!r}"
+            )
+        if self["isolation"] not in ISOLATION_MODES:
+            raise usage.UsageError(
+                f"--isolation must be one of {', '.join(ISOLATION_MODES)}, "
+                f"not {self['isolation']!r}"
+            )
+        if not self["extension"] and not self["extensions"]:
+            raise usage.UsageError(
+                "nothing to run: give --extension PATH or --extensions DIR"
+            )
+        if self["state"] is None:
+            self["state"] = defaultStateDirectory()
+        if self["isolation"] == "process":
+            from tcpext._isolation import NamespaceUnavailable, checkNetworkNamespace
+
+            try:
+                checkNetworkNamespace()
+            except NamespaceUnavailable as e:
+                raise usage.UsageError(
+                    f"--isolation process: network namespaces are unavailable "
+                    f"({e}); refusing to start (--isolation process-unconfined "
+                    "runs without one)"
+                )
+
+
+class TCPExtService(MultiService):
+    """
+    Hosts extensions: loads each one when started (reporting, and skipping,
+    those that cannot be loaded), runs it under an L{ExtensionService} (or
+    an isolated process), and stops them all when stopped.
+
+    @ivar extensions: The L{Manifest}s loaded, by extension id.
+    @ivar errors: The L{ExtensionError}s met while loading.
+    @ivar grantStore: The persistent grant store.
+    """
+
+    log = Logger(namespace="tcpext.service")
+
+    def __init__(
+        self,
+        *,
+        extensionPaths: Sequence[str],
+        extensionDirectories: Sequence[str] = (),
+        stateDirectory: str,
+        grants: Iterable[tuple[str, str]] = (),
+        prompt: str = "deny",
+        isolation: str = "none",
+        reactor: Any = None,
+    ) -> None:
+        """
+        @param extensionPaths: Extension folders.
+        @param extensionDirectories: Folders whose subfolders are extensions.
+        @param stateDirectory: Where runtime grants are kept.
+        @param grants: C{(extensionId, permission)} pairs pre-granted by the
+            operator (each must be in that extension's
+            C{optional_permissions}, else it is reported and not granted).
+        @param prompt: C{"deny"} or C{"tty"}.
+        @param isolation: One of L{ISOLATION_MODES}.
+        @param reactor: The reactor (the global one by default).
+        """
+        super().__init__()
+        if prompt not in PROMPTS:
+            raise ValueError(f"prompt must be one of {PROMPTS}, not {prompt!r}")
+        if isolation not in ISOLATION_MODES:
+            raise ValueError(
+                f"isolation must be one of {ISOLATION_MODES}, not {isolation!r}"
+            )
+        self.extensionPaths = list(extensionPaths)
+        self.extensionDirectories = list(extensionDirectories)
+        self.stateDirectory = os.path.abspath(stateDirectory)
+        self.operatorGrants = list(grants)
+        self.promptMode = prompt
+        self.isolation = isolation
+        self._reactor = reactor
+        self.extensions: dict[str, Manifest] = {}
+        self.errors: list[ExtensionError] = []
+        self.grantStore: Any = None
+        self.prompt: Any = None
+
+    def _getReactor(self) -> Any:
+        """
+        The reactor given, or the global one.
+        """
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def _report(self, error: ExtensionError) -> None:
+        """
+        Log (and keep) a problem with one extension.
+        """
+        self.errors.append(error)
+        try:
+            log = extensionLogger(validateExtensionId(error.extension))
+        except ValueError:
+            log = self.log
+        log.error("{error}", error=str(error), extensionId=error.extension)
+
+    def _paths(self) -> list[str]:
+        """
+        Every extension folder to load, in order, each once.
+        """
+        paths = list(self.extensionPaths)
+        for directory in self.extensionDirectories:
+            try:
+                paths.extend(findExtensions(directory))
+            except OSError as e:
+                self.log.error(
+                    "cannot list extensions in {directory}: {reason}",
+                    directory=directory,
+                    reason=str(e),
+                )
+        seen = set()
+        unique = []
+        for path in paths:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                unique.append(path)
+        return unique
+
+    def loadExtensions(self) -> list[Manifest]:
+        """
+        Load and validate every manifest; report (and skip) the bad ones and
+        duplicate names.
+
+        @return: The manifests loaded, in order.
+        """
+        loaded = []
+        for path in self._paths():
+            try:
+                manifest = loadManifest(path)
+            except ExtensionError as e:
+                self._report(e)
+                continue
+            other = self.extensions.get(manifest.id)
+            if other is not None:
+                self._report(
+                    ExtensionError(
+                        manifest.id,
+                        "name",
+                        f"duplicate: the extension in {manifest.path} has the "
+                        f"same name as the one in {other.path}, which is "
+                        "already loaded; not loading it",
+                    )
+                )
+                continue
+            self.extensions[manifest.id] = manifest
+            loaded.append(manifest)
+        return loaded
+
+    def _grantsFor(self, manifest: Manifest) -> list[str]:
+        """
+        The operator grants for C{manifest} that its C{optional_permissions}
+        allow; the others are reported.
+        """
+        optional = {str(p) for p in manifest.optionalPermissions}
+        result = []
+        for name, entry in self.operatorGrants:
+            if name != manifest.id:
+                continue
+            if entry not in optional:
+                self._report(
+                    ExtensionError(
+                        manifest.id,
+                        "--grant",
+                        f"{entry!r} is not in its optional_permissions "
+                        f"({', '.join(sorted(optional)) or 'none'}); not granted",
+                    )
+                )
+                continue
+            if entry not in result:
+                result.append(entry)
+        return result
+
+    def _makeChild(self, manifest: Manifest, operatorGrants: list[str]) -> IService:
+        """
+        The service that runs one extension.
+        """
+        from tcpext.browser import makeBrowser
+
+        reactor = self._getReactor()
+        if self.isolation != "none":
+            from tcpext._broker import IsolatedExtension
+
+            return IsolatedExtension(
+                path=manifest.path,
+                extensionId=manifest.id,
+                manifest=manifest.raw,
+                reactor=reactor,
+                grantStore=self.grantStore,
+                prompt=self.prompt,
+                operatorGrants=operatorGrants,
+                log=extensionLogger(manifest.id),
+                mode=self.isolation,
+            )
+        return ExtensionService(
+            manifest,
+            partial(
+                makeBrowser,
+                reactor=reactor,
+                grantStore=self.grantStore,
+                prompt=self.prompt,
+                operatorGrants=operatorGrants,
+            ),
+        )
+
+    def startService(self) -> None:
+        """
+        Load every extension and start them.
+        """
+        from tcpext._grantstore import JSONGrantStore
+        from tcpext.browser import denyAll
+
+        self.grantStore = JSONGrantStore(self.stateDirectory)
+        if self.promptMode == "tty":
+            from tcpext._prompt import TTYPrompt
+
+            self.prompt = TTYPrompt(self._getReactor())
+        else:
+            self.prompt = denyAll
+        for manifest in self.loadExtensions():
+            grants = self._grantsFor(manifest)
+            try:
+                child = self._makeChild(manifest, grants)
+            except Exception as e:
+                self._report(ExtensionError(manifest.id, "host", str(e)))
+                continue
+            child.setServiceParent(self)
+        known = set(self.extensions)
+        for name in dict.fromkeys(name for name, _ in self.operatorGrants):
+            if name not in known:
+                self._report(
+                    ExtensionError(
+                        name, "--grant", f"no extension named {name!r} is loaded"
+                    )
+                )
+        self.log.info(
+            "tcpext: {count} extension(s) loaded ({names}), state in {state}, "
+            "{problems} problem(s)",
+            count=len(self.extensions),
+            names=", ".join(self.extensions) or "none",
+            state=self.stateDirectory,
+            problems=len(self.errors),
+        )
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop every extension, closing its sockets and servers.
+
+        @return: A L{Deferred} that fires once all are closed.
+        """
+        stop = getattr(self.prompt, "stop", None)
+        if stop is not None:
+            stop()
+        result: Deferred[None] = defer.maybeDeferred(super().stopService)
+        return result.addCallback(lambda _: self.log.info("tcpext: stopped"))
+
+
+def makeService(options: Options) -> TCPExtService:
+    """
+    Build the service from the parsed command line (C{twistd} calls this).
+    """
+    return TCPExtService(
+        extensionPaths=options["extension"],
+        extensionDirectories=options["extensions"],
+        stateDirectory=options["state"],
+        grants=options["grant"],
+        prompt=options["prompt"],
+        isolation=options["isolation"],
+    )

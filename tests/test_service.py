@@ -1,0 +1,537 @@
+"""
+Tests for L{tcpext.service} (options, C{makeService}, loading extensions),
+the persistent grant store (L{tcpext._grantstore}) and the terminal prompt
+(L{tcpext._prompt}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tcpext._grantstore import JSONGrantStore
+from tcpext._prompt import TTYPrompt, escapeForTerminal
+from tcpext.service import (
+    Options,
+    TCPExtService,
+    defaultStateDirectory,
+    findExtensions,
+    makeService,
+)
+from tests.test_extension import manifestWith, writeExtension
+
+
+class LogCatcher:
+    """
+    Collects formatted log messages while a test runs.
+    """
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def messages(self, namespace: str | None = None) -> list[str]:
+        """
+        The formatted messages, optionally only those in C{namespace}.
+        """
+        return [
+            formatEvent(e)
+            for e in self.events
+            if namespace is None or e.get("log_namespace") == namespace
+        ]
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Tests for L{Options}.
+    """
+
+    def setUp(self) -> None:
+        """
+        A folder to point options at.
+        """
+        self.base = FilePath(self.mktemp())
+        self.base.makedirs()
+
+    def parse(self, *args: str) -> Options:
+        """
+        Parse C{args}.
+        """
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_defaults(self) -> None:
+        """
+        The prompt refuses, isolation is off, the state folder is the
+        default one.
+        """
+        options = self.parse("--extensions", self.base.path)
+        self.assertEqual(options["extensions"], [self.base.path])
+        self.assertEqual(options["extension"], [])
+        self.assertEqual(options["prompt"], "deny")
+        self.assertEqual(options["isolation"], "none")
+        self.assertEqual(options["state"], defaultStateDirectory())
+        self.assertEqual(options["grant"], [])
+
+    def test_defaultStateDirectory(self) -> None:
+        """
+        The default state folder follows C{XDG_STATE_HOME}, else
+        C{~/.local/state}.
+        """
+        self.patch(os, "environ", {"XDG_STATE_HOME": "/x/state", "HOME": "/h"})
+        self.assertEqual(defaultStateDirectory(), "/x/state/tcpext")
+        self.patch(os, "environ", {"HOME": "/h"})
+        self.assertEqual(defaultStateDirectory(), "/h/.local/state/tcpext")
+
+    def test_repeatable(self) -> None:
+        """
+        C{--extension}, C{--extensions} and C{--grant} may be repeated;
+        grants are kept in canonical form.
+        """
+        options = self.parse(
+            "--extension",
+            self.base.path,
+            "--extension",
+            self.base.path,
+            "--grant",
+            "a=tcp-connect:EXAMPLE.com:80",
+            "--grant",
+            "b=tcp-listen:7000",
+            "--state",
+            "/tmp/st",
+            "--prompt",
+            "tty",
+        )
+        self.assertEqual(options["extension"], [self.base.path, self.base.path])
+        self.assertEqual(
+            options["grant"],
+            [("a", "tcp-connect:example.com:80"), ("b", "tcp-listen:7000")],
+        )
+        self.assertEqual(options["state"], "/tmp/st")
+        self.assertEqual(options["prompt"], "tty")
+
+    def test_errors(self) -> None:
+        """
+        Bad values are usage errors that say what is wrong.
+        """
+        cases = [
+            (["--extensions", "/no/such/dir"], "not a directory"),
+            (["--extension", "/no/such/dir"], "not a directory"),
+            ([], "nothing to run"),
+            (["--extensions", self.base.path, "--prompt", "yes"], "--prompt"),
+            (["--extensions", self.base.path, "--isolation", "vm"], "--isolation"),
+            (["--extensions", self.base.path, "--grant", "x"], "NAME=PERMISSION"),
+            (
+                ["--extensions", self.base.path, "--grant", "a/b=tcp-listen:1"],
+                "extension id",
+            ),
+            (
+                ["--extensions", self.base.path, "--grant", "a=tcp-listen:0"],
+                "tcp-listen:0",
+            ),
+        ]
+        for args, words in cases:
+            error = self.assertRaises(usage.UsageError, self.parse, *args)
+            self.assertIn(words, str(error), args)
+
+    def test_help(self) -> None:
+        """
+        C{--help} describes every option.
+        """
+        text = str(Options())
+        for option in [
+            "--extension=",
+            "--extensions=",
+            "--state=",
+            "--grant=",
+            "--prompt=",
+            "--isolation=",
+        ]:
+            self.assertIn(option, text)
+
+    def test_makeService(self) -> None:
+        """
+        C{makeService} builds a L{TCPExtService} from the options.
+        """
+        options = self.parse(
+            "--extensions",
+            self.base.path,
+            "--extension",
+            self.base.path,
+            "--state",
+            "/tmp/st",
+            "--grant",
+            "a=tcp-listen:7000",
+            "--prompt",
+            "tty",
+        )
+        service = makeService(options)
+        self.assertIsInstance(service, TCPExtService)
+        self.assertEqual(service.extensionDirectories, [self.base.path])
+        self.assertEqual(service.extensionPaths, [self.base.path])
+        self.assertEqual(service.stateDirectory, "/tmp/st")
+        self.assertEqual(service.operatorGrants, [("a", "tcp-listen:7000")])
+        self.assertEqual(service.promptMode, "tty")
+        self.assertEqual(service.isolation, "none")
+
+
+class FindExtensionsTests(SynchronousTestCase):
+    """
+    Tests for L{findExtensions}.
+    """
+
+    def test_folders(self) -> None:
+        """
+        Subfolders are listed in name order; files and hidden or private
+        folders are skipped.
+        """
+        base = FilePath(self.mktemp())
+        for name in ["b", "a", ".git", "__pycache__", "_private"]:
+            base.child(name).makedirs()
+        base.child("file.py").setContent(b"")
+        self.assertEqual(
+            findExtensions(base.path), [base.child("a").path, base.child("b").path]
+        )
+
+
+class LoadExtensionsTests(SynchronousTestCase):
+    """
+    Tests for L{TCPExtService.loadExtensions} and the checks of operator
+    grants.
+    """
+
+    def setUp(self) -> None:
+        """
+        A folder of extensions and a log catcher.
+        """
+        self.base = FilePath(self.mktemp())
+        self.base.makedirs()
+        self.log = LogCatcher(self)
+
+    def service(self, **kw: Any) -> TCPExtService:
+        """
+        A service over C{self.base}.
+        """
+        return TCPExtService(
+            extensionPaths=kw.pop("extensionPaths", []),
+            extensionDirectories=[self.base.path],
+            stateDirectory=self.mktemp(),
+            reactor=MemoryReactorClock(),
+            **kw,
+        )
+
+    def test_badOnesReported(self) -> None:
+        """
+        Valid extensions are loaded; each bad one is reported with its name
+        and the problem, in its own log namespace.
+        """
+        writeExtension(self.base, "good")
+        writeExtension(self.base, "json", rawManifest=b"{")
+        writeExtension(
+            self.base,
+            "perm",
+            manifestWith(name="perm", permissions=["tcp-listen:70000"]),
+        )
+        service = self.service()
+        loaded = service.loadExtensions()
+        self.assertEqual([m.id for m in loaded], ["good"])
+        self.assertEqual(sorted(e.extension for e in service.errors), ["json", "perm"])
+        self.assertTrue(
+            any("invalid JSON" in m for m in self.log.messages("tcpext.extension.json"))
+        )
+        self.assertTrue(
+            any("70000" in m for m in self.log.messages("tcpext.extension.perm"))
+        )
+
+    def test_duplicateRefused(self) -> None:
+        """
+        A second extension with the same name is refused with a clear error;
+        the same folder given twice is loaded once.
+        """
+        writeExtension(self.base, "one", manifestWith(name="same"))
+        writeExtension(self.base, "two", manifestWith(name="same"))
+        service = self.service(extensionPaths=[self.base.child("one").path])
+        loaded = service.loadExtensions()
+        self.assertEqual(len(loaded), 1)
+        self.assertEqual(loaded[0].path, self.base.child("one").path)
+        [error] = service.errors
+        self.assertEqual(error.extension, "same")
+        self.assertIn("duplicate", str(error))
+        self.assertIn(self.base.child("two").path, str(error))
+
+    def test_grants(self) -> None:
+        """
+        Operator grants are passed on only when the manifest lists them as
+        optional; others are reported and dropped.
+        """
+        writeExtension(self.base, "ext")
+        service = self.service(
+            grants=[
+                ("ext", "tcp-connect:example.com:80"),
+                ("ext", "tcp-connect:evil.example:80"),
+            ]
+        )
+        [manifest] = service.loadExtensions()
+        self.assertEqual(service._grantsFor(manifest), ["tcp-connect:example.com:80"])
+        [error] = service.errors
+        self.assertEqual(error.field, "--grant")
+        self.assertIn("evil.example", str(error))
+
+
+class GrantStoreTests(SynchronousTestCase):
+    """
+    Tests for L{JSONGrantStore}.
+    """
+
+    def setUp(self) -> None:
+        """
+        A store in a fresh state folder.
+        """
+        self.state = FilePath(self.mktemp())
+        self.store = JSONGrantStore(self.state.path)
+        self.log = LogCatcher(self)
+
+    def test_roundTrip(self) -> None:
+        """
+        What is saved is loaded back, per extension; nothing saved is empty.
+        """
+        self.assertEqual(self.store.load("a"), [])
+        self.store.save("a", ["tcp-connect:example.com:80"])
+        self.store.save("b", [])
+        self.assertEqual(self.store.load("a"), ["tcp-connect:example.com:80"])
+        self.assertEqual(self.store.load("b"), [])
+        again = JSONGrantStore(self.state.path)
+        self.assertEqual(again.load("a"), ["tcp-connect:example.com:80"])
+
+    def test_modes(self) -> None:
+        """
+        The folder is private to the user, and so is the file.
+        """
+        self.store.save("a", ["tcp-listen:1"])
+        folder = os.stat(self.store.directory).st_mode
+        self.assertEqual(stat.S_IMODE(folder), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(self.store.pathFor("a")).st_mode), 0o600)
+
+    def test_atomicReplace(self) -> None:
+        """
+        Saving writes a temporary file, fsyncs it and renames it over the
+        old one; if that fails, the old grants are intact and no temporary
+        file is left.
+        """
+        self.store.save("a", ["tcp-listen:1"])
+        calls: list[tuple[str, ...]] = []
+        realFsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            calls.append(("fsync",))
+            realFsync(fd)
+
+        def replace(src: str, dst: str) -> None:
+            calls.append(("replace", os.path.dirname(src), dst))
+            with open(src) as f:
+                self.assertEqual(json.load(f)["grants"], ["tcp-listen:2"])
+            raise OSError("disk on fire")
+
+        self.patch(os, "fsync", fsync)
+        self.patch(os, "replace", replace)
+        self.assertRaises(OSError, self.store.save, "a", ["tcp-listen:2"])
+        self.assertEqual(
+            calls,
+            [("fsync",), ("replace", self.store.directory, self.store.pathFor("a"))],
+        )
+        self.assertEqual(self.store.load("a"), ["tcp-listen:1"])
+        self.assertEqual(os.listdir(self.store.directory), ["a.json"])
+
+    def test_corrupt(self) -> None:
+        """
+        A corrupt file is reported (naming the extension and the file) and
+        treated as no grants: never as all grants.
+        """
+        self.store.save("a", ["tcp-listen:1"])
+        path = FilePath(self.store.pathFor("a"))
+        bad = [
+            b"{not json",
+            b"\xff\xfe",
+            b'["tcp-connect:*:*"]',
+            b'{"format": 1, "extension": "a", "grants": "tcp-connect:*:*"}',
+            b'{"format": 1, "extension": "a", "grants": [1]}',
+            b'{"format": 2, "extension": "a", "grants": []}',
+            b'{"format": 1, "extension": "b", "grants": ["tcp-connect:*:*"]}',
+        ]
+        for content in bad:
+            path.setContent(content)
+            self.assertEqual(self.store.load("a"), [], content)
+        errors = [m for m in self.log.messages() if "treating it as no grants" in m]
+        self.assertEqual(len(errors), len(bad))
+        self.assertIn("'a'", errors[0])
+        self.assertIn(path.path, errors[0])
+
+    def test_badId(self) -> None:
+        """
+        An id that could escape the folder is refused.
+        """
+        self.assertRaises(ValueError, self.store.save, "../x", [])
+        self.assertRaises(ValueError, self.store.load, "../x")
+
+
+class EscapeTests(SynchronousTestCase):
+    """
+    Tests for L{escapeForTerminal}.
+    """
+
+    def test_plain(self) -> None:
+        """
+        Printable text is unchanged.
+        """
+        text = "tcp-connect:bücher.example:443 [::1]"
+        self.assertEqual(escapeForTerminal(text), text)
+
+    def test_controls(self) -> None:
+        """
+        Control, format and separator characters are escaped, and so is the
+        backslash, so no escape sequence reaches the terminal.
+        """
+        self.assertEqual(
+            escapeForTerminal("a\x1b]0;pwned\x07\r\n\x9b\\x"),
+            "a\\x1b]0;pwned\\x07\\x0d\\x0a\\x9b\\\\x",
+        )
+        self.assertEqual(
+            escapeForTerminal("\u202eevil\u2028\u200b\x7f"),
+            "\\u202eevil\\u2028\\u200b\\x7f",
+        )
+        self.assertEqual(escapeForTerminal("\U000e0001"), "\\U000e0001")
+
+    def test_noControlsLeft(self) -> None:
+        """
+        Whatever the input, the output has no character below U+0020 and
+        none in U+007F..U+009F.
+        """
+        text = "".join(chr(c) for c in range(0x200)) + "\u2028\u2029\ufeff"
+        escaped = escapeForTerminal(text)
+        self.assertFalse(
+            [c for c in escaped if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+        )
+
+
+class TTYPromptTests(TestCase):
+    """
+    Tests for L{TTYPrompt} over a real pseudo-terminal.
+    """
+
+    def setUp(self) -> None:
+        """
+        A pseudo-terminal: the prompt gets (a copy of) the child side, the
+        test plays the operator on the parent side.
+        """
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        self.parent, self.child = os.openpty()
+        self.addCleanup(os.close, self.parent)
+        self.addCleanup(os.close, self.child)
+        self.log = LogCatcher(self)
+
+    def prompt(self, timeout: float = 30.0) -> TTYPrompt:
+        """
+        A prompt on the pseudo-terminal.
+        """
+        return TTYPrompt(self.reactor, lambda: os.dup(self.child), timeout=timeout)
+
+    def readQuestion(self) -> str:
+        """
+        What the prompt wrote on the terminal (it is written before the
+        prompt returns).
+        """
+        return os.read(self.parent, 4096).decode("utf-8")
+
+    async def test_yes(self) -> None:
+        """
+        C{y} grants; the question names the extension and the permission.
+        """
+        d = self.prompt()("ext", ["tcp-connect:example.com:80"])
+        question = self.readQuestion()
+        self.assertIn("'ext'", question)
+        self.assertIn("tcp-connect:example.com:80", question)
+        os.write(self.parent, b"y\n")
+        self.assertTrue(await d)
+
+    async def test_other(self) -> None:
+        """
+        Anything but y/yes refuses.
+        """
+        prompt = self.prompt()
+        for answer in [b"n\n", b"\n", b"yess\n", b"ja\n"]:
+            d = prompt("ext", ["tcp-listen:1"])
+            self.readQuestion()
+            os.write(self.parent, answer)
+            self.assertFalse(await d, answer)
+        d = prompt("ext", ["tcp-listen:1"])
+        self.readQuestion()
+        os.write(self.parent, b"YES\n")
+        self.assertTrue(await d)
+
+    async def test_escaped(self) -> None:
+        """
+        Escape sequences in the extension's name or the permissions are shown
+        escaped, never sent to the terminal.
+        """
+        d = self.prompt()("e\x1b[2Jx", ["tcp-connect:\x1b]0;t\x07:1"])
+        question = self.readQuestion()
+        self.assertNotIn("\x1b", question)
+        self.assertNotIn("\x07", question)
+        self.assertIn("e\\x1b[2Jx", question)
+        os.write(self.parent, b"n\n")
+        self.assertFalse(await d)
+
+    async def test_noTerminal(self) -> None:
+        """
+        Without a terminal the request is refused and that is logged.
+        """
+
+        def noTTY() -> int:
+            raise OSError(6, "No such device or address")
+
+        prompt = TTYPrompt(self.reactor, noTTY)
+        self.assertFalse(await prompt("ext", ["tcp-listen:1"]))
+        self.assertTrue(any("no terminal" in m for m in self.log.messages()))
+
+    def test_timeout(self) -> None:
+        """
+        No answer within the timeout refuses (and is logged).
+        """
+        clock = MemoryReactorClock()
+        prompt = TTYPrompt(clock, lambda: os.dup(self.child), timeout=5)
+        d = prompt("ext", ["tcp-listen:1"])
+        self.assertNoResult(d)
+        self.assertEqual(len(clock.readers), 1)
+        clock.advance(5)
+        self.assertFalse(self.successResultOf(d))
+        self.assertEqual(len(clock.readers), 0)
+        self.assertTrue(any("no answer" in m for m in self.log.messages()))
+
+    def test_oneAtATimeAndStop(self) -> None:
+        """
+        Questions are asked one at a time; C{stop} refuses the current and
+        every later one.
+        """
+        clock = MemoryReactorClock()
+        prompt = TTYPrompt(clock, lambda: os.dup(self.child), timeout=5)
+        first = prompt("a", ["tcp-listen:1"])
+        second: Deferred[bool] = prompt("b", ["tcp-listen:2"])
+        self.assertIn("'a'", self.readQuestion())
+        self.assertNoResult(second)
+        prompt.stop()
+        self.assertFalse(self.successResultOf(first))
+        self.assertFalse(self.successResultOf(second))
+        self.assertEqual(len(clock.readers), 0)
