@@ -536,7 +536,11 @@ class PermissionSet:
         """
         @param entries: L{Permission}s or their texts.
         @raise ValueError: An entry text is invalid (named in the message).
+        @raise TypeError: C{entries} is a single string, or an entry is
+            neither a L{Permission} nor a string.
         """
+        if isinstance(entries, (str, bytes)):
+            raise TypeError("PermissionSet takes a list of permissions, not a string")
         self._entries: dict[Permission, None] = {}
         self._anyHost = _Ports()
         self._names = _Index()

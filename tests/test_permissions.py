@@ -362,6 +362,7 @@ class PermissionSetTests(SynchronousTestCase):
         Invalid texts and other types are refused.
         """
         self.assertRaises(ValueError, PermissionSet, ["tcp-listen:0"])
+        self.assertRaises(TypeError, PermissionSet, "tcp-listen:1")
         self.assertRaises(TypeError, PermissionSet().add, 7000)
 
     def test_discardUnindexes(self) -> None:
