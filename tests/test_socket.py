@@ -10,6 +10,8 @@ import os
 from io import BytesIO
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor as globalReactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -1587,3 +1589,83 @@ class LoopbackTests(TestCase):
         except ConnectionLost:
             data = b""
         self.assertEqual(data, b"")
+
+
+class StreamPropertyTests(SynchronousTestCase):
+    """
+    Property tests: whatever the chunking of the input and the mix of
+    C{read}, C{readExactly} and C{readUntil}, the bytes come out whole and in
+    order, and reading is paused exactly while the buffer is full.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        data=st.binary(max_size=200).map(lambda b: b.replace(b"\x00", b"\n")),
+        cuts=st.lists(st.integers(0, 200), max_size=20),
+        ops=st.lists(
+            st.one_of(
+                st.just(("read", 0)),
+                st.tuples(st.just("exactly"), st.integers(0, 40)),
+                st.tuples(st.just("until"), st.integers(1, 50)),
+            ),
+            max_size=30,
+        ),
+        highWater=st.integers(1, 64),
+    )
+    def test_streamIntact(
+        self,
+        data: bytes,
+        cuts: list[int],
+        ops: list[tuple[str, int]],
+        highWater: int,
+    ) -> None:
+        """
+        The concatenation of everything read is the input.
+        """
+        sock, protocol, transport = connected(highWater=highWater)
+        bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
+        chunks = [
+            data[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a
+        ]
+        out: list[bytes] = []
+        ended = False
+
+        def check() -> None:
+            pieces = sock._buf or []
+            self.assertEqual(
+                sock._bufSize, sum(len(p) for p in pieces) - sock._bufOffset
+            )
+            self.assertEqual(sock._full, sock._bufSize >= highWater)
+            self.assertEqual(transport.producerState == "paused", sock._full)
+
+        for kind, arg in ops:
+            if kind == "read":
+                d = sock.read()
+            elif kind == "exactly":
+                d = sock.readExactly(arg)
+            else:
+                d = sock.readUntil(b"\n", limit=arg)
+            while not d.called and chunks:
+                protocol.dataReceived(chunks.pop(0))
+            if not d.called:
+                ended = True
+                protocol.connectionLost(Failure(ConnectionDone()))
+            failures: list[Failure] = []
+            d.addErrback(failures.append)
+            if failures:
+                error = failures[0].value
+                if isinstance(error, IncompleteReadError):
+                    out.append(error.partial)
+                else:
+                    self.assertIsInstance(error, LimitOverrunError)
+            else:
+                out.append(self.successResultOf(d))
+            if not ended:
+                check()
+        for chunk in chunks:
+            protocol.dataReceived(chunk)
+        if not ended:
+            protocol.connectionLost(Failure(ConnectionDone()))
+        for _ in range(3):
+            out.append(self.successResultOf(sock.read()))
+        self.assertEqual(b"".join(out), data)

@@ -157,6 +157,21 @@ class TLSTests(TestCase):
         await written
         self.assertEqual(await sock.readExactly(5), b"early")
 
+    async def test_suspendOverTLS(self) -> None:
+        """
+        C{suspend()} on a TLS socket stops reading until C{resume()}.
+        """
+        server = await self.tlsServer()
+        sock = await connectSocket(self.tlsEndpoint(server, testPKI().clientOptions()))
+        self.addCleanup(sock.closeImmediately)
+        sock.suspend()
+        await sock.write(b"echo while suspended")
+        for _ in range(10):
+            await deferLater(globalReactor, 0.005, lambda: None)
+        self.assertEqual(sock._bufSize, 0)
+        sock.resume()
+        self.assertEqual(await sock.readExactly(20), b"echo while suspended")
+
     async def test_clientCertificate(self) -> None:
         """
         A client certificate given in C{tlsOptions} satisfies a server that
