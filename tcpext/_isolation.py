@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import os
 import socket
@@ -33,6 +34,7 @@ __all__ = [
     "CLONE_NEWUSER",
     "NamespaceUnavailable",
     "checkNetworkNamespace",
+    "dropCapabilities",
     "enterNetworkNamespace",
     "interfaceNames",
 ]
@@ -66,9 +68,8 @@ def _unshare(flags: int) -> None:
         raise NamespaceUnavailable(
             f"network namespaces need Linux; this is {sys.platform}"
         )
-    name = ctypes.util.find_library("c") or "libc.so.6"
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        libc = _libc()
     except OSError as e:
         raise NamespaceUnavailable(f"cannot load the C library: {e}") from e
     if libc.unshare(ctypes.c_int(flags)) != 0:
@@ -114,31 +115,119 @@ def _bringUpLoopback() -> None:
         s.close()
 
 
-def enterNetworkNamespace() -> None:
+def _libc() -> ctypes.CDLL:
+    name = ctypes.util.find_library("c") or "libc.so.6"
+    return ctypes.CDLL(name, use_errno=True)
+
+
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _noNewPrivileges() -> None:
     """
-    Move the calling process (it must be single-threaded when not root) into
-    a new, empty network namespace whose loopback interface is up.
+    C{PR_SET_NO_NEW_PRIVS}: nothing this process executes gains privileges
+    (set-user-id programs, file capabilities).
+    """
+    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise NamespaceUnavailable(f"PR_SET_NO_NEW_PRIVS failed: {os.strerror(err)}")
+
+
+def dropCapabilities() -> None:
+    """
+    Give up every capability: the bounding set (so that no later C{exec}
+    regains one), the ambient set, and the effective, permitted and
+    inheritable sets.
+
+    @raise NamespaceUnavailable: when the kernel refuses.
+    """
+    libc = _libc()
+    for cap in range(64):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            if ctypes.get_errno() == errno.EINVAL:
+                break
+            err = ctypes.get_errno()
+            raise NamespaceUnavailable(
+                f"cannot drop capability {cap}: {os.strerror(err)}"
+            )
+    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise NamespaceUnavailable(f"capset failed: {os.strerror(err)}")
+
+
+def enterNetworkNamespace(userNamespace: bool = True) -> None:
+    """
+    Move the calling process (it must be single-threaded) into a new, empty
+    network namespace whose loopback interface is up, and make sure it
+    cannot leave it.
+
+    The network namespace is created together with a new user namespace
+    that maps the process's own uid and gid onto themselves, so that the
+    process holds capabilities only over its new namespaces: it cannot
+    C{setns} back into the host's network namespace, nor trace or take file
+    descriptors from the host's processes, even when it runs as root.
+    Where user namespaces are unavailable and the process is root, the
+    network namespace is created alone and every capability is dropped
+    instead (for the same effect).  Either way C{PR_SET_NO_NEW_PRIVS} is set.
+
+    @param userNamespace: C{False} to skip the user namespace (root only;
+        for tests of the fallback).
 
     @raise NamespaceUnavailable: when the kernel refuses, with its reason.
     """
-    if os.geteuid() == 0:
+    uid, gid = os.geteuid(), os.getegid()
+    reason = "not tried"
+    if userNamespace:
+        try:
+            _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+        except NamespaceUnavailable as e:
+            if uid != 0:
+                raise
+            reason = str(e)
+        else:
+            try:
+                _writeProc("/proc/self/setgroups", "deny")
+            except OSError:
+                # Kernels before 3.19 have no setgroups file.
+                pass
+            try:
+                _writeProc("/proc/self/uid_map", f"{uid} {uid} 1\n")
+                _writeProc("/proc/self/gid_map", f"{gid} {gid} 1\n")
+            except OSError as e:
+                raise NamespaceUnavailable(
+                    f"cannot write the user namespace's id maps: {e}"
+                ) from e
+            _bringUpLoopback()
+            _noNewPrivileges()
+            return
+    if uid != 0:
+        raise NamespaceUnavailable("a network namespace needs a user namespace")
+    try:
         _unshare(CLONE_NEWNET)
-    else:
-        uid, gid = os.geteuid(), os.getegid()
-        _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-        try:
-            _writeProc("/proc/self/setgroups", "deny")
-        except OSError:
-            # Kernels before 3.19 have no setgroups file.
-            pass
-        try:
-            _writeProc("/proc/self/uid_map", f"{uid} {uid} 1\n")
-            _writeProc("/proc/self/gid_map", f"{gid} {gid} 1\n")
-        except OSError as e:
-            raise NamespaceUnavailable(
-                f"cannot write the user namespace's id maps: {e}"
-            ) from e
+    except NamespaceUnavailable as e:
+        raise NamespaceUnavailable(f"{e} (with a user namespace: {reason})") from e
     _bringUpLoopback()
+    _noNewPrivileges()
+    dropCapabilities()
 
 
 def interfaceNames() -> list[str]:

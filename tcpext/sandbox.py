@@ -139,15 +139,19 @@ class SyncChannel:
     host opens the socket at once, so the wait is one local round trip.
     """
 
+    timeout = 30.0
+    """Seconds to wait for the host's answer."""
+
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._sock.setblocking(True)
+        self._sock.settimeout(self.timeout)
 
     def call(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         """
         Send one JSON request and wait for its answer and any descriptors.
 
-        @raise ConnectionError: if the host went away.
+        @raise OSError: if the host went away (C{ConnectionError}) or did
+            not answer in time (C{TimeoutError}).
         """
         payload = json.dumps(request).encode("utf-8")
         self._sock.sendall(struct.pack("!I", len(payload)) + payload)
@@ -217,6 +221,11 @@ class _BrokeredConnector:
             transport = self._reactor._real.adoptStreamConnection(
                 fd, answer["family"], _AdoptingFactory(self.factory)
             )
+        except Exception:
+            self.state = "disconnected"
+            self.factory.clientConnectionFailed(self, Failure())
+            self.factory.doStop()
+            return
         finally:
             os.close(fd)
             self._reactor._release(answer["socketId"])
@@ -414,9 +423,17 @@ class BrokeredReactor:
         """
         if self._sync is None:
             raise CannotListenError(interface, port, OSError("no listen channel"))
-        answer, fds = self._sync.call(
-            {"op": "listen", "port": port, "interface": interface, "backlog": backlog}
-        )
+        try:
+            answer, fds = self._sync.call(
+                {
+                    "op": "listen",
+                    "port": port,
+                    "interface": interface,
+                    "backlog": backlog,
+                }
+            )
+        except OSError as e:
+            raise CannotListenError(interface, port, e) from e
         if not answer.get("ok"):
             for fd in fds:
                 os.close(fd)
@@ -682,6 +699,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     from tcpext._isolation import NamespaceUnavailable, enterNetworkNamespace
 
+    _dieWithParent()
+    # Limits first: raising a hard limit needs privileges the namespace
+    # takes away.
+    try:
+        applyLimits(args.rlimit)
+    except (ValueError, OSError) as e:
+        sys.stderr.write(f"cannot apply resource limits: {e}\n")
+        sys.stderr.flush()
+        return EXIT_MAIN_FAILED
     confined, reason = False, "confinement not requested"
     if args.namespace != "none":
         try:
@@ -694,19 +720,13 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_NO_NAMESPACE
         else:
             confined, reason = True, ""
-    _dieWithParent()
-    try:
-        applyLimits(args.rlimit)
-    except (ValueError, OSError) as e:
-        sys.stderr.write(f"cannot apply resource limits: {e}\n")
-        sys.stderr.flush()
-        return EXIT_MAIN_FAILED
 
     from twisted.internet import reactor as real
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
+    # The host adds the time and the extension's name to each line.
     globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stderr)], redirectStandardIO=False
+        [textFileLogObserver(sys.stderr, timeFormat=None)], redirectStandardIO=False
     )
     host = HostConnection()
     ampSocket = socket.socket(fileno=args.amp_fd)

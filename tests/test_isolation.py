@@ -165,6 +165,33 @@ class NamespaceTests(SynchronousTestCase):
             5,
         )
 
+    def test_cannotLeave(self) -> None:
+        """
+        Even as root, a process in the namespace cannot C{setns} back into
+        its parent's network namespace (it holds no capability over it),
+        whether the user namespace was created or, where it could not be,
+        every capability was dropped instead.
+        """
+        for userNamespace in (True, False):
+            result = _runChild(
+                f"""
+                import ctypes, os
+                from tcpext._isolation import enterNetworkNamespace, interfaceNames
+                enterNetworkNamespace(userNamespace={userNamespace})
+                libc = ctypes.CDLL(None, use_errno=True)
+                try:
+                    fd = os.open("/proc/%d/ns/net" % os.getppid(), os.O_RDONLY)
+                except OSError as e:
+                    print("refused", interfaceNames())
+                else:
+                    if libc.setns(fd, 0x40000000) == 0:
+                        print("escaped", interfaceNames())
+                    else:
+                        print("refused", interfaceNames())
+                """
+            )
+            self.assertEqual(result.stdout.strip(), "refused ['lo']", result)
+
     def test_probe(self) -> None:
         """
         L{checkNetworkNamespace} succeeds here and fails, with the reason,
