@@ -1669,3 +1669,70 @@ class StreamPropertyTests(SynchronousTestCase):
         for _ in range(3):
             out.append(self.successResultOf(sock.read()))
         self.assertEqual(b"".join(out), data)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        writes=st.lists(
+            st.tuples(
+                st.binary(max_size=40), st.booleans(), st.booleans(), st.booleans()
+            ),
+            max_size=30,
+        ),
+        bufferSize=st.integers(1, 80),
+        connectAfter=st.integers(0, 30),
+    )
+    def test_writesInOrder(
+        self,
+        writes: list[tuple[bytes, bool, bool, bool]],
+        bufferSize: int,
+        connectAfter: int,
+    ) -> None:
+        """
+        Whatever the transport's backpressure, when the connection opens and
+        whether writes are made from the callbacks of earlier writes, the
+        bytes arrive in the order of the C{write()} calls, every write
+        Deferred fires once the transport drained, and C{close()} comes after
+        the last byte.
+        """
+        sock, protocol = connecting()
+        transport = FakeTCPTransport(bufferSize)
+        received: list[bytes] = []
+        expected: list[bytes] = []
+        deferreds: list[Deferred[None]] = []
+
+        def doWrite(data: bytes, asBytearray: bool) -> None:
+            payload: bytes | bytearray = bytearray(data) if asBytearray else data
+            expected.append(data)
+            deferreds.append(sock.write(payload, 0, len(data)))
+            if asBytearray:
+                payload[:] = b"\xff" * len(payload)  # type: ignore[index]
+
+        for index, (data, asBytearray, drain, later) in enumerate(writes):
+            if index == connectAfter:
+                protocol.makeConnection(transport)
+            if later and deferreds and not deferreds[-1].called:
+                deferreds[-1].addCallback(
+                    lambda _, data=data, b=asBytearray: doWrite(data, b)
+                )
+            else:
+                doWrite(data, asBytearray)
+            if drain and sock.transport is not None:
+                received.append(transport.drain())
+        if sock.transport is None:
+            protocol.makeConnection(transport)
+        for _ in range(2 * len(writes) + 2):
+            if all(d.called for d in deferreds) and len(deferreds) == len(writes):
+                break
+            received.append(transport.drain())
+        closing = sock.close()
+        for _ in range(len(writes) + 2):
+            received.append(transport.drain())
+        self.assertEqual(len(deferreds), len(writes))
+        self.assertEqual(b"".join(received), b"".join(expected))
+        for d in deferreds:
+            self.assertTrue(d.called)
+        self.assertEqual(sock.bufferedAmount, 0)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.log[-2:], ["unregisterProducer", "loseConnection"])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(closing)
