@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -806,3 +806,120 @@ async def main(browser):
         self.assertEqual(saved["asker"], [])
         self.assertFalse(service.grants.allowsConnect("127.0.0.1", self.target))
         self.assertEqual(len(self.accepted), 1)
+
+
+class _Twistd(ProcessProtocol):
+    """
+    Collects a C{twistd} process's output and notices its end.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred[Any] = defer.Deferred()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        self.output += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value)
+
+
+class TwistdIsolationTests(TestCase):
+    """
+    C{twistd -n tcpext --isolation process} as users run it.
+    """
+
+    timeout = 90
+
+    if _NO_NAMESPACE is not None:
+        skip = f"no network namespaces here: {_NO_NAMESPACE}"
+    elif _browserMissing() is not None:
+        skip = f"the browser namespace is not importable: {_browserMissing()}"
+
+    async def test_twistdProcessIsolation(self) -> None:
+        """
+        Under C{twistd tcpext --isolation process} an extension runs in its
+        own process and network namespace: its raw connect to the host's
+        loopback fails while its granted connect works; stopping twistd ends
+        the extension's process.
+        """
+        lines: list[str] = []
+        waiters: list[Any] = []
+        port = reactor.listenTCP(  # type: ignore[attr-defined]
+            0,
+            Factory.forProtocol(lambda: _Lines(lines, waiters)),
+            interface="127.0.0.1",
+        )
+        self.addCleanup(port.stopListening)
+        reportPort = port.getHost().port
+        base = os.path.abspath(self.mktemp())
+        path = os.path.join(base, "probe")
+        os.makedirs(path)
+        with open(os.path.join(path, "manifest.json"), "w") as f:
+            json.dump(
+                {
+                    "manifest_version": 2,
+                    "name": "probe",
+                    "version": "1.0",
+                    "permissions": [f"tcp-connect:127.0.0.1:{reportPort}"],
+                    "background": {"scripts": ["background.py"]},
+                },
+                f,
+            )
+        with open(os.path.join(path, "background.py"), "w") as f:
+            f.write(
+                _REPORTER.replace("REPORT", str(reportPort))
+                + """
+
+async def main(browser):
+    try:
+        socket.create_connection(("127.0.0.1", REPORT), timeout=5).close()
+        raw = "connected"
+    except OSError:
+        raw = "failed"
+    await report(browser, "pid=%d raw=%s" % (os.getpid(), raw))
+""".replace("REPORT", str(reportPort))
+            )
+        protocol = _Twistd()
+        env = _childEnvironment()
+        process = reactor.spawnProcess(  # type: ignore[attr-defined]
+            protocol,
+            sys.executable,
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "--logfile=-",
+                "tcpext",
+                "--extension",
+                path,
+                "--state",
+                os.path.join(base, "state"),
+                "--isolation",
+                "process",
+            ],
+            env=env,
+            path=base,
+        )
+
+        def stop() -> defer.Deferred[Any]:
+            if process.pid is not None:
+                process.signalProcess("KILL")
+            return protocol.ended
+
+        self.addCleanup(stop)
+        d: defer.Deferred[None] = defer.Deferred()
+        waiters.append((lambda: bool(lines), d))
+        await d
+        fields = dict(item.split("=") for item in lines[0].split())
+        self.assertEqual(fields["raw"], "failed", protocol.output)
+        child = int(fields["pid"])
+        self.assertNotEqual(child, process.pid)
+        process.signalProcess("TERM")
+        await protocol.ended
+        self.assertIn(b"own network namespace", protocol.output)
+        self.assertIn(b"extension process stopped", protocol.output)
+        with self.assertRaises(ProcessLookupError):
+            os.kill(child, 0)
