@@ -1,0 +1,52 @@
+# -*- test-case-name: tests.test_benchmarks -*-
+"""
+One benchmark run in a fresh process: C{_child.py IMPL WORKLOAD PARAMS-JSON}.
+
+It prints one JSON object on its last line of output: C{{"ok": true, "value":
+..., "unit": ..., "extra": {...}}} or C{{"ok": false, "error": "..."}}.  With
+the workload C{W8-server} it runs the echo server of W8 instead, prints
+C{{"port": N}} once listening and serves until killed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import traceback
+
+from _common import BenchmarkFailure, Params
+
+IMPLS = {
+    "twisted": ("impl_twisted", {}),
+    "tcpext": ("impl_tcpext", {}),
+    "asyncio": ("impl_asyncio", {"loop": "asyncio"}),
+    "uvloop": ("impl_asyncio", {"loop": "uvloop"}),
+}
+
+
+def main(argv: list[str]) -> int:
+    """
+    Run one workload with one implementation and print its result.
+    """
+    implName, workload, paramsText = argv
+    params = Params(**json.loads(paramsText))
+    moduleName, options = IMPLS[implName]
+    try:
+        module = importlib.import_module(moduleName)
+        result = module.run(workload, params, **options)
+    except BenchmarkFailure as e:
+        print(json.dumps({"ok": False, "error": str(e)}), flush=True)
+        return 1
+    except BaseException as e:
+        traceback.print_exc()
+        error = f"{type(e).__name__}: {e}"
+        print(json.dumps({"ok": False, "error": error}), flush=True)
+        return 1
+    result["ok"] = True
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

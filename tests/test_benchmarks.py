@@ -1,0 +1,213 @@
+# -*- test-case-name: tests.test_benchmarks -*-
+"""
+Smoke tests of the benchmark runner (C{benchmarks/run.py}): on tiny sizes it
+runs every workload with every implementation, produces well-formed results,
+and catches damaged data.  No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from types import ModuleType
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = os.path.join(ROOT, "benchmarks", "run.py")
+
+#: Small enough for the whole matrix to take seconds.
+TINY = "0.002"
+
+
+def loadRunner() -> ModuleType:
+    """
+    Import C{benchmarks/run.py} (not a package) as a module.
+    """
+    spec = importlib.util.spec_from_file_location("tcpext_bench_run", RUNNER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def runRunner(*arguments: str) -> tuple[int, dict[str, Any], str]:
+    """
+    Run the runner in a subprocess; return its exit status, JSON report and
+    Markdown report.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        jsonPath = os.path.join(directory, "r.json")
+        markdownPath = os.path.join(directory, "r.md")
+        done = subprocess.run(
+            [
+                sys.executable,
+                RUNNER,
+                "--scale",
+                TINY,
+                "--rounds",
+                "1",
+                "--timeout",
+                "60",
+                "--json",
+                jsonPath,
+                "--markdown",
+                markdownPath,
+                *arguments,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        with open(jsonPath, encoding="utf-8") as f:
+            report = json.load(f)
+        with open(markdownPath, encoding="utf-8") as f:
+            text = f.read()
+    return done.returncode, report, text
+
+
+class RunnerTests(SynchronousTestCase):
+    """
+    The runner, end to end, on tiny sizes.
+    """
+
+    def test_everyImplementation(self) -> None:
+        """
+        Every workload runs with every available implementation; each run
+        reports a positive figure, the summary has a median for each and a
+        ratio to bare Twisted, and the Markdown shows the table and targets.
+        """
+        runner = loadRunner()
+        status, report, text = runRunner("--workloads", "W1,W2,W3,W4,W5,W6,W8")
+        self.assertEqual(
+            [r for r in report["runs"] if not r.get("ok")], [], "failed runs"
+        )
+        self.assertEqual(status, 0)
+        impls = [i for i in runner.IMPLS + ["iperf3"] if runner.available(i) is None]
+        self.assertIn("twisted", impls)
+        for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "W8"]:
+            expected = [i for i in impls if i != "iperf3" or workload == "W1"]
+            byImpl = report["summary"][workload]
+            self.assertEqual(sorted(byImpl), sorted(expected), workload)
+            for impl, entry in byImpl.items():
+                self.assertEqual(len(entry["values"]), 1, (workload, impl))
+                self.assertGreater(entry["median"], 0, (workload, impl))
+                self.assertIsNotNone(entry["ratio"], (workload, impl))
+        self.assertEqual(report["summary"]["W1"]["twisted"]["ratio"], 1.0)
+        for entry in report["summary"]["W8"].values():
+            self.assertGreater(entry["peakRssKiB"], 0)
+        self.assertIn("GLIBC_TUNABLES=glibc.malloc.mmap_threshold", text)
+        self.assertIn("| W1 bulk", text)
+        self.assertIn("## Targets", text)
+        self.assertEqual(report["machine"]["cores"], os.cpu_count())
+
+    def test_detectsCorruption(self) -> None:
+        """
+        With C{--corrupt} (an echo server flips a byte, a bulk sender drops
+        one), every run of the checked workloads fails with a message saying
+        what was wrong, and the runner exits with status 1.
+        """
+        status, report, text = runRunner(
+            "--corrupt",
+            "--workloads",
+            "W1,W2,W3,W8",
+            "--impls",
+            "twisted,asyncio,tcpext",
+        )
+        self.assertEqual(status, 1)
+        runs = report["runs"]
+        self.assertTrue(runs)
+        for run in runs:
+            self.assertFalse(run.get("ok"), run)
+            self.assertRegex(
+                run["error"],
+                "corrupted|expected|checksum",
+                (run["workload"], run["impl"]),
+            )
+        self.assertIn("## Failed runs", text)
+
+
+class HelperTests(SynchronousTestCase):
+    """
+    The runner's pure helpers.
+    """
+
+    def setUp(self) -> None:
+        self.runner = loadRunner()
+
+    def test_rotate(self) -> None:
+        """
+        Each round starts with a different implementation.
+        """
+        items = ["a", "b", "c"]
+        self.assertEqual(
+            [self.runner.rotate(items, r) for r in range(4)],
+            [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]],
+        )
+
+    def test_badArguments(self) -> None:
+        """
+        An unknown workload or implementation, or no rounds, is refused.
+        """
+        for argv in (["--workloads", "W9"], ["--impls", "nodejs"], ["--rounds", "0"]):
+            self.assertRaises(SystemExit, self.runner.parseArguments, argv)
+
+    def test_quickScales(self) -> None:
+        """
+        C{--quick} divides the sizes by 16; the default is the full size.
+        """
+        self.assertEqual(self.runner.parseArguments([]).scale, 1.0)
+        self.assertEqual(self.runner.parseArguments(["--quick"]).scale, 1 / 16)
+
+    def test_lastJsonLine(self) -> None:
+        """
+        The child's result is the last JSON line; no JSON is an error.
+        """
+        self.assertEqual(
+            self.runner.lastJsonLine('noise\n{"ok": true}\n\n'), {"ok": True}
+        )
+        self.assertRaises(ValueError, self.runner.lastJsonLine, "Traceback\n")
+
+    def test_permissionAt(self) -> None:
+        """
+        The W7 figure for 10,000 grants is found in a flattened report.
+        """
+        figures = self.runner.permissionFigures(
+            {"allowsConnect": {"10": {"us": 0.5}, "10000": {"us": 1.5}}}
+        )
+        self.assertEqual(self.runner.permissionAt(figures, 10000), 1.5)
+        self.assertEqual(self.runner.permissionAt(figures, 10), 0.5)
+
+    def test_targets(self) -> None:
+        """
+        Ratios are judged against the issue's targets, in the right direction.
+        """
+        report = {
+            "summary": {
+                "W1": {
+                    "twisted": {"median": 100.0, "ratio": 1.0},
+                    "tcpext": {"median": 95.0, "ratio": 0.95},
+                    "asyncio": {"median": 96.0, "ratio": 0.96},
+                },
+                "W5": {
+                    "twisted": {"median": 2.0, "ratio": 1.0},
+                    "tcpext": {"median": 4.0, "ratio": 2.0},
+                    "asyncio": {"median": 8.0, "ratio": 4.0},
+                },
+            }
+        }
+        met = {t["target"]: t["met"] for t in self.runner.targets(report)}
+        self.assertEqual(
+            met,
+            {
+                "W1 tcpext/bare Twisted >= 0.90": True,
+                "W5 tcpext/bare Twisted <= 1.50": False,
+                "W1 tcpext ahead of asyncio streams (tcpext/asyncio)": False,
+                "W5 tcpext ahead of asyncio streams (tcpext/asyncio)": True,
+            },
+        )
