@@ -600,8 +600,10 @@ class BrokerProtocol(amp.AMP):
             self._resolved.popitem(last=False)
 
     def _lookup(self, name: str, port: int) -> Deferred[list[str]]:
-        if name.rstrip(".").lower() == "localhost":
-            return defer.succeed(["127.0.0.1", "::1"])
+        from tcpext.permissions import LOCALHOST_ADDRESSES, isLocalhostName
+
+        if isLocalhostName(name):
+            return defer.succeed(list(LOCALHOST_ADDRESSES))
         receiver = _Addresses()
         self._reactor.nameResolver.resolveHostName(
             receiver, name, portNumber=port, transportSemantics="TCP"

@@ -807,3 +807,139 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
         self.assertEqual(self.store["x"], [])
         self.assertIn(b"Revoke", transport.value())
         self.assertIn(b"tcp-connect:10.0.0.1:22", transport.value())
+
+
+class _FakeResolver:
+    """
+    Answers every name with fixed addresses.
+    """
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+        self.asked: list[str] = []
+
+    def resolveHostName(
+        self, receiver: Any, name: str, portNumber: int = 0, **kw: Any
+    ) -> None:
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        self.asked.append(name)
+        receiver.resolutionBegan(None)
+        for address in self.addresses:
+            kind = IPv6Address if ":" in address else IPv4Address
+            receiver.addressResolved(kind("TCP", address, portNumber))
+        receiver.resolutionComplete()
+
+
+class _ResolvingReactor:
+    """
+    The trial reactor with a fake name resolver.
+    """
+
+    def __init__(self, resolver: _FakeResolver) -> None:
+        self.nameResolver = resolver
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reactor, name)
+
+
+class BrokerRealPermissionsTests(TestCase):
+    """
+    The broker with the real L{tcpext.permissions.PermissionSet}: the same
+    grammar, matching and rebinding rule as in-process code.
+    """
+
+    def connect(self, grants: list[str], addresses: list[str]) -> None:
+        from tcpext.permissions import PermissionSet, parsePermission
+
+        self.resolver = _FakeResolver(addresses)
+        self.broker = BrokerProtocol(
+            _ResolvingReactor(self.resolver),
+            PermissionSet([parsePermission(g) for g in grants]),
+            Logger(),
+        )
+        self.child = HostConnection()
+        hostEnd, childEnd = socket.socketpair()
+        _adopt(hostEnd, self.broker)
+        _adopt(childEnd, self.child)
+
+        def cleanUp() -> defer.Deferred[Any]:
+            self.child.transport.loseConnection()  # type: ignore[union-attr]
+            return defer.DeferredList([self.broker.lost, self.child.lost])
+
+        self.addCleanup(cleanUp)
+
+    def echoServer(self) -> int:
+        port = reactor.listenTCP(  # type: ignore[attr-defined]
+            0, Factory.forProtocol(_Echo), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    async def test_rebindingRefused(self) -> None:
+        """
+        A name grant does not reach a loopback address the name resolves to
+        (DNS rebinding): the connect is denied, naming the address, and the
+        address stays denied afterwards.
+        """
+        port = self.echoServer()
+        self.connect([f"tcp-connect:intranet.example:{port}"], ["127.0.0.1"])
+        d = self.child.callRemote(
+            Connect, host="intranet.example", port=port, timeout=5.0
+        )
+        error = await self.assertFailure(d, Denied)
+        self.assertIn("127.0.0.1", str(error))
+        answer = await self.child.callRemote(
+            Resolve, name="intranet.example", port=port
+        )
+        self.assertEqual(answer["addresses"], ["127.0.0.1"])
+        d = self.child.callRemote(Connect, host="127.0.0.1", port=port, timeout=5.0)
+        await self.assertFailure(d, Denied)
+
+    async def test_cidrGrantAllowsResolved(self) -> None:
+        """
+        With a network grant covering the address too, the name's loopback
+        address may be dialed, directly or after L{Resolve}.
+        """
+        port = self.echoServer()
+        self.connect(
+            [f"tcp-connect:intranet.example:{port}", f"tcp-connect:127.0.0.0/8:{port}"],
+            ["127.0.0.1"],
+        )
+        answer = await self.child.callRemote(
+            Connect, host="intranet.example", port=port, timeout=5.0
+        )
+        os.close(answer["descriptor"])
+        self.assertEqual(self.resolver.asked, ["intranet.example"])
+
+    async def test_localhostWithoutDNS(self) -> None:
+        """
+        C{localhost} maps to loopback without asking the resolver.
+        """
+        port = self.echoServer()
+        self.connect([f"tcp-connect:localhost:{port}"], ["203.0.113.9"])
+        answer = await self.child.callRemote(
+            Connect, host="localhost", port=port, timeout=5.0
+        )
+        os.close(answer["descriptor"])
+        self.assertEqual(self.resolver.asked, [])
+
+    async def test_nonCanonicalRefused(self) -> None:
+        """
+        A numeric host the OS would read as IPv4 but is not canonical is a
+        bad request, never looked up.
+        """
+        self.connect(["tcp-connect:*:80"], ["127.0.0.1"])
+        d = self.child.callRemote(Connect, host="2130706433", port=80, timeout=5.0)
+        await self.assertFailure(d, BadRequest)
+        self.assertEqual(self.resolver.asked, [])
+
+    async def test_listenRealGrant(self) -> None:
+        """
+        C{tcp-listen:PORT} allows that port only; port 0 needs C{*}.
+        """
+        self.connect(["tcp-listen:7999"], [])
+        d = self.child.callRemote(Listen, port=0, interface="127.0.0.1", backlog=5)
+        await self.assertFailure(d, Denied)
+        d = self.child.callRemote(Listen, port=7998, interface="127.0.0.1", backlog=5)
+        await self.assertFailure(d, Denied)
