@@ -1211,41 +1211,25 @@ class TCPClientSocket:
     def _finish(self, failure: Failure | None, writeFailure: Failure) -> None:
         """
         Move to C{"closed"} and settle everything: C{failure} is the error
-        that ended the socket (L{None}: a clean end).
+        that ended the socket (L{None}: a clean end).  All state changes come
+        before any callback runs, so callbacks see a closed socket.
         """
         self._state = _CLOSED
-        # reads
         if self._readEnd is None:
             self._readEnd = True if failure is None else failure
-        readers = self._readers
-        if readers:
-            self._readers = None
-            for d in readers:
-                if failure is None:
-                    _endOfStream(d)
-                else:
-                    d.errback(failure)
-        # writes
         if self._writeEnd is None:
             self._writeEnd = writeFailure
+        readers = self._readers
+        self._readers = None
         held = self._held
         self._held = None
         self._heldSize = 0
         drain = self._drainWaiters
         self._drainWaiters = None
-        _settle(drain, writeFailure)
-        if held:
-            for _, what in held:
-                if isinstance(what, Deferred):
-                    what.errback(writeFailure)
-                    _silence(what, writeFailure)
-        self._stopProducer()
         tls = self._tlsWaiter
-        if tls is not None:
-            self._tlsWaiter = None
-            tls.errback(failure if failure is not None else writeFailure)
-            _silence(tls, failure if failure is not None else writeFailure)
-        # outcomes
+        self._tlsWaiter = None
+        openedWaiters: list[Deferred[None]] | None = None
+        notOpened: Failure | None = None
         if self._opened is None:
             notOpened = (
                 failure
@@ -1253,16 +1237,39 @@ class TCPClientSocket:
                 else Failure(SocketClosed("the socket was closed before it opened"))
             )
             self._opened = notOpened
-            waiters = self._openedWaiters
+            openedWaiters = self._openedWaiters
             self._openedWaiters = None
-            _settle(waiters, notOpened)
         self._closed = True if failure is None else failure
-        waiters = self._closedWaiters
+        closedWaiters = self._closedWaiters
         self._closedWaiters = None
-        _settle(waiters, failure)
-        waiters = self._closeWaiters
+        closeWaiters = self._closeWaiters
         self._closeWaiters = None
-        _settle(waiters, None)
+        producer = self._producer
+        self._producer = None
+
+        # Now the callbacks, in the order things happen for the user.
+        if notOpened is not None:
+            _settle(openedWaiters, notOpened)
+        if tls is not None:
+            tlsFailure = failure if failure is not None else writeFailure
+            tls.errback(tlsFailure)
+            _silence(tls, tlsFailure)
+        _settle(drain, writeFailure)
+        if held:
+            for _, what in held:
+                if isinstance(what, Deferred):
+                    what.errback(writeFailure)
+                    _silence(what, writeFailure)
+        if producer is not None:
+            producer.stopProducing()
+        if readers:
+            for d in readers:
+                if failure is None:
+                    _endOfStream(d)
+                else:
+                    d.errback(failure)
+        _settle(closedWaiters, failure)
+        _settle(closeWaiters, None)
         factory = self._protocol.factory
         if factory is not None:
             factory._socketEnded(self)

@@ -373,6 +373,25 @@ class ReadTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(sock.closed))
         self.assertEqual(sock.readyState, "closed")
 
+    def test_callbacksSeeClosedSocket(self) -> None:
+        """
+        Callbacks run when the connection ends see a closed socket: a write
+        made from a read's callback at the end of the stream fails.
+        """
+        sock, protocol, transport = connected()
+        seen: list[object] = []
+
+        def atEnd(data: bytes) -> None:
+            seen.append(data)
+            seen.append(sock.readyState)
+            seen.append(sock.write(b"too late"))
+
+        sock.read().addCallback(atEnd)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(seen[:2], [b"", "closed"])
+        self.failureResultOf(seen[2], ConnectionDone)  # type: ignore[arg-type]
+        self.assertEqual(transport.value(), b"")
+
     def test_bufferedDataBeforeEOF(self) -> None:
         """
         Buffered bytes are read before the end of the stream.
