@@ -12,6 +12,7 @@ socket and server when it stops.  See C{docs/operations.md}.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -434,7 +435,23 @@ class TCPExtService(MultiService):
         if stop is not None:
             stop()
         result: Deferred[None] = defer.maybeDeferred(super().stopService)
-        return result.addCallback(lambda _: self.log.info("tcpext: stopped"))
+        return result.addCallback(self._stopped)
+
+    def _stopped(self, result: object) -> None:
+        """
+        Every extension has stopped and closed its sockets.
+
+        C{twistd} ends a run stopped by a signal by sending itself that
+        signal again, so the process would die of C{SIGTERM} even after a
+        complete, clean shutdown; tcpext treats C{SIGTERM} as the normal way
+        to stop the service, so once everything is closed it clears that and
+        the process exits with status 0 (C{SIGINT} keeps Twisted's
+        behaviour).
+        """
+        reactor = self._reactor
+        if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+            reactor._exitSignal = None
+        self.log.info("tcpext: stopped")
 
 
 def makeService(options: Options) -> TCPExtService:
