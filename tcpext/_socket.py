@@ -1308,8 +1308,15 @@ class TCPClientSocket:
             self._state = _OPEN
         self._opened = True
         options = self._options
-        if options is not None:
+        if options is None:
+            # TCP_NODELAY by default (as asyncio streams): no Nagle delay on
+            # small writes such as a TLS close-notify or a request line.
+            setter = getattr(self._transport, "setTcpNoDelay", None)
+            if setter is not None:
+                setter(True)
+        else:
             self._options = None
+            options.setdefault("setTcpNoDelay", True)
             for name, value in options.items():
                 self._setOption(name, value)
         self._updateReading()
@@ -1471,8 +1478,9 @@ class TCPClientSocket:
 
     def setNoDelay(self, noDelay: bool = True) -> None:
         """
-        Turn Nagle's algorithm off (L{True}) or on; applied once open if
-        called while connecting.  Ignored on transports without TCP options.
+        Turn Nagle's algorithm off (L{True}, the default of tcpext sockets)
+        or on; applied once open if called while connecting.  Ignored on
+        transports without TCP options.
         """
         self._setOption("setTcpNoDelay", bool(noDelay))
 

@@ -972,6 +972,19 @@ class WriteTests(SynchronousTestCase):
         sock.setNoDelay(False)
         self.assertEqual(transport.options, {"noDelay": False, "keepAlive": True})
 
+    def test_noDelayByDefault(self) -> None:
+        """
+        Sockets turn Nagle's algorithm off when they open, unless told
+        otherwise while connecting.
+        """
+        _, _, transport = connected()
+        self.assertEqual(transport.options, {"noDelay": True})
+        sock, protocol = connecting()
+        sock.setNoDelay(False)
+        transport = FakeTCPTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.options, {"noDelay": False})
+
     def test_socketOptionsWithoutTCP(self) -> None:
         """
         Socket options are ignored on a transport without them.
@@ -1557,6 +1570,8 @@ class LoopbackTests(TestCase):
         writability); a later write still keeps the order.
         """
         client, accepted = await self.pair()
+        self.assertTrue(client.transport.getTcpNoDelay())
+        self.assertTrue(accepted.transport.getTcpNoDelay())
         self.assertTrue(client._direct)
         d = client.write(b"at once")
         self.assertTrue(d.called)
