@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import traceback
 
@@ -45,7 +46,10 @@ def main(argv: list[str]) -> int:
         return 1
     result["ok"] = True
     print(json.dumps(result), flush=True)
-    return 0
+    sys.stderr.flush()
+    # Skip the teardown of thousands of connections: it is not measured, it
+    # only adds time and noise (cancelled tasks, failed pending reads).
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -122,8 +122,8 @@ def tlsVersion(sock: TCPClientSocket) -> str | None:
     """
     The negotiated TLS version of C{sock}, if it uses TLS.
     """
-    transport = sock.transport
-    handle = transport.getHandle() if transport is not None else None
+    transport: Any = sock.transport
+    handle: Any = transport.getHandle() if transport is not None else None
     if hasattr(handle, "get_protocol_version_name"):
         return str(handle.get_protocol_version_name())
     return None
