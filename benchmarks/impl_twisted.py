@@ -98,7 +98,7 @@ def connectProtocol(endpoint: Any, protocol: Protocol) -> Deferred[Any]:
     """
     Connect C{protocol} through C{endpoint}; fires with it once connected.
     """
-    return endpoint.connect(OneProtocolFactory(protocol))  # type: ignore[no-any-return]
+    return endpoint.connect(OneProtocolFactory(protocol))
 
 
 @implementer(IPushProducer)
