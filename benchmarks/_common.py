@@ -14,6 +14,7 @@ import gc
 import os
 import resource
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,16 +135,15 @@ class ScaleData:
         """
         return (index % 251) * 4177 % self.perConnection
 
-    def chunks(self, index: int) -> list[bytes]:
+    def chunks(self, index: int) -> Iterator[bytes]:
         """
-        The writes connection C{index} makes, in order.
+        The writes connection C{index} makes, in order, made one at a time
+        (10,000 connections holding all their data at once would be 10 GiB).
         """
         start = self.offset(index)
-        view = self._doubled
-        return [
-            view[start + at : start + min(at + self.chunk, self.perConnection)]
-            for at in range(0, self.perConnection, self.chunk)
-        ]
+        doubled = self._doubled
+        for at in range(0, self.perConnection, self.chunk):
+            yield doubled[start + at : start + min(at + self.chunk, self.perConnection)]
 
     def expectedChecksum(self, index: int) -> int:
         """

@@ -14,7 +14,7 @@ import json
 import sys
 import time
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from _common import (
@@ -490,7 +490,7 @@ class ScaleClient(BenchProtocol):
         self.data = data
         self.finished = finished
         self.tally: ScaleTally | None = None
-        self.chunks: list[bytes] = []
+        self.chunks: Iterator[bytes] = iter(())
         self.paused = False
         self.received = 0
         self.crc = 0
@@ -499,7 +499,6 @@ class ScaleClient(BenchProtocol):
     def start(self, tally: ScaleTally) -> None:
         self.tally = tally
         self.chunks = self.data.chunks(self.index)
-        self.chunks.reverse()
         self.transport.registerProducer(self, True)
         self.resumeProducing()
 
@@ -508,14 +507,15 @@ class ScaleClient(BenchProtocol):
 
     def resumeProducing(self) -> None:
         self.paused = False
-        chunks = self.chunks
-        while chunks and not self.paused:
-            self.transport.write(chunks.pop())
-        if not chunks and self.transport.producer is self:
+        for chunk in self.chunks:
+            self.transport.write(chunk)
+            if self.paused:
+                return
+        if self.transport.producer is self:
             self.transport.unregisterProducer()
 
     def stopProducing(self) -> None:
-        self.chunks = []
+        self.chunks = iter(())
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
