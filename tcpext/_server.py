@@ -217,7 +217,10 @@ class TCPServerSocket:
             waiters = self._waiters
             self._waiters = deque()
             for d in waiters:
-                d.callback(None)
+                if type(d) is _IterationAccept:
+                    d.errback(StopAsyncIteration())
+                else:
+                    d.callback(None)
             if self._port is not None:
                 self._stopPort()
         return self.closed
@@ -276,15 +279,28 @@ class _Connections:
         """
         return self
 
-    async def __anext__(self) -> TCPClientSocket:
+    def __anext__(self) -> Deferred[TCPClientSocket]:
         """
         The next accepted connection; L{StopAsyncIteration} once the server
-        is closed.
+        is closed.  (A L{Deferred} rather than a coroutine: no coroutine per
+        connection.)
         """
-        sock = await self._server.accept()
-        if sock is None:
-            raise StopAsyncIteration
-        return sock
+        server = self._server
+        if server._queue or server._closing:
+            d = server.accept()
+            if d.result is None:
+                return fail(StopAsyncIteration())
+            return d  # type: ignore[return-value]
+        waiter: Deferred[TCPClientSocket] = _IterationAccept()
+        server._waiters.append(waiter)  # type: ignore[arg-type]
+        return waiter
+
+
+class _IterationAccept(Deferred[TCPClientSocket]):
+    """
+    An accept made by C{async for}: it fails with L{StopAsyncIteration} once
+    the server closes, instead of firing with L{None}.
+    """
 
 
 class ServerSocketFactory(Factory):

@@ -430,7 +430,9 @@ class TCPClientSocket:
         self._protocol = SocketProtocol(self, factory)
         self._transport: Any = None
         self._ssl = False
-        self._connecting: Deferred[Any] | None = None
+        # the connection attempt, to cancel: the endpoint's Deferred, or the
+        # IConnector when startSocket called connectTCP itself
+        self._connecting: Any = None
         self._opened: _Outcome = None
         self._openedWaiters: list[Deferred[None]] | None = None
         self._closed: _Outcome = None
@@ -453,8 +455,9 @@ class TCPClientSocket:
         self._heldSize = 0
         self._drainWaiters: list[Deferred[None]] | None = None
         self._writePaused = False
-        # None while writable; else the Failure that later writes get.
-        self._writeEnd: Failure | None = None
+        # None while writable; else the Failure that later writes get (or
+        # the message of the SocketClosed to make when one does).
+        self._writeEnd: Failure | str | None = None
         self._writeShut = False
         self._producer: Any = None
         self._streaming = False
@@ -898,7 +901,7 @@ class TCPClientSocket:
             except (TypeError, ValueError):
                 return fail()
         if self._writeEnd is not None:
-            return fail(self._writeEnd)
+            return fail(self._writeFailure())
         if self._held is None and not self._writePaused and self._opened is True:
             if chunk:
                 transport = self._transport
@@ -1103,9 +1106,19 @@ class TCPClientSocket:
             return d
         self._state = _CLOSING
         if self._writeEnd is None:
-            self._writeEnd = Failure(SocketClosed("write() after close()"))
+            self._writeEnd = "write() after close()"
         self._whenWritable(self._loseConnection)
         return d
+
+    def _writeFailure(self) -> Failure:
+        """
+        The failure of a write refused because writing has ended.
+        """
+        end = self._writeEnd
+        if isinstance(end, str):
+            end = self._writeEnd = Failure(SocketClosed(end))
+        assert end is not None
+        return end
 
     def _loseConnection(self) -> None:
         """
@@ -1128,6 +1141,21 @@ class TCPClientSocket:
         self._stopProducer()
         if not self._writeShut:
             transport.unregisterProducer()
+        if (
+            self._direct
+            and self._readEnd is True
+            and not transport._tempDataLen
+            and not transport.dataBuffer
+            and transport.connected
+            and not transport.disconnecting
+        ):
+            # The peer's FIN came and nothing is left to send: close now, as
+            # Twisted's loseConnection does once the write side is shut,
+            # rather than after a reactor round that flushes nothing.
+            transport.stopReading()
+            transport.stopWriting()
+            transport.connectionLost(_CONNECTION_DONE)
+            return
         transport.loseConnection()
 
     def closeWrite(self) -> Deferred[None]:
@@ -1150,7 +1178,7 @@ class TCPClientSocket:
                     "closeWrite(): a TLS connection cannot be half-closed; use close()"
                 )
             )
-        self._writeEnd = Failure(SocketClosed("write() after closeWrite()"))
+        self._writeEnd = "write() after closeWrite()"
         d: Deferred[None] = Deferred()
 
         def shut() -> None:
@@ -1204,9 +1232,14 @@ class TCPClientSocket:
         self._finish(failure, Failure(writeError))
         if transport is not None:
             transport.abortConnection()
-        elif connecting is not None:
+        elif isinstance(connecting, Deferred):
             connecting.addErrback(lambda _: None)
             connecting.cancel()
+        elif connecting is not None:
+            try:
+                connecting.stopConnecting()
+            except Exception:
+                pass
 
     def _finish(self, failure: Failure | None, writeFailure: Failure) -> None:
         """
@@ -1281,6 +1314,7 @@ class TCPClientSocket:
         The transport connected.
         """
         self._transport = transport
+        self._connecting = None
         if self._state is _CLOSED:
             transport.abortConnection()
             return
@@ -1396,7 +1430,7 @@ class TCPClientSocket:
         """
         if self._state is _CLOSED:
             return
-        if self._opened is True and reason.check(ConnectionDone):
+        if self._opened is True and isinstance(reason.value, ConnectionDone):
             self._finish(None, reason)
         else:
             self._finish(reason, reason)
