@@ -284,6 +284,22 @@ class StateTests(SynchronousTestCase):
         gc.collect()
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_connectRaises(self) -> None:
+        """
+        A reactor whose C{connectTCP} raises (for example a permission
+        check) fails the socket instead of raising from C{startSocket}.
+        """
+
+        class Refusing(MemoryReactorClock):
+            def connectTCP(self, *args: object, **kwargs: object) -> Any:
+                raise PermissionError("permission denied: 192.0.2.1:9")
+
+        sock = startSocket(TCP4ClientEndpoint(Refusing(), "192.0.2.1", 9))
+        f = self.failureResultOf(sock.opened, PermissionError)
+        self.assertIn("permission denied", str(f.value))
+        self.failureResultOf(sock.closed, PermissionError)
+        self.assertEqual(sock.readyState, "closed")
+
     def test_directClientFactory(self) -> None:
         """
         L{ClientSocketFactory} works with C{connectTCP} directly: a failure
@@ -1607,8 +1623,12 @@ class LoopbackTests(TestCase):
         await accepted.close()
         for _ in range(3):
             self.assertEqual(await client.read(), b"")
-        await client.close()
-        await client.closed
+        # After the peer's FIN, with nothing left to send, the close is done
+        # at once.
+        closing = client.close()
+        self.assertTrue(closing.called)
+        await closing
+        self.assertIsNone(await client.closed)
 
     async def test_resetAfterCloseImmediately(self) -> None:
         """
