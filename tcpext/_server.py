@@ -170,9 +170,11 @@ class TCPServerSocket:
             sock.close()
             return
         waiters = self._waiters
-        if waiters:
-            waiters.popleft().callback(sock)
-            return
+        while waiters:
+            d = waiters.popleft()
+            if not d.called:  # else cancelled by its user
+                d.callback(sock)
+                return
         self._queue.append(sock)
         if len(self._queue) >= self._backLog and not self._paused:
             self._pauseAccepting()
@@ -217,6 +219,8 @@ class TCPServerSocket:
             waiters = self._waiters
             self._waiters = deque()
             for d in waiters:
+                if d.called:
+                    continue
                 if type(d) is _IterationAccept:
                     d.errback(StopAsyncIteration())
                 else:

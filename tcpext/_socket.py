@@ -118,6 +118,9 @@ def _settle(waiters: list[Deferred[Any]] | None, outcome: Failure | None) -> Non
     if not waiters:
         return
     for d in waiters:
+        if d.called:
+            # cancelled by its user (for example with addTimeout)
+            continue
         if outcome is None:
             d.callback(None)
         else:
@@ -166,6 +169,8 @@ def _endOfStream(d: Deferred[bytes]) -> None:
     """
     Settle a pending read at the end of the stream.
     """
+    if d.called:
+        return
     if type(d) is _IterationRead:
         d.errback(StopAsyncIteration())
     else:
@@ -288,8 +293,12 @@ class SocketProtocol:
         sock = self.socket
         readers = sock._readers
         if readers:
-            readers.pop(0).callback(data)
-            return
+            d = readers.pop(0)
+            if not d.called:
+                d.callback(data)
+                return
+            if sock._giveToReader(data):
+                return
         if sock._state is _CLOSED:
             return
         buf = sock._buf
@@ -402,6 +411,7 @@ class TCPClientSocket:
         "_pulling",
         "_options",
         "_direct",
+        "_shutWaiter",
         "__weakref__",
     )
 
@@ -465,6 +475,8 @@ class TCPClientSocket:
         self._options: dict[str, bool] | None = None
         # True on a plain Twisted TCP transport: write() may send at once
         self._direct = False
+        # closeWrite()'s Deferred while its FIN waits for queued writes
+        self._shutWaiter: Deferred[None] | None = None
 
     def __repr__(self) -> str:
         """
@@ -595,6 +607,20 @@ class TCPClientSocket:
         assert isinstance(end, Failure)
         return fail(end)
 
+    def _giveToReader(self, data: bytes) -> bool:
+        """
+        Hand C{data} to the oldest pending read that was not cancelled.
+
+        @return: Whether one took it.
+        """
+        readers = self._readers
+        while readers:
+            d = readers.pop(0)
+            if not d.called:
+                d.callback(data)
+                return True
+        return False
+
     # readExactly / readUntil: when the buffer holds what they need they take
     # it in place (an offset into the first chunk), so many small records in
     # one network read cost one copy each; otherwise they take the buffer and
@@ -656,9 +682,7 @@ class TCPClientSocket:
         """
         if not data:
             return
-        readers = self._readers
-        if readers:
-            readers.pop(0).callback(data)
+        if self._readers and self._giveToReader(data):
             return
         buf = self._buf
         if buf is None:
@@ -985,7 +1009,8 @@ class TCPClientSocket:
         if not held:
             self._held = None
         for d in fire:
-            d.callback(None)
+            if not d.called:
+                d.callback(None)
 
     def _writeResumed(self) -> None:
         """
@@ -997,7 +1022,8 @@ class TCPClientSocket:
         if waiters is not None:
             self._drainWaiters = None
             for d in waiters:
-                d.callback(None)
+                if not d.called:
+                    d.callback(None)
         if self._held is not None:
             self._flush()
         self._resumeProducer()
@@ -1181,21 +1207,28 @@ class TCPClientSocket:
         self._writeEnd = "write() after closeWrite()"
         d: Deferred[None] = Deferred()
 
+        self._shutWaiter = d
+
         def shut() -> None:
             transport = self._transport
             if transport is None or self._state is _CLOSED:
                 return
-            self._stopProducer()
-            transport.unregisterProducer()
+            self._shutWaiter = None
             loseWrite = getattr(transport, "loseWriteConnection", None)
             if loseWrite is None:
-                d.errback(ValueError(f"closeWrite(): {transport!r} cannot half-close"))
+                if not d.called:
+                    d.errback(
+                        ValueError(f"closeWrite(): {transport!r} cannot half-close")
+                    )
                 return
+            self._stopProducer()
+            transport.unregisterProducer()
             loseWrite()
             self._writeShut = True
             if self._readEnd is not None:
                 transport.loseConnection()
-            d.callback(None)
+            if not d.called:
+                d.callback(None)
 
         self._whenWritable(shut)
         return d
@@ -1261,6 +1294,8 @@ class TCPClientSocket:
         self._drainWaiters = None
         tls = self._tlsWaiter
         self._tlsWaiter = None
+        shut = self._shutWaiter
+        self._shutWaiter = None
         openedWaiters: list[Deferred[None]] | None = None
         notOpened: Failure | None = None
         if self._opened is None:
@@ -1283,14 +1318,18 @@ class TCPClientSocket:
         # Now the callbacks, in the order things happen for the user.
         if notOpened is not None:
             _settle(openedWaiters, notOpened)
-        if tls is not None:
+        if shut is not None and not shut.called:
+            shutFailure = failure if failure is not None else writeFailure
+            shut.errback(shutFailure)
+            _silence(shut, shutFailure)
+        if tls is not None and not tls.called:
             tlsFailure = failure if failure is not None else writeFailure
             tls.errback(tlsFailure)
             _silence(tls, tlsFailure)
         _settle(drain, writeFailure)
         if held:
             for _, what in held:
-                if isinstance(what, Deferred):
+                if isinstance(what, Deferred) and not what.called:
                     what.errback(writeFailure)
                     _silence(what, writeFailure)
         if producer is not None:
@@ -1299,7 +1338,7 @@ class TCPClientSocket:
             for d in readers:
                 if failure is None:
                     _endOfStream(d)
-                else:
+                elif not d.called:
                     d.errback(failure)
         _settle(closedWaiters, failure)
         _settle(closeWaiters, None)
@@ -1397,7 +1436,8 @@ class TCPClientSocket:
         if waiter is not None:
             self._tlsWaiter = None
             self._ssl = True
-            waiter.callback(None)
+            if not waiter.called:
+                waiter.callback(None)
 
     def _readEnded(self) -> None:
         """

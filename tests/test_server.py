@@ -443,3 +443,32 @@ class LoopbackServerTests(TestCase):
                 await d
 
         return ensureDeferred(go())
+
+
+class AcceptCancellationTests(SynchronousTestCase):
+    """
+    Cancelling an C{accept()} only stops waiting.
+    """
+
+    def test_cancelledAccept(self) -> None:
+        """
+        A connection that arrives after a cancelled accept goes to the next
+        waiter, or to the queue.
+        """
+        from twisted.internet.defer import CancelledError
+
+        server, factory, _ = listening()
+        first, second = server.accept(), server.accept()
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        accept(factory)
+        self.assertIsInstance(self.successResultOf(second), TCPClientSocket)
+        third = server.accept()
+        third.cancel()
+        self.failureResultOf(third, CancelledError)
+        accept(factory)
+        self.assertIsInstance(self.successResultOf(server.accept()), TCPClientSocket)
+        cancelledAtClose = server.accept()
+        cancelledAtClose.cancel()
+        server.close()
+        self.failureResultOf(cancelledAtClose, CancelledError)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor as globalReactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import (
     ConnectionDone,
@@ -1790,3 +1790,104 @@ class StreamPropertyTests(SynchronousTestCase):
         self.assertEqual(transport.log[-2:], ["unregisterProducer", "loseConnection"])
         protocol.connectionLost(Failure(ConnectionDone()))
         self.successResultOf(closing)
+
+
+class CancellationTests(SynchronousTestCase):
+    """
+    Cancelling a Deferred the socket returned (for example with
+    C{addTimeout}) only stops waiting: no data is lost and the socket goes on.
+    """
+
+    def test_cancelledReadLosesNothing(self) -> None:
+        """
+        A cancelled read does not take the next chunk: the next live read, or
+        the buffer, does.
+        """
+        sock, protocol, _ = connected()
+        cancelled = sock.read()
+        cancelled.cancel()
+        self.failureResultOf(cancelled, CancelledError)
+        protocol.dataReceived(b"kept")
+        self.assertEqual(self.successResultOf(sock.read()), b"kept")
+        first, second = sock.read(), sock.read()
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        protocol.dataReceived(b"for the second")
+        self.assertEqual(self.successResultOf(second), b"for the second")
+
+    def test_cancelledReadAtEnd(self) -> None:
+        """
+        The end of the stream after a cancelled read settles the others.
+        """
+        sock, protocol, _ = connected()
+        first, second = sock.read(), sock.read()
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(second, ConnectionLost)
+
+    def test_cancelledReadExactly(self) -> None:
+        """
+        A cancelled C{readExactly} puts back what it had gathered.
+        """
+        sock, protocol, _ = connected()
+        d = sock.readExactly(10)
+        protocol.dataReceived(b"abc")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        protocol.dataReceived(b"def")
+        self.assertEqual(self.successResultOf(sock.read()), b"abcdef")
+
+    def test_cancelledOutcomes(self) -> None:
+        """
+        Cancelled C{opened}/C{closed} waiters are skipped when the socket
+        opens and closes.
+        """
+        sock, protocol = connecting()
+        opened, closed = sock.opened, sock.closed
+        opened.cancel()
+        closed.cancel()
+        protocol.makeConnection(FakeTCPTransport())
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(opened, CancelledError)
+        self.failureResultOf(closed, CancelledError)
+        self.successResultOf(sock.closed)
+
+    def test_cancelledWriteStillSent(self) -> None:
+        """
+        A cancelled write Deferred does not unsend its data.
+        """
+        sock, _, transport = connected(bufferSize=2)
+        waiting = sock.write(b"abc")
+        held = sock.write(b"def")
+        waiting.cancel()
+        held.cancel()
+        self.assertEqual(transport.drain(), b"abc")
+        self.assertEqual(transport.drain(), b"def")
+        self.failureResultOf(waiting, CancelledError)
+        self.failureResultOf(held, CancelledError)
+
+    def test_closeWriteFailsWhenConnectionDies(self) -> None:
+        """
+        A C{closeWrite()} waiting for held writes fails with the error that
+        ended the connection.
+        """
+        sock, protocol, _ = connected(bufferSize=1)
+        sock.write(b"ab")
+        shutting = sock.closeWrite()
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(shutting, ConnectionLost)
+
+    def test_closeAfterFailedCloseWrite(self) -> None:
+        """
+        After C{closeWrite()} failed on a transport without half-close,
+        C{close()} still closes.
+        """
+        sock, protocol = connecting()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.failureResultOf(sock.closeWrite(), ValueError)
+        d = sock.close()
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(d)
