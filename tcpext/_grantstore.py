@@ -11,7 +11,9 @@ import os
 import tempfile
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from tcpext.browser import GrantStore
 from tcpext.extension import validateExtensionId
 
 __all__ = ["GRANTS_FOLDER", "JSONGrantStore"]
@@ -26,6 +28,7 @@ _FORMAT = 1
 _MAX_BYTES = 1 << 20
 
 
+@implementer(GrantStore)
 class JSONGrantStore:
     """
     Keeps each extension's runtime grants in C{<state>/grants/<id>.json}:

@@ -302,6 +302,16 @@ class GrantStoreTests(SynchronousTestCase):
         self.store = JSONGrantStore(self.state.path)
         self.log = LogCatcher(self)
 
+    def test_interface(self) -> None:
+        """
+        L{JSONGrantStore} provides L{tcpext.browser.GrantStore}.
+        """
+        from zope.interface.verify import verifyObject
+
+        from tcpext.browser import GrantStore
+
+        self.assertTrue(verifyObject(GrantStore, self.store))
+
     def test_roundTrip(self) -> None:
         """
         What is saved is loaded back, per extension; nothing saved is empty.
@@ -535,3 +545,199 @@ class TTYPromptTests(TestCase):
         self.assertFalse(self.successResultOf(first))
         self.assertFalse(self.successResultOf(second))
         self.assertEqual(len(clock.readers), 0)
+
+
+class ExitSignalReactor(MemoryReactorClock):
+    """
+    A memory reactor that records the signal that stopped it, as the real
+    reactor does for twistd.
+    """
+
+    _exitSignal: int | None = None
+
+
+class HostingTests(SynchronousTestCase):
+    """
+    Tests for L{TCPExtService} starting and stopping extensions on a memory
+    reactor.
+    """
+
+    def setUp(self) -> None:
+        """
+        A folder of extensions, a state folder and a memory reactor.
+        """
+        self.base = FilePath(self.mktemp())
+        self.base.makedirs()
+        self.state = FilePath(self.mktemp())
+        self.reactor = ExitSignalReactor()
+        self.log = LogCatcher(self)
+
+    def service(self, **kw: Any) -> TCPExtService:
+        """
+        A service over C{self.base}.
+        """
+        return TCPExtService(
+            extensionPaths=[],
+            extensionDirectories=[self.base.path],
+            stateDirectory=self.state.path,
+            reactor=self.reactor,
+            **kw,
+        )
+
+    def listener(self, name: str, port: int, **fields: object) -> None:
+        """
+        An extension C{name} that listens on C{port} (its manifest's
+        permission) and has C{tcp-connect:example.com:80} as an optional
+        permission.
+        """
+        writeExtension(
+            self.base,
+            name,
+            manifestWith(
+                name=name,
+                permissions=[f"tcp-listen:{port}"],
+                optional_permissions=["tcp-connect:example.com:80"],
+                **fields,
+            ),
+            script=(
+                "def main(browser):\n"
+                f"    return browser.TCPSocket.listen(port={port})\n"
+            ),
+        )
+
+    def children(self, service: TCPExtService) -> dict[str, Any]:
+        """
+        The extension services, by name.
+        """
+        return {child.name: child for child in service}
+
+    def test_startAndStop(self) -> None:
+        """
+        Starting runs every extension (here: each listens); a failing one is
+        reported and the others run; stopping closes their servers and
+        fires once done.
+        """
+        self.listener("one", 7001)
+        self.listener("two", 7002)
+        writeExtension(
+            self.base,
+            "bad",
+            manifestWith(name="bad"),
+            script="def main(browser):\n    raise RuntimeError('bad main')\n",
+        )
+        service = self.service()
+        service.startService()
+        self.assertEqual(
+            sorted(port for port, *_ in self.reactor.tcpServers), [7001, 7002]
+        )
+        children = self.children(service)
+        self.assertEqual(sorted(children), ["bad", "one", "two"])
+        self.assertIsNotNone(children["bad"].failed)
+        self.assertIsNone(children["one"].failed)
+        self.flushLoggedErrors(RuntimeError)
+        d = service.stopService()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertIsNone(children["one"].browser)
+        self.assertTrue(any("tcpext: stopped" in m for m in self.log.messages()))
+
+    def test_exitStatus(self) -> None:
+        """
+        After a clean stop caused by C{SIGTERM} the service clears the signal
+        twistd would re-raise, so the process exits with status 0; C{SIGINT}
+        is left alone.
+        """
+        import signal
+
+        self.listener("one", 7001)
+        service = self.service()
+        service.startService()
+        self.reactor._exitSignal = signal.SIGTERM
+        self.successResultOf(service.stopService())
+        self.assertIsNone(self.reactor._exitSignal)
+
+        service = self.service()
+        service.startService()
+        self.reactor._exitSignal = signal.SIGINT
+        self.successResultOf(service.stopService())
+        self.assertEqual(self.reactor._exitSignal, signal.SIGINT)
+
+    def test_grants(self) -> None:
+        """
+        An extension's browser holds its manifest's permissions, its valid
+        operator grants and the runtime grants stored in the state folder.
+        """
+        self.listener("one", 7001)
+        JSONGrantStore(self.state.path).save("one", ["tcp-connect:example.com:80"])
+        service = self.service()
+        service.startService()
+        grants = {str(p) for p in self.children(service)["one"].browser.grants}
+        self.assertEqual(grants, {"tcp-listen:7001", "tcp-connect:example.com:80"})
+        self.successResultOf(service.stopService())
+
+        service = self.service(grants=[("one", "tcp-connect:example.com:80")])
+        FilePath(JSONGrantStore(self.state.path).pathFor("one")).remove()
+        service.startService()
+        grants = {str(p) for p in self.children(service)["one"].browser.grants}
+        self.assertEqual(grants, {"tcp-listen:7001", "tcp-connect:example.com:80"})
+        self.successResultOf(service.stopService())
+
+    def test_corruptGrantsFailClosed(self) -> None:
+        """
+        A corrupt grant file is reported and the extension runs with only
+        its manifest's permissions.
+        """
+        self.listener("one", 7001)
+        store = JSONGrantStore(self.state.path)
+        store.save("one", ["tcp-connect:example.com:80"])
+        FilePath(store.pathFor("one")).setContent(b'{"grants": ["tcp-connect:*:*"')
+        service = self.service()
+        service.startService()
+        grants = {str(p) for p in self.children(service)["one"].browser.grants}
+        self.assertEqual(grants, {"tcp-listen:7001"})
+        self.assertTrue(
+            any("treating it as no grants" in m for m in self.log.messages())
+        )
+        self.successResultOf(service.stopService())
+
+    def test_runtimeRequestDeniedAndLogged(self) -> None:
+        """
+        With the default prompt, a runtime request is refused, nothing is
+        stored, and the denial is logged in the extension's namespace.
+        """
+        writeExtension(
+            self.base,
+            "asker",
+            manifestWith(
+                name="asker", optional_permissions=["tcp-connect:example.com:80"]
+            ),
+            script=(
+                "def main(browser):\n"
+                "    return browser.permissions.request(\n"
+                "        {'permissions': ['tcp-connect:example.com:80']})\n"
+            ),
+        )
+        service = self.service()
+        service.startService()
+        self.assertEqual(JSONGrantStore(self.state.path).load("asker"), [])
+        self.assertTrue(
+            any(
+                "denied" in m and "tcp-connect:example.com:80" in m
+                for m in self.log.messages("tcpext.extension.asker")
+            ),
+            self.log.messages("tcpext.extension.asker"),
+        )
+        self.successResultOf(service.stopService())
+
+    def test_isolationChild(self) -> None:
+        """
+        With an isolation mode, each extension runs under an
+        L{tcpext._broker.IsolatedExtension} (not started here).
+        """
+        from tcpext._broker import IsolatedExtension
+
+        self.listener("one", 7001)
+        service = self.service(isolation="process-unconfined")
+        service.grantStore = JSONGrantStore(self.state.path)
+        [manifest] = service.loadExtensions()
+        child = service._makeChild(manifest, [])
+        self.assertIsInstance(child, IsolatedExtension)

@@ -1,0 +1,549 @@
+"""
+Tests for the example extensions in C{examples/}, each run in a real
+C{twistd -n tcpext} subprocess, as the README says to run them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet import protocol, task
+from twisted.protocols.basic import LineReceiver
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web import resource, server
+
+from tests._certs import testPKI
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(REPO, "examples")
+STARTUP_TIMEOUT = 60.0
+"""
+Seconds a twistd subprocess gets to reach a state a test waits for (plugin
+discovery and imports on a busy 2-core machine take a few).
+"""
+POLL = 0.05
+
+
+class Twistd:
+    """
+    A C{twistd -n tcpext} subprocess, its log file and its state folder.
+    """
+
+    def __init__(
+        self, case: SynchronousTestCase, args: Sequence[str], cwd: str | None = None
+    ) -> None:
+        """
+        Start C{twistd -n --logfile LOG tcpext --state STATE ARGS} with the
+        repository on C{PYTHONPATH} (so the plugin in C{twisted/plugins} is
+        found from the source tree), in a scratch folder by default.
+        """
+        base = os.path.abspath(case.mktemp())
+        os.makedirs(base)
+        self.logPath = os.path.join(base, "twistd.log")
+        self.statePath = os.path.join(base, "state")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
+        self.outputPath = os.path.join(base, "output")
+        with open(self.outputPath, "wb") as output:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from twisted.scripts.twistd import run; run()",
+                    "-n",
+                    "--pidfile=",
+                    "--logfile",
+                    self.logPath,
+                    "tcpext",
+                    "--state",
+                    self.statePath,
+                    *args,
+                ],
+                cwd=cwd if cwd is not None else base,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        case.addCleanup(self.kill)
+
+    def log(self) -> str:
+        """
+        The log so far (and whatever twistd printed outside it).
+        """
+        text = ""
+        for path in (self.logPath, self.outputPath):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    text += f.read()
+            except FileNotFoundError:
+                pass
+        return text
+
+    def check(self, condition: Callable[[], bool], what: str) -> bool:
+        """
+        Evaluate C{condition}; fail if twistd has exited instead.
+        """
+        if condition():
+            return True
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"twistd exited ({self.process.returncode}) before {what}:\n{self.log()}"
+            )
+        return False
+
+    def timedOut(self, what: str) -> AssertionError:
+        """
+        The error for a condition that never came.
+        """
+        return AssertionError(
+            f"no {what} within {STARTUP_TIMEOUT} s; log:\n{self.log()}"
+        )
+
+    def waitFor(self, condition: Callable[[], bool], what: str) -> None:
+        """
+        Block until C{condition()} is true (bounded).
+        """
+        for _ in range(int(STARTUP_TIMEOUT / POLL)):
+            if self.check(condition, what):
+                return
+            time.sleep(POLL)
+        raise self.timedOut(what)
+
+    async def waitForAsync(self, condition: Callable[[], bool], what: str) -> None:
+        """
+        Wait, letting the test's reactor run, until C{condition()} is true
+        (bounded).
+        """
+        from twisted.internet import reactor
+
+        for _ in range(int(STARTUP_TIMEOUT / POLL)):
+            if self.check(condition, what):
+                return
+            await task.deferLater(reactor, POLL, lambda: None)
+        raise self.timedOut(what)
+
+    def logged(self, *texts: str) -> Callable[[], bool]:
+        """
+        A condition: every one of C{texts} is in the log.
+        """
+        return lambda: all(text in self.log() for text in texts)
+
+    def terminate(self) -> int:
+        """
+        Send C{SIGTERM} and wait (bounded) for the exit status.
+        """
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=STARTUP_TIMEOUT)
+
+    def kill(self) -> None:
+        """
+        Make sure the process is gone.
+        """
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=STARTUP_TIMEOUT)
+
+
+def canConnect(port: int) -> bool:
+    """
+    Whether something accepts connections on 127.0.0.1:C{port}.
+    """
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def connect(port: int) -> socket.socket:
+    """
+    A blocking client connection to 127.0.0.1:C{port}, with a timeout.
+    """
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def readLine(sock: socket.socket) -> bytes:
+    """
+    Read up to and including a newline (bounded by the socket's timeout and
+    by length).
+    """
+    data = b""
+    while not data.endswith(b"\n") and len(data) < 65536:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def freePort() -> int:
+    """
+    A port that was free on 127.0.0.1 a moment ago.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def copyExample(case: SynchronousTestCase, name: str, **config: Any) -> str:
+    """
+    Copy the example C{name} into a scratch folder and update its
+    C{config.json} with C{config}.
+    """
+    target = os.path.join(os.path.abspath(case.mktemp()), name)
+    shutil.copytree(
+        os.path.join(EXAMPLES, name),
+        target,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    if config:
+        path = os.path.join(target, "config.json")
+        with open(path, encoding="utf-8") as f:
+            content = json.load(f)
+        content.update(config)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(content, f)
+    return target
+
+
+class ExamplesFolderTests(SynchronousTestCase):
+    """
+    C{twistd -n tcpext --extensions examples/}, the README's command.
+    """
+
+    def test_echoAndChat(self) -> None:
+        """
+        The echo server and the chat room serve raw socket clients; a chat
+        client leaving mid-line does not disturb the others; C{SIGTERM} stops
+        the service with exit status 0 after closing the servers.
+        """
+        twistd = Twistd(self, ["--extensions", EXAMPLES], cwd=REPO)
+        twistd.waitFor(
+            twistd.logged("echo server listening", "chat server listening"),
+            "echo and chat servers",
+        )
+        twistd.waitFor(lambda: canConnect(7001) and canConnect(7002), "ports")
+
+        with connect(7001) as echo:
+            echo.sendall(b"hello echo\n")
+            self.assertEqual(readLine(echo), b"hello echo\n")
+            echo.sendall(b"again\n")
+            self.assertEqual(readLine(echo), b"again\n")
+
+        clients = [connect(7002) for _ in range(3)]
+        self.addCleanup(lambda: [c.close() for c in clients])
+        twistd.waitFor(twistd.logged("(3 online)"), "three chat clients")
+        a, b, c = clients
+        a.sendall(b"hello room\n")
+        for other in (b, c):
+            line = readLine(other)
+            self.assertTrue(line.endswith(b"> hello room\n"), line)
+
+        leaver = connect(7002)
+        twistd.waitFor(twistd.logged("(4 online)"), "a fourth chat client")
+        leaver.sendall(b"half a mess")
+        leaver.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
+        leaver.close()
+        twistd.waitFor(
+            lambda: twistd.log().count(" left (") >= 1, "the leaver to be gone"
+        )
+        b.sendall(b"still here\n")
+        for other in (a, c):
+            line = readLine(other)
+            self.assertTrue(line.endswith(b"> still here\n"), line)
+            self.assertNotIn(b"half", line)
+
+        self.assertEqual(twistd.terminate(), 0)
+        log = twistd.log()
+        self.assertIn("extension 'echo-server' stopped", log)
+        self.assertIn("extension 'chat-server' stopped", log)
+        self.assertIn("tcpext: stopped", log)
+        self.assertFalse(canConnect(7001))
+
+    def test_badNeighbours(self) -> None:
+        """
+        Next to a broken manifest, a script that raises, a script that cannot
+        be imported, an invalid permission and a bad grant, a good extension
+        keeps serving; each problem is logged with the extension's name.
+        """
+        base = os.path.abspath(self.mktemp())
+        shutil.copytree(os.path.join(EXAMPLES, "echo-server"), f"{base}/echo-server")
+
+        def make(folder: str, manifest: bytes | dict[str, Any], script: str) -> None:
+            os.makedirs(f"{base}/{folder}")
+            with open(f"{base}/{folder}/manifest.json", "wb") as f:
+                f.write(
+                    manifest
+                    if isinstance(manifest, bytes)
+                    else json.dumps(manifest).encode()
+                )
+            with open(f"{base}/{folder}/background.py", "w") as f:
+                f.write(script)
+
+        def manifest(name: str, *permissions: str) -> dict[str, Any]:
+            return {
+                "manifest_version": 2,
+                "name": name,
+                "version": "1",
+                "permissions": list(permissions),
+                "background": {"scripts": ["background.py"]},
+            }
+
+        make("broken-json", b'{"name": "broken-json",', "")
+        make(
+            "raiser",
+            manifest("raiser"),
+            "def main(browser):\n    raise RuntimeError('raiser exploded')\n",
+        )
+        make("importer", manifest("importer"), "import no_such_module_tcpext\n")
+        make("badperm", manifest("badperm", "tcp-connect:example.com:0"), "")
+        os.makedirs(f"{base}/no-manifest")
+
+        twistd = Twistd(
+            self,
+            [
+                "--extensions",
+                base,
+                "--grant",
+                "echo-server=tcp-connect:example.com:80",
+                "--grant",
+                "ghost=tcp-listen:9",
+            ],
+        )
+        twistd.waitFor(twistd.logged("echo server listening"), "the echo server")
+        twistd.waitFor(lambda: canConnect(7001), "port 7001")
+        with connect(7001) as echo:
+            echo.sendall(b"ping\n")
+            self.assertEqual(readLine(echo), b"ping\n")
+        twistd.waitFor(twistd.logged("raiser exploded"), "the raiser's failure")
+        log = twistd.log()
+        for expected in [
+            "[tcpext.extension.broken-json#error] extension 'broken-json': "
+            "manifest.json: invalid JSON",
+            "[tcpext.extension.raiser#critical] extension 'raiser': main(browser) "
+            "failed: RuntimeError: raiser exploded",
+            "[tcpext.extension.importer#error] extension 'importer': "
+            "background.scripts: importing 'background.py' failed: "
+            "ModuleNotFoundError",
+            "[tcpext.extension.badperm#error] extension 'badperm': permissions: ",
+            "tcp-connect:example.com:0",
+            "extension 'no-manifest': manifest.json: missing",
+            "extension 'echo-server': --grant: 'tcp-connect:example.com:80' is "
+            "not in its optional_permissions",
+            "extension 'ghost': --grant: no extension named 'ghost' is loaded",
+        ]:
+            self.assertIn(expected, log)
+        self.assertEqual(twistd.terminate(), 0)
+
+
+class ExampleExtensionTests(TestCase):
+    """
+    The fetcher, the TLS client and the gossip pair, each against servers
+    the test runs on loopback.
+    """
+
+    def listenWeb(self, interface: str, body: bytes) -> tuple[int, list[bytes]]:
+        """
+        Serve C{body} over HTTP on C{interface}, port 0.
+
+        @return: The port and the list of paths requested (filled in as
+            requests come).
+        """
+        from twisted.internet import reactor
+
+        requested: list[bytes] = []
+
+        class Page(resource.Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:
+                requested.append(request.path)
+                return body
+
+        port = reactor.listenTCP(0, server.Site(Page()), interface=interface)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port, requested
+
+    async def test_httpFetcher(self) -> None:
+        """
+        The fetcher, granted 127.0.0.1's unprivileged ports by the operator,
+        fetches a page there with treq through its reactor, and is denied
+        127.0.0.2: no request reaches that server and the denial is logged.
+        """
+        allowedPort, allowedRequests = self.listenWeb("127.0.0.1", b"allowed page")
+        deniedPort, deniedRequests = self.listenWeb("127.0.0.2", b"secret")
+        allowed = f"http://127.0.0.1:{allowedPort}/allowed"
+        denied = f"http://127.0.0.2:{deniedPort}/denied"
+        folder = copyExample(
+            self, "http-fetcher", urls=[allowed, denied], attempts=2, retryDelay=0.1
+        )
+        twistd = Twistd(
+            self,
+            [
+                "--extension",
+                folder,
+                "--grant",
+                "http-fetcher=tcp-connect:127.0.0.1:1024-65535",
+            ],
+        )
+        await twistd.waitForAsync(twistd.logged("http-fetcher done"), "the fetches")
+        log = twistd.log()
+        self.assertIn(f"fetched {allowed}: 200, 12 bytes: b'allowed page'", log)
+        self.assertIn(f"not fetching {denied}", log)
+        self.assertIn("permission denied", log)
+        self.assertIn("127.0.0.2", log)
+        self.assertEqual(allowedRequests, [b"/allowed"])
+        self.assertEqual(deniedRequests, [])
+        self.assertEqual(twistd.terminate(), 0)
+
+    async def test_tlsClient(self) -> None:
+        """
+        The TLS client verifies a loopback server against the test CA (from
+        its C{caFile}), sends its line and logs the reply.
+        """
+        from twisted.internet import reactor
+
+        pki = testPKI()
+        lines: list[bytes] = []
+
+        class Reply(LineReceiver):
+            delimiter = b"\n"
+
+            def lineReceived(self, line: bytes) -> None:
+                lines.append(line)
+                self.sendLine(b"you said: " + line)
+
+        port = reactor.listenSSL(
+            0,
+            protocol.Factory.forProtocol(Reply),
+            pki.serverOptions(),
+            interface="127.0.0.1",
+        )
+        self.addCleanup(port.stopListening)
+        folder = copyExample(
+            self,
+            "tls-client",
+            port=port.getHost().port,
+            caFile="test-ca.pem",
+            retryDelay=0.1,
+        )
+        with open(os.path.join(folder, "test-ca.pem"), "wb") as f:
+            f.write(pki.caPEM)
+        twistd = Twistd(
+            self,
+            [
+                "--extension",
+                folder,
+                "--grant",
+                "tls-client=tcp-connect:localhost:1024-65535",
+            ],
+        )
+        await twistd.waitForAsync(twistd.logged("TLS reply from"), "the TLS reply")
+        self.assertIn(
+            f"TLS reply from localhost:{port.getHost().port}: "
+            "'you said: hello over TLS'",
+            twistd.log(),
+        )
+        self.assertEqual(lines, [b"hello over TLS"])
+        self.assertEqual(twistd.terminate(), 0)
+
+    async def test_tlsClientUntrusted(self) -> None:
+        """
+        A server whose certificate the configured CA did not sign is refused:
+        the client sends nothing and gives up after its bounded retries.
+        """
+        from twisted.internet import reactor
+
+        pki = testPKI()
+        lines: list[bytes] = []
+
+        class Reply(LineReceiver):
+            delimiter = b"\n"
+
+            def lineReceived(self, line: bytes) -> None:
+                lines.append(line)
+
+        port = reactor.listenSSL(
+            0,
+            protocol.Factory.forProtocol(Reply),
+            pki.untrustedServerOptions(),
+            interface="127.0.0.1",
+        )
+        self.addCleanup(port.stopListening)
+        folder = copyExample(
+            self,
+            "tls-client",
+            port=port.getHost().port,
+            caFile="test-ca.pem",
+            attempts=2,
+            retryDelay=0.1,
+        )
+        with open(os.path.join(folder, "test-ca.pem"), "wb") as f:
+            f.write(pki.caPEM)
+        twistd = Twistd(
+            self,
+            [
+                "--extension",
+                folder,
+                "--grant",
+                "tls-client=tcp-connect:localhost:1024-65535",
+            ],
+        )
+        await twistd.waitForAsync(twistd.logged("giving up on localhost"), "giving up")
+        self.assertIn("TLS exchange failed (attempt 2 of 2)", twistd.log())
+        self.assertEqual(lines, [])
+        self.assertEqual(twistd.terminate(), 0)
+
+    async def test_gossip(self) -> None:
+        """
+        Two gossip extensions in one service, each listening and dialing the
+        other, learn each other's rumours.
+        """
+        portA, portB = freePort(), freePort()
+        a = copyExample(
+            self, "gossip-a", listenPort=portA, peerPort=portB, interval=0.2
+        )
+        b = copyExample(
+            self, "gossip-b", listenPort=portB, peerPort=portA, interval=0.2
+        )
+        twistd = Twistd(
+            self,
+            [
+                "--extension",
+                a,
+                "--extension",
+                b,
+                "--grant",
+                "gossip-a=tcp-listen:1024-65535",
+                "--grant",
+                "gossip-a=tcp-connect:127.0.0.1:1024-65535",
+                "--grant",
+                "gossip-b=tcp-listen:1024-65535",
+                "--grant",
+                "gossip-b=tcp-connect:127.0.0.1:1024-65535",
+            ],
+        )
+        await twistd.waitForAsync(
+            twistd.logged(
+                "gossip-a learned 'gossip-b#2: hello from gossip-b'",
+                "gossip-b learned 'gossip-a#2: hello from gossip-a'",
+            ),
+            "rumours from both sides",
+        )
+        self.assertEqual(twistd.terminate(), 0)
+        self.assertIn("extension 'gossip-a' stopped", twistd.log())
