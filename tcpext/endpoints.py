@@ -125,15 +125,15 @@ def startSocket(
 
     @return: The socket.  C{closeImmediately()} on it cancels the attempt.
     """
-    if host is None and port is None:
-        host, port = _requestedAddress(endpoint)
-    factory = ClientSocketFactory(host, port, highWater)
-    sock = factory.socket
     if type(endpoint) is TCP4ClientEndpoint:
         # What TCP4ClientEndpoint.connect does, without the wrapping factory,
         # protocol and Deferred (the factory takes connection failures): a
         # third of the cost of a short connection.
         tcp: Any = endpoint
+        if host is None and port is None:
+            host, port = tcp._host, tcp._port
+        factory = ClientSocketFactory(host, port, highWater)
+        sock = factory.socket
         try:
             sock._connecting = tcp._reactor.connectTCP(
                 tcp._host,
@@ -145,6 +145,10 @@ def startSocket(
         except Exception:
             sock._connectFailed(Failure())
         return sock
+    if host is None and port is None:
+        host, port = _requestedAddress(endpoint)
+    factory = ClientSocketFactory(host, port, highWater)
+    sock = factory.socket
     try:
         connecting = endpoint.connect(factory)
     except Exception:
