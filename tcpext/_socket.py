@@ -1358,10 +1358,10 @@ class TCPClientSocket:
             transport.abortConnection()
             return
         transport.registerProducer(self._protocol, True)
-        self._direct = type(transport) in _DIRECT_TRANSPORTS and not getattr(
+        direct = self._direct = type(transport) in _DIRECT_TRANSPORTS and not getattr(
             transport, "TLS", True
         )
-        tls = _tlsLayer(transport)
+        tls = None if direct else _tlsLayer(transport)
         if tls is not None and not getattr(tls, "_handshakeDone", False):
             # TLS from the start: open once the handshake completed.
             factory = self._protocol.factory
