@@ -430,7 +430,9 @@ class TCPClientSocket:
         @param host: The host as requested.
         @param port: The port as requested.
         @param highWater: The read buffer's high-water mark, in bytes.
-        @param factory: The server factory, for accepted sockets.
+        @param factory: Internal: the L{tcpext.endpoints.ServerSocketFactory}
+            that accepted this connection (it is told when the socket opens
+            and ends).  L{None} for sockets that dial out.
         """
         if type(highWater) is not int or highWater < 1:
             raise ValueError(f"highWater must be a positive int, got {highWater!r}")
