@@ -39,17 +39,25 @@ class Twistd:
     """
 
     def __init__(
-        self, case: SynchronousTestCase, args: Sequence[str], cwd: str | None = None
+        self,
+        case: SynchronousTestCase,
+        args: Sequence[str],
+        cwd: str | None = None,
+        state: str | None = None,
+        **popen: Any,
     ) -> None:
         """
         Start C{twistd -n --logfile LOG tcpext --state STATE ARGS} with the
         repository on C{PYTHONPATH} (so the plugin in C{twisted/plugins} is
         found from the source tree), in a scratch folder by default.
+
+        @param state: The state folder (default: a new one).
+        @param popen: More arguments for L{subprocess.Popen}.
         """
         base = os.path.abspath(case.mktemp())
         os.makedirs(base)
         self.logPath = os.path.join(base, "twistd.log")
-        self.statePath = os.path.join(base, "state")
+        self.statePath = state if state is not None else os.path.join(base, "state")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
@@ -75,6 +83,7 @@ class Twistd:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                **popen,
             )
         case.addCleanup(self.kill)
 
@@ -230,7 +239,7 @@ class ExamplesFolderTests(SynchronousTestCase):
         client leaving mid-line does not disturb the others; C{SIGTERM} stops
         the service with exit status 0 after closing the servers.
         """
-        twistd = Twistd(self, ["--extensions", EXAMPLES], cwd=REPO)
+        twistd = Twistd(self, ["--extensions", "examples/"], cwd=REPO)
         twistd.waitFor(
             twistd.logged("echo server listening", "chat server listening"),
             "echo and chat servers",
@@ -274,6 +283,30 @@ class ExamplesFolderTests(SynchronousTestCase):
         self.assertIn("extension 'chat-server' stopped", log)
         self.assertIn("tcpext: stopped", log)
         self.assertFalse(canConnect(7001))
+
+    def test_isolated(self) -> None:
+        """
+        With C{--isolation process-unconfined} the echo extension runs in a
+        process of its own and still serves; C{SIGTERM} stops everything
+        with status 0.
+        """
+        twistd = Twistd(
+            self,
+            [
+                "--extension",
+                os.path.join(EXAMPLES, "echo-server"),
+                "--isolation",
+                "process-unconfined",
+            ],
+        )
+        twistd.waitFor(twistd.logged("echo server listening"), "the echo server")
+        twistd.waitFor(lambda: canConnect(7001), "port 7001")
+        with connect(7001) as echo:
+            echo.sendall(b"isolated\n")
+            self.assertEqual(readLine(echo), b"isolated\n")
+        self.assertIn("extension process", twistd.log())
+        self.assertEqual(twistd.terminate(), 0)
+        self.assertIn("tcpext: stopped", twistd.log())
 
     def test_badNeighbours(self) -> None:
         """
@@ -547,3 +580,78 @@ class ExampleExtensionTests(TestCase):
         )
         self.assertEqual(twistd.terminate(), 0)
         self.assertIn("extension 'gossip-a' stopped", twistd.log())
+
+
+class PromptTests(SynchronousTestCase):
+    """
+    C{--prompt tty} in a real C{twistd}, with a pseudo-terminal as its
+    controlling terminal, and the grant kept across restarts.
+    """
+
+    def test_grantedAndKept(self) -> None:
+        """
+        The operator's C{y} on the terminal grants the request; the grant is
+        stored and given back at the next start without asking (with
+        C{--prompt deny}).
+        """
+        import fcntl
+        import select
+        import termios
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(f"{base}/asker")
+        with open(f"{base}/asker/manifest.json", "w") as f:
+            json.dump(
+                {
+                    "manifest_version": 2,
+                    "name": "asker",
+                    "version": "1",
+                    "optional_permissions": ["tcp-connect:example.com:443"],
+                    "background": {"scripts": ["background.py"]},
+                },
+                f,
+            )
+        with open(f"{base}/asker/background.py", "w") as f:
+            f.write(
+                "from twisted.logger import Logger\n"
+                "log = Logger(namespace='tcpext.extension.asker')\n"
+                "async def main(browser):\n"
+                "    ok = await browser.permissions.request(\n"
+                "        {'permissions': ['tcp-connect:example.com:443']})\n"
+                "    log.info('request answered {ok}', ok=ok)\n"
+            )
+        master, slave = os.openpty()
+        self.addCleanup(os.close, master)
+        self.addCleanup(os.close, slave)
+
+        def controllingTerminal() -> None:
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+        state = os.path.join(base, "state")
+        twistd = Twistd(
+            self,
+            ["--extension", f"{base}/asker", "--prompt", "tty"],
+            state=state,
+            preexec_fn=controllingTerminal,
+            pass_fds=(slave,),
+        )
+        shown = b""
+        for _ in range(int(STARTUP_TIMEOUT / POLL)):
+            if b"Allow?" in shown:
+                break
+            twistd.check(lambda: False, "the question")
+            if select.select([master], [], [], POLL)[0]:
+                shown += os.read(master, 4096)
+        self.assertIn(b"extension 'asker' asks for:", shown)
+        self.assertIn(b"tcp-connect:example.com:443", shown)
+        os.write(master, b"y\n")
+        twistd.waitFor(twistd.logged("request answered True"), "the grant")
+        self.assertEqual(twistd.terminate(), 0)
+        with open(os.path.join(state, "grants", "asker.json")) as f:
+            self.assertEqual(json.load(f)["grants"], ["tcp-connect:example.com:443"])
+
+        again = Twistd(self, ["--extension", f"{base}/asker"], state=state)
+        again.waitFor(again.logged("request answered True"), "the stored grant")
+        self.assertNotIn("denied", again.log())
+        self.assertEqual(again.terminate(), 0)

@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpext._grantstore import JSONGrantStore
 from tcpext._prompt import TTYPrompt, escapeForTerminal
+from tcpext.permissions import PermissionDenied
 from tcpext.service import (
     Options,
     TCPExtService,
@@ -741,3 +742,23 @@ class HostingTests(SynchronousTestCase):
         [manifest] = service.loadExtensions()
         child = service._makeChild(manifest, [])
         self.assertIsInstance(child, IsolatedExtension)
+
+    def test_unload(self) -> None:
+        """
+        Removing one extension's service stops it and closes its server;
+        the others keep theirs.
+        """
+        self.listener("one", 7001)
+        self.listener("two", 7002)
+        service = self.service()
+        service.startService()
+        children = self.children(service)
+        browser = children["one"].browser
+        d = service.removeService(children["one"])
+        self.successResultOf(d)
+        self.assertFalse(children["one"].running)
+        self.assertIsNone(children["one"].browser)
+        self.failureResultOf(browser.TCPSocket.listen(port=7001), PermissionDenied)
+        self.assertTrue(children["two"].running)
+        self.assertIsNotNone(children["two"].browser)
+        self.successResultOf(service.stopService())
