@@ -297,7 +297,8 @@ def loadMain(manifest: Manifest) -> Callable[[Any], Any]:
     try:
         spec.loader.exec_module(module)
     except BaseException as e:
-        if not isinstance(e, Exception):
+        # SystemExit too: an extension cannot stop the service.
+        if isinstance(e, (KeyboardInterrupt, GeneratorExit)):
             raise
         raise ExtensionError(
             manifest.id,

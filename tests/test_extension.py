@@ -339,6 +339,15 @@ class LoadMainTests(SynchronousTestCase):
         self.assertIn("ModuleNotFoundError", str(error))
         self.assertIn("no_such_module_x", str(error))
 
+    def test_systemExit(self) -> None:
+        """
+        A script that calls C{sys.exit()} at import is an extension error,
+        not the end of the service.
+        """
+        path = writeExtension(self.base, "ext", script="import sys\nsys.exit(3)\n")
+        error = self.assertRaises(ExtensionError, loadMain, loadManifest(path))
+        self.assertIn("SystemExit", str(error))
+
     def test_syntaxError(self) -> None:
         """
         A syntax error is reported too.
@@ -439,6 +448,16 @@ class ExtensionServiceTests(SynchronousTestCase):
             self.messages(),
         )
         self.flushLoggedErrors(RuntimeError)
+
+    def test_mainExits(self) -> None:
+        """
+        C{sys.exit()} in C{main} is reported like any failure.
+        """
+        service = self.service("import sys\ndef main(browser):\n    sys.exit(1)\n")
+        service.startService()
+        self.assertIsNotNone(service.failed)
+        self.assertTrue(any("SystemExit" in m for m in self.messages()))
+        self.flushLoggedErrors(SystemExit)
 
     def test_coroutineFails(self) -> None:
         """
