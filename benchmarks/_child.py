@@ -6,6 +6,9 @@ It prints one JSON object on its last line of output: C{{"ok": true, "value":
 ..., "unit": ..., "extra": {...}}} or C{{"ok": false, "error": "..."}}.  With
 the workload C{W8-server} it runs the echo server of W8 instead, prints
 C{{"port": N}} once listening and serves until killed.
+
+With C{TCPEXT_BENCH_PROFILE=PATH} in the environment the run is profiled
+with cProfile and the statistics written to PATH (for C{pstats}).
 """
 
 from __future__ import annotations
@@ -33,9 +36,19 @@ def main(argv: list[str]) -> int:
     implName, workload, paramsText = argv
     params = Params(**json.loads(paramsText))
     moduleName, options = IMPLS[implName]
+    profilePath = os.environ.get("TCPEXT_BENCH_PROFILE")
+    profiler = None
+    if profilePath:
+        import cProfile
+
+        profiler = cProfile.Profile()
     try:
         module = importlib.import_module(moduleName)
-        result = module.run(workload, params, **options)
+        if profiler is not None:
+            result = profiler.runcall(module.run, workload, params, **options)
+            profiler.dump_stats(profilePath)
+        else:
+            result = module.run(workload, params, **options)
     except BenchmarkFailure as e:
         print(json.dumps({"ok": False, "error": str(e)}), flush=True)
         return 1
