@@ -1421,6 +1421,10 @@ class TCPClientSocket:
         if self._state is _CLOSED:
             return None
         self._finish(reason, reason)
+        if self._transport is not None:
+            # An endpoint that failed after connecting our protocol (a proxy
+            # handshake, say): do not leave the connection behind.
+            self._transport.abortConnection()
         return None
 
     def _handshakeCompleted(self) -> None:

@@ -95,6 +95,29 @@ class StartSocketTests(SynchronousTestCase):
         self.failureResultOf(sock.opened, OSError)
         self.assertEqual(sock.readyState, "closed")
 
+    def test_endpointFailsAfterConnecting(self) -> None:
+        """
+        An endpoint that connects the protocol and then fails (as a proxy
+        endpoint whose handshake fails would) fails the socket and aborts
+        the connection.
+        """
+        from twisted.internet.defer import Deferred
+        from twisted.internet.testing import StringTransport
+
+        transport = StringTransport()
+        attempt: Deferred[object] = Deferred()
+
+        class Failing:
+            def connect(self, factory: ClientSocketFactory) -> Deferred[object]:
+                factory.buildProtocol(None).makeConnection(transport)  # type: ignore[arg-type,union-attr]
+                return attempt
+
+        sock = startSocket(Failing())  # type: ignore[arg-type]
+        attempt.errback(OSError("proxy refused"))
+        self.failureResultOf(sock.closed, OSError)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(sock.readyState, "closed")
+
     def test_connectSocketFails(self) -> None:
         """
         C{connectSocket} fails with the connect error.
