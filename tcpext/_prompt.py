@@ -8,6 +8,7 @@ permissions it requests.
 from __future__ import annotations
 
 import os
+import termios
 import unicodedata
 from collections.abc import Callable
 from typing import Any
@@ -110,8 +111,9 @@ class TTYPrompt:
     terminal.
 
     It shows the extension's id and each permission (escaped with
-    L{escapeForTerminal}), reads one line without blocking the reactor, and
-    grants only for C{y} or C{yes}.  Anything else, end of file, no terminal
+    L{escapeForTerminal}), discards anything typed before the question,
+    reads one line without blocking the reactor, and grants only for C{y}
+    or C{yes}.  Anything else, end of file, no terminal
     or no answer within C{timeout} seconds refuses; refusals for lack of a
     terminal or of an answer are logged.  Requests from several extensions
     are asked one at a time.
@@ -202,6 +204,9 @@ class TTYPrompt:
         timer = self._reactor.callLater(self._timeout, answered, None)
         try:
             os.set_blocking(fd, False)
+            if os.isatty(fd):
+                # Keystrokes typed before the question must not answer it.
+                termios.tcflush(fd, termios.TCIFLUSH)
             os.write(fd, question.encode("utf-8", "backslashreplace"))
         except OSError as e:
             self.log.warn(

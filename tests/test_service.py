@@ -492,6 +492,16 @@ class TTYPromptTests(TestCase):
         os.write(self.parent, b"YES\n")
         self.assertTrue(await d)
 
+    async def test_typeAheadIgnored(self) -> None:
+        """
+        Input typed before the question is discarded: it cannot answer it.
+        """
+        os.write(self.parent, b"y\n")
+        d = self.prompt()("ext", ["tcp-listen:1"])
+        self.readQuestion()
+        os.write(self.parent, b"n\n")
+        self.assertFalse(await d)
+
     async def test_escaped(self) -> None:
         """
         Escape sequences in the extension's name or the permissions are shown
