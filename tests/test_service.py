@@ -146,6 +146,33 @@ class OptionsTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, self.parse, *args)
             self.assertIn(words, str(error), args)
 
+    def test_isolationFailsClosed(self) -> None:
+        """
+        C{--isolation process} where the OS refuses a network namespace is a
+        usage error (the service does not start); C{process-unconfined}
+        does not probe.
+        """
+        from tcpext import _isolation
+
+        def refuse(*args: object, **kw: object) -> None:
+            raise _isolation.NamespaceUnavailable("unshare: Operation not permitted")
+
+        self.patch(_isolation, "checkNetworkNamespace", refuse)
+        error = self.assertRaises(
+            usage.UsageError,
+            self.parse,
+            "--extensions",
+            self.base.path,
+            "--isolation",
+            "process",
+        )
+        self.assertIn("Operation not permitted", str(error))
+        self.assertIn("refusing to start", str(error))
+        options = self.parse(
+            "--extensions", self.base.path, "--isolation", "process-unconfined"
+        )
+        self.assertEqual(options["isolation"], "process-unconfined")
+
     def test_help(self) -> None:
         """
         C{--help} describes every option.
