@@ -392,6 +392,11 @@ class TCPExtService(MultiService):
         from tcpext._grantstore import JSONGrantStore
         from tcpext.browser import denyAll
 
+        # A restart loads everything afresh.
+        for child in list(self):
+            self.removeService(child)
+        self.extensions = {}
+        self.errors = []
         self.grantStore = JSONGrantStore(self.stateDirectory)
         if self.promptMode == "tty":
             from tcpext._prompt import TTYPrompt

@@ -799,3 +799,19 @@ class HostingTests(SynchronousTestCase):
         self.assertTrue(children["two"].running)
         self.assertIsNotNone(children["two"].browser)
         self.successResultOf(service.stopService())
+
+    def test_restart(self) -> None:
+        """
+        A service stopped and started again loads its extensions afresh
+        (no false duplicates, the script runs again).
+        """
+        self.listener("one", 7001)
+        service = self.service()
+        service.startService()
+        self.successResultOf(service.stopService())
+        service.startService()
+        self.assertEqual(service.errors, [])
+        [child] = list(service)
+        self.assertTrue(child.running)
+        self.assertEqual(len(self.reactor.tcpServers), 2)
+        self.successResultOf(service.stopService())
