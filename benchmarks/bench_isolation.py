@@ -127,11 +127,8 @@ def host(mode: str, folder: str) -> int:
                 ensureDeferred(result)
 
         reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    signal.signal(
-        signal.SIGTERM,
-        lambda *a: reactor.callFromThread(reactor.stop),  # type: ignore[attr-defined]
-    )
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    # The reactor's own handlers: SIGTERM stops it, SIGCHLD reaps children.
+    reactor.run()  # type: ignore[attr-defined]
     return 0
 
 

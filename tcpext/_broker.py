@@ -901,6 +901,7 @@ class _ChildProcess(ProcessProtocol):
         self._dropped = 0
         self.ended: Deferred[None] = Deferred()
         self.pid: int | None = None
+        self._closed: set[int] = set()
 
     def connectionMade(self) -> None:
         """
@@ -940,6 +941,15 @@ class _ChildProcess(ProcessProtocol):
             pid=self.pid,
             line=line.decode("utf-8", "replace").rstrip(),
         )
+
+    def childConnectionLost(self, childFD: int) -> None:
+        """
+        Once the child's output is closed it is ending: make sure it is
+        reaped.
+        """
+        self._closed.add(childFD)
+        if {1, 2} <= self._closed and self.transport is not None:
+            self._owner._reapSoon(self.transport, 50)
 
     def processEnded(self, reason: Failure) -> None:
         """
@@ -1099,6 +1109,7 @@ class IsolatedExtension(Service):
         self._startTimer: Any = None
         self._restartTimer: Any = None
         self._killTimer: Any = None
+        self._reapTimer: Any = None
         self._stopping = False
 
     # Grants.
@@ -1344,16 +1355,36 @@ class IsolatedExtension(Service):
             transport.signalProcess("KILL")
         except Exception:
             pass
+        self._reapSoon(transport, 50)
+
+    def _reapSoon(self, transport: Any, attempts: int) -> None:
+        """
+        Make sure an ended process is noticed even where the reactor does not
+        handle C{SIGCHLD} (run with C{installSignalHandlers=False}): try to
+        reap it every 0.2 seconds, C{attempts} times at most.
+        """
+        if attempts <= 0 or transport is not self._processTransport:
+            return
+        reap = getattr(transport, "reapProcess", None)
+        if transport.pid is None or reap is None:
+            return
+        reap()
+        if transport.pid is not None and transport is self._processTransport:
+            if self._reapTimer is not None and self._reapTimer.active():
+                self._reapTimer.cancel()
+            self._reapTimer = self._reactor.callLater(
+                0.2, self._reapSoon, transport, attempts - 1
+            )
 
     def _processEnded(self, process: _ChildProcess, reason: Failure) -> None:
         if process is not self._process:
             return
         self._process = None
         self._processTransport = None
-        for timer in (self._startTimer, self._killTimer):
+        for timer in (self._startTimer, self._killTimer, self._reapTimer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._startTimer = self._killTimer = None
+        self._startTimer = self._killTimer = self._reapTimer = None
         broker, self.broker = self.broker, None
         if broker is not None and broker.transport is not None:
             broker.transport.loseConnection()

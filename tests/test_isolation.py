@@ -923,3 +923,24 @@ async def main(browser):
         self.assertIn(b"extension process stopped", protocol.output)
         with self.assertRaises(ProcessLookupError):
             os.kill(child, 0)
+
+    def test_benchmarkSmoke(self) -> None:
+        """
+        C{benchmarks/bench_isolation.py} runs both modes at a tiny size and
+        prints them side by side.
+        """
+        script = os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            "benchmarks",
+            "bench_isolation.py",
+        )
+        result = subprocess.run(
+            [sys.executable, script, "--total", "1", "--rounds", "1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_childEnvironment(),
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("in-process", result.stdout)
+        self.assertIn("isolated / in-process:", result.stdout)

@@ -808,6 +808,32 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
         self.assertIn(b"Revoke", transport.value())
         self.assertIn(b"tcp-connect:10.0.0.1:22", transport.value())
 
+    def test_reapedWithoutSIGCHLD(self) -> None:
+        """
+        After a kill, the process is polled with C{reapProcess} (bounded),
+        so its end is noticed even if the reactor handles no C{SIGCHLD}.
+        """
+        service = self.make(restart=RestartPolicy(startTimeout=1, maxRestarts=0))
+        service.startService()
+        (process,) = self.reactor.processes
+        calls = []
+
+        def reapProcess() -> None:
+            calls.append(None)
+            if len(calls) == 3:
+                process.end(signal=9)
+
+        process.reapProcess = reapProcess  # type: ignore[attr-defined]
+        self.reactor.advance(1)
+        self.assertEqual(process.signals, ["KILL"])
+        self.assertEqual(len(calls), 1)
+        self.reactor.advance(0.2)
+        self.reactor.advance(0.2)
+        self.assertEqual(len(calls), 3)
+        self.assertTrue(self.logged("gave up"))
+        self.reactor.advance(10)
+        self.assertEqual(len(calls), 3)
+
 
 class _FakeResolver:
     """
