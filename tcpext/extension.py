@@ -407,6 +407,13 @@ class ExtensionService(Service):
         except ExtensionError as e:
             self._fail(e)
             return
+        except Exception as e:
+            self._fail(
+                ExtensionError(
+                    manifest.id, "background.scripts", f"{type(e).__name__}: {e}"
+                )
+            )
+            return
         self._main = defer.maybeDeferred(main, self.browser)
         self.log.info(
             "extension {extensionId!r} {version} started from {path}",

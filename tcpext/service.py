@@ -313,6 +313,15 @@ class TCPExtService(MultiService):
             except ExtensionError as e:
                 self._report(e)
                 continue
+            except Exception as e:
+                self._report(
+                    ExtensionError(
+                        os.path.basename(os.path.normpath(path)),
+                        "manifest.json",
+                        f"cannot be loaded: {type(e).__name__}: {e}",
+                    )
+                )
+                continue
             other = self.extensions.get(manifest.id)
             if other is not None:
                 self._report(

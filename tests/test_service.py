@@ -282,6 +282,29 @@ class LoadExtensionsTests(SynchronousTestCase):
             any("70000" in m for m in self.log.messages("tcpext.extension.perm"))
         )
 
+    def test_unexpectedError(self) -> None:
+        """
+        Even an unexpected exception while loading one manifest is reported
+        under that extension's folder name, and the others load.
+        """
+        from tcpext import service as serviceModule
+
+        writeExtension(self.base, "good")
+        writeExtension(self.base, "weird")
+        real = serviceModule.loadManifest
+
+        def loadManifest(path: str) -> Any:
+            if path.endswith("weird"):
+                raise MemoryError("no memory today")
+            return real(path)
+
+        self.patch(serviceModule, "loadManifest", loadManifest)
+        service = self.service()
+        self.assertEqual([m.id for m in service.loadExtensions()], ["good"])
+        [error] = service.errors
+        self.assertEqual(error.extension, "weird")
+        self.assertIn("MemoryError: no memory today", str(error))
+
     def test_duplicateRefused(self) -> None:
         """
         A second extension with the same name is refused with a clear error;
