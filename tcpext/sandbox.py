@@ -209,7 +209,7 @@ class _BrokeredConnector:
         self.factory.doStart()
         self.factory.startedConnecting(self)
         d = self._reactor._host.callRemote(
-            Connect, host=self.host, port=self.port, timeout=float(self.timeout)
+            Connect, host=self.host, port=self.port, timeout=float(self.timeout or 30)
         )
         d.addCallbacks(self._connected, self._failed)
 

@@ -335,6 +335,25 @@ class BrokerLoopbackTests(TestCase):
         (reason,) = await failed
         self.assertTrue(reason.check(ConnectionRefusedError))
 
+    async def test_hostnameEndpoint(self) -> None:
+        """
+        C{HostnameEndpoint} over a L{BrokeredReactor}: the name is resolved
+        by the host (L{Resolve}) and the address it passed is then dialed
+        by the host as a connection to that name.
+        """
+        from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+
+        port = self.echoServer()
+        self.grants.connect.add(("localhost", port))
+        brokered = BrokeredReactor(reactor, self.child, None)
+        protocol = _Collect()
+        endpoint = HostnameEndpoint(brokered, "localhost", port, timeout=5)
+        await connectProtocol(endpoint, protocol)
+        self.addCleanup(protocol.transport.abortConnection)  # type: ignore[union-attr]
+        protocol.transport.write(b"by name!")  # type: ignore[union-attr]
+        self.assertEqual(await protocol.done, b"by name!")
+        self.assertEqual(self.broker._resolved.get(("127.0.0.1", port)), "localhost")
+
     async def test_flood(self) -> None:
         """
         A child with more requests in flight than C{maxFlood} is
