@@ -110,6 +110,7 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
     IResolverSimple,
 )
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer
 
@@ -508,14 +509,17 @@ class _Guard:
         reactor: Any,
         permissions: PermissionSet,
         trustedResolver: IHostnameResolver | None,
+        log: Logger | None = None,
     ) -> None:
         """
         @param reactor: The wrapped reactor.
         @param permissions: The live grants.
         @param trustedResolver: The resolver whose answers count as the
             name, or L{None} for the wrapped reactor's C{nameResolver}.
+        @param log: Where refusals are logged, if anywhere.
         """
         self.reactor = reactor
+        self.log = log
         self.permissions = permissions
         self.trustedResolver = trustedResolver
         self.connectors: dict[_CheckedConnector, None] = {}
@@ -529,6 +533,15 @@ class _Guard:
         self.simpleResolver = _CheckedSimpleResolver(self, self.nameResolver)
 
     # -- refusal ---------------------------------------------------------
+
+    def logDenied(self, request: str, reason: BaseException | None) -> None:
+        """
+        Log a refused request with its reason (if there is a log).
+        """
+        if self.log is not None:
+            self.log.warn(
+                "denied {request}: {reason}", request=request, reason=str(reason)
+            )
 
     def refuseIfClosed(self, what: str) -> None:
         """
@@ -939,6 +952,10 @@ class _CheckedNameResolver:
         port = portNumber or None
 
         def deny(message: str) -> None:
+            self.__guard.logDenied(
+                f"nameResolver.resolveHostName({hostName!r}, {portNumber})",
+                PermissionDenied(message),
+            )
             kind: type[IPv4Address] | type[IPv6Address] = IPv4Address
             if addressTypes is not None and IPv4Address not in addressTypes:
                 kind = IPv6Address
@@ -1026,20 +1043,27 @@ def _resolveOne(
     """
     The checked C{resolve()}: one IPv4 address for C{name}.
     """
+
+    def logged(reason: Failure) -> Failure:
+        if reason.check(PermissionDenied):
+            guard.logDenied(f"reactor.resolve({name!r})", reason.value)
+        return reason
+
     try:
         host = _parseConnectHost(name, "any")
         if host.ip is not None:
             return defer.succeed(host.text)
         guard.checkName(host.text, None)
     except Exception:
-        return defer.fail()
+        return defer.fail().addErrback(logged)
 
     def first(addresses: list[IAddress]) -> str:
         address = addresses[0]
         assert isinstance(address, IPv4Address)
         return address.host
 
-    return guard.lookup(host, None, [IPv4Address], resolver).addCallback(first)
+    d = guard.lookup(host, None, [IPv4Address], resolver)
+    return d.addCallback(first).addErrback(logged)
 
 
 @implementer(IConnector)
@@ -1077,6 +1101,10 @@ class _CheckedConnector:
         self.__parsed = parsed
         self.__contextFactory = contextFactory
         self.__tls = tls
+        self.__request = (
+            f"reactor.{'connectSSL' if tls else 'connectTCP'}"
+            f"({formatHostPort(host, port)})"
+        )
         self.host = host
         self.port = port
         self.factory = factory
@@ -1132,14 +1160,18 @@ class _CheckedConnector:
             raise RuntimeError("can't connect in this state")
         guard = self.__guard
         where = f"connect to {formatHostPort(self.__parsed.text, self.port)}"
-        if self.__finished is not None:
-            raise _denied(where, self.__finished)
-        authority = None
-        if self.__parsed.ip is not None:
-            authority = guard.authorizeAddress(self.__parsed, self.port)
-        else:
-            guard.refuseIfClosed(where)
-            guard.permissions.checkConnect(self.__parsed.text, self.port)
+        try:
+            if self.__finished is not None:
+                raise _denied(where, self.__finished)
+            authority = None
+            if self.__parsed.ip is not None:
+                authority = guard.authorizeAddress(self.__parsed, self.port)
+            else:
+                guard.refuseIfClosed(where)
+                guard.permissions.checkConnect(self.__parsed.text, self.port)
+        except PermissionDenied as e:
+            guard.logDenied(self.__request, e)
+            raise
         self.__attempt += 1
         attempt = self.__attempt
         self.state = "connecting"
@@ -1186,6 +1218,8 @@ class _CheckedConnector:
         def failed(reason: Failure) -> None:
             if attempt != self.__attempt:
                 return
+            if reason.check(PermissionDenied):
+                guard.logDenied(self.__request, reason.value)
             self.__lookup = None
             self.__cancelTimer()
             if synchronous:
@@ -1367,7 +1401,11 @@ def _refused(what: str, why: str) -> Callable[..., Any]:
     """
 
     def refuse(self: object, *args: object, **kwargs: object) -> Any:
-        raise _denied(what, why)
+        error = _denied(what, why)
+        guard = getattr(self, "_PermissionCheckingReactor__guard", None)
+        if guard is not None:
+            guard.logDenied(f"reactor.{what}()", error)
+        raise error
 
     refuse.__name__ = what
     refuse.__doc__ = f"""
@@ -1405,6 +1443,7 @@ class PermissionCheckingReactor:
         permissions: PermissionSet,
         *,
         nameResolver: IHostnameResolver | None = None,
+        log: Logger | None = None,
     ) -> None:
         """
         @param reactor: The reactor to wrap.
@@ -1413,12 +1452,15 @@ class PermissionCheckingReactor:
         @param nameResolver: The resolver whose answers count as the name
             (the operator's); by default the wrapped reactor's
             C{nameResolver}, read at each lookup.
+        @param log: Where to log each refusal (C{"denied {request}:
+            {reason}"}, at warning level); by default refusals are not
+            logged, only raised or reported.
         """
         if not isinstance(permissions, PermissionSet):
             raise TypeError(
                 f"permissions must be a PermissionSet, not {type(permissions).__name__}"
             )
-        self.__guard = _Guard(reactor, permissions, nameResolver)
+        self.__guard = _Guard(reactor, permissions, nameResolver, log)
         directlyProvides(self, *[i for i in KNOWN_INTERFACES if i.providedBy(reactor)])
 
     def __repr__(self) -> str:
@@ -1664,7 +1706,13 @@ class PermissionCheckingReactor:
         """
         Check and start a client connection.
         """
-        parsed = _parseConnectHost(host, port)
+        try:
+            parsed = _parseConnectHost(host, port)
+        except PermissionDenied as e:
+            if not isinstance(host, _DeniedHost):
+                request = "connectSSL" if tls else "connectTCP"
+                self.__guard.logDenied(f"reactor.{request}({host!r}, {port!r})", e)
+            raise
         number = _connectPort(port)
         connector = _CheckedConnector(
             self.__guard,
@@ -1727,19 +1775,24 @@ class PermissionCheckingReactor:
         if host == "":
             host = None
         what = f"listen on port {number}" + ("" if host is None else f" of {host!r}")
-        guard.refuseIfClosed(what)
-        if host is not None:
-            if not isinstance(host, str):
-                raise TypeError(
-                    f"an interface must be a str, not {type(host).__name__}"
-                )
-            try:
-                parsed = parseHost(host)
-            except ValueError as e:
-                raise _denied(what, str(e))
-            if parsed.ip is None:
-                raise _denied(what, "the interface must be an IP address, not a name")
-        guard.permissions.checkListen(number, host)
+        if host is not None and not isinstance(host, str):
+            raise TypeError(f"an interface must be a str, not {type(host).__name__}")
+        try:
+            guard.refuseIfClosed(what)
+            if host is not None:
+                try:
+                    parsed = parseHost(host)
+                except ValueError as e:
+                    raise _denied(what, str(e))
+                if parsed.ip is None:
+                    raise _denied(
+                        what, "the interface must be an IP address, not a name"
+                    )
+            guard.permissions.checkListen(number, host)
+        except PermissionDenied as e:
+            request = "listenSSL" if tls else "listenTCP"
+            guard.logDenied(f"reactor.{request}({number!r}, {host!r})", e)
+            raise
         guard.pruneListeners()
         listener = _Listener(number, host)
         tracking = _TrackingServerFactory(factory, listener)
@@ -1840,7 +1893,8 @@ class PermissionCheckingReactor:
         """
         Close every port and connection opened through this reactor:
         ports stop listening, connections are aborted, connection attempts
-        stopped, and their connectors refuse to C{connect()} again.
+        stopped, and their connectors refuse to C{connect()} again; readers
+        and writers added through it are removed.
 
         @param refuseNew: Also refuse every later connect, listen and
             resolution, and cancel the pending calls scheduled through this
@@ -1854,6 +1908,10 @@ class PermissionCheckingReactor:
             for call in list(guard.delayed):
                 if call.active():
                     call.cancel()
+        for reader in list(guard.readers.values()):
+            self.removeReader(reader)
+        for writer in list(guard.writers.values()):
+            self.removeWriter(writer)
         waits: list[Deferred[Any]] = []
         for listener in list(guard.listeners.values()):
             waits.extend(guard.closeListener(listener))

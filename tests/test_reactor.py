@@ -1139,3 +1139,61 @@ class CloseTests(SynchronousTestCase):
         memory.tcpClients[2][2].clientConnectionLost(None, Failure(Exception()))
         self.successResultOf(done)
         self.assertIsNone(self.successResultOf(wrapper.revalidate()))
+
+
+class LogTests(SynchronousTestCase):
+    """
+    With a logger, every refusal is logged with the request and the reason.
+    """
+
+    def test_logged(self) -> None:
+        """
+        Refused connects, listens, resolutions and capabilities are logged.
+        """
+        from twisted.logger import Logger
+
+        events: list[dict[str, Any]] = []
+        memory = MemoryReactorClock()
+        memory.installNameResolver(FakeResolver({"mixed.example": NAME_ANSWERS}))
+        wrapper = PermissionCheckingReactor(
+            memory,
+            PermissionSet(["tcp-connect:inside.example:80"]),
+            log=Logger(namespace="tcpext.test", observer=events.append),
+        )
+        self.assertRaises(
+            PermissionDenied, wrapper.connectTCP, "127.0.0.1", 80, ClientFactory()
+        )
+        self.assertRaises(
+            PermissionDenied, wrapper.connectTCP, "127.1", 80, ClientFactory()
+        )
+        self.assertRaises(PermissionDenied, wrapper.listenTCP, 80, Factory())
+        self.assertRaises(PermissionDenied, wrapper.spawnProcess, Protocol(), "sh")
+        self.failureResultOf(wrapper.resolve("mixed.example"), PermissionDenied)
+        wrapper.nameResolver.resolveHostName(Receiver(), "mixed.example", 80)
+        requests = [e["request"] for e in events]
+        self.assertEqual(
+            requests,
+            [
+                "reactor.connectTCP(127.0.0.1:80)",
+                "reactor.connectTCP('127.1', 80)",
+                "reactor.listenTCP(80, None)",
+                "reactor.spawnProcess()",
+                "reactor.resolve('mixed.example')",
+                "nameResolver.resolveHostName('mixed.example', 80)",
+            ],
+        )
+        for event in events:
+            self.assertIn("permission denied", event["reason"])
+
+    def test_closeAllRemovesReaders(self) -> None:
+        """
+        C{closeAll} removes the readers and writers added through the
+        wrapper, and only those.
+        """
+        wrapper, memory, _, _ = build()
+        mine, theirs = object(), object()
+        wrapper.addReader(mine)
+        wrapper.addWriter(mine)
+        memory.addReader(theirs)
+        self.successResultOf(wrapper.closeAll())
+        self.assertEqual((memory.getReaders(), memory.getWriters()), ([theirs], []))
