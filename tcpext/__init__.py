@@ -2,5 +2,24 @@
 tcpext: raw TCP sockets under permissions, on Twisted.
 
 The public names of the socket API, the permission system and the errors are
-re-exported here; their implementations live in private modules.
+re-exported here; their implementations live in private modules. The
+modules C{tcpext.endpoints}, C{tcpext.permissions}, C{tcpext.reactor},
+C{tcpext.browser} and C{tcpext.testing} are public too.
 """
+
+from tcpext._errors import IncompleteReadError, LimitOverrunError, SocketClosed
+from tcpext._server import TCPServerSocket
+from tcpext._socket import ReadyState, TCPClientSocket
+from tcpext.permissions import PermissionDenied, PermissionSet, parsePermission
+
+__all__ = [
+    "IncompleteReadError",
+    "LimitOverrunError",
+    "PermissionDenied",
+    "PermissionSet",
+    "ReadyState",
+    "SocketClosed",
+    "TCPClientSocket",
+    "TCPServerSocket",
+    "parsePermission",
+]
