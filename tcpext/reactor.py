@@ -353,18 +353,19 @@ class _Listener:
                 self._strong = [
                     p
                     for p in self._strong
-                    if not _transportClosed(getattr(p, "transport", None))
+                    if not _reportsClosed(getattr(p, "transport", None))
                 ]
             self._strong.append(protocol)
 
     def transports(self) -> list[Any]:
         """
-        The transports of the accepted connections not known to be closed.
+        The transports of the accepted connections that do not say they
+        have closed.
         """
         result = []
         for protocol in [*self._weak, *self._strong]:
             transport = getattr(protocol, "transport", None)
-            if transport is not None and not _transportClosed(transport):
+            if transport is not None and not _reportsClosed(transport):
                 result.append(transport)
         return result
 

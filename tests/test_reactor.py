@@ -1197,3 +1197,118 @@ class LogTests(SynchronousTestCase):
         memory.addReader(theirs)
         self.successResultOf(wrapper.closeAll())
         self.assertEqual((memory.getReaders(), memory.getWriters()), ([theirs], []))
+
+
+class ConnectorTests(SynchronousTestCase):
+    """
+    The connector C{connectTCP} returns behaves as Twisted's.
+    """
+
+    def test_reconnectFromLost(self) -> None:
+        """
+        C{connect()} from C{clientConnectionLost} starts a new attempt and
+        the factory is not stopped in between.
+        """
+        wrapper, memory, _, _ = build(["tcp-connect:127.0.0.1:80"])
+        factory = RecordingFactory()
+        factory.clientConnectionLost = (  # type: ignore[method-assign]
+            lambda connector, reason: connector.connect()
+        )
+        connector = wrapper.connectTCP("127.0.0.1", 80, factory)
+        memory.tcpClients[0][2].buildProtocol(None)
+        memory.tcpClients[0][2].clientConnectionLost(None, Failure(Exception()))
+        self.assertEqual(len(memory.tcpClients), 2)
+        self.assertEqual(connector.state, "connecting")  # type: ignore[attr-defined]
+        self.assertEqual((factory.started, factory.stopped), (2, 0))
+        self.assertEqual(factory.kinds(), ["started", "started"])
+
+    def test_staleReports(self) -> None:
+        """
+        After C{stopConnecting}, the abandoned attempt's reports are
+        ignored.
+        """
+        wrapper, memory, _, _ = build(["tcp-connect:127.0.0.1:80"])
+        factory = RecordingFactory()
+        connector = wrapper.connectTCP("127.0.0.1", 80, factory)
+        inner = memory.tcpClients[0][2]
+        connector.stopConnecting()
+        self.assertTrue(memory.connectors[0].stoppedConnecting)
+        inner.clientConnectionFailed(None, Failure(Exception()))
+        self.assertIsNone(inner.buildProtocol(None))
+        self.assertEqual(factory.kinds(), ["started", "failed"])
+        self.assertEqual(factory.stopped, 1)
+
+    def test_ipv6Destination(self) -> None:
+        """
+        The destination of an IPv6 connector is an L{IPv6Address}.
+        """
+        wrapper, _, _, _ = build(["tcp-connect:[::1]:80"])
+        connector = wrapper.connectTCP("::1", 80, RecordingFactory())
+        self.assertEqual(connector.getDestination(), IPv6Address("TCP", "::1", 80))
+
+    def test_connectTwice(self) -> None:
+        """
+        C{connect()} while connecting is an error, as in Twisted.
+        """
+        wrapper, _, _, _ = build(["tcp-connect:127.0.0.1:80"])
+        connector = wrapper.connectTCP("127.0.0.1", 80, RecordingFactory())
+        self.assertRaises(RuntimeError, connector.connect)
+
+    def test_closeAllDuringLookup(self) -> None:
+        """
+        C{closeAll} stops a connector whose lookup is pending.
+        """
+        wrapper, memory, _, resolver = build(
+            ["tcp-connect:mixed.example:443"], pending=True
+        )
+        factory = RecordingFactory()
+        wrapper.connectTCP("mixed.example", 443, factory)
+        self.successResultOf(wrapper.closeAll())
+        factory.events[1][2].trap(UserError)
+        resolver.answer()
+        self.assertEqual(memory.tcpClients, [])
+
+    def test_revalidateDuringLookup(self) -> None:
+        """
+        C{revalidate} stops a pending lookup whose name grant was removed.
+        """
+        wrapper, memory, permissions, resolver = build(
+            ["tcp-connect:mixed.example:443"], pending=True
+        )
+        factory = RecordingFactory()
+        wrapper.connectTCP("mixed.example", 443, factory)
+        permissions.discard("tcp-connect:mixed.example:443")
+        self.successResultOf(wrapper.revalidate())
+        self.assertEqual(factory.kinds(), ["started", "failed"])
+        resolver.answer()
+        self.assertEqual(memory.tcpClients, [])
+
+
+class PlaceholderTests(SynchronousTestCase):
+    """
+    The placeholder address of a refused resolution.
+    """
+
+    def test_ipv6Only(self) -> None:
+        """
+        When only IPv6 addresses are asked for, the placeholder is IPv6.
+        """
+        wrapper, _, _, _ = build()
+        receiver = Receiver()
+        wrapper.nameResolver.resolveHostName(
+            receiver, "mixed.example", 443, addressTypes=[IPv6Address]
+        )
+        [address] = receiver.addresses
+        self.assertIsInstance(address, IPv6Address)
+
+    def test_udp(self) -> None:
+        """
+        Resolving for UDP is refused.
+        """
+        wrapper, _, _, resolver = build(["tcp-connect:*:*"])
+        receiver = Receiver()
+        wrapper.nameResolver.resolveHostName(
+            receiver, "mixed.example", 53, transportSemantics="UDP"
+        )
+        self.assertEqual(receiver.hosts(), [reactorModule.DENIED_HOST_TEXT])
+        self.assertEqual(resolver.asked, [])
