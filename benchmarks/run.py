@@ -88,7 +88,16 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--impls", default=",".join(IMPLS + ["iperf3"]))
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds of W1-W7 (default 5)"
+    )
+    parser.add_argument(
+        "--w8-rounds",
+        dest="w8Rounds",
+        type=int,
+        default=3,
+        help="rounds of W8 (default 3; a full-size W8 run takes 20-60 s)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -110,8 +119,8 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.scale is None:
         args.scale = 1 / 16 if args.quick else 1.0
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.w8Rounds < 1:
+        parser.error("--rounds and --w8-rounds must be at least 1")
     args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w]
     for w in args.workloads:
         if w not in WORKLOADS:
@@ -507,6 +516,7 @@ def runAll(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         "glibcTunables": GLIBC_TUNABLES,
         "scale": args.scale,
         "rounds": args.rounds,
+        "w8Rounds": args.w8Rounds,
         "corrupt": args.corrupt,
         "skipped": {},
         "runs": [],
@@ -529,7 +539,8 @@ def runAll(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
                 runW7(args, report, log)
                 continue
             candidates = [i for i in impls if i != "iperf3" or workload == "W1"]
-            for round in range(args.rounds):
+            rounds = args.w8Rounds if workload == "W8" else args.rounds
+            for round in range(rounds):
                 for impl in rotate(candidates, round):
                     began = time.perf_counter()
                     if impl == "iperf3":
@@ -718,8 +729,9 @@ def markdown(report: dict[str, Any]) -> str:
         + ", ".join(f"{name} {value}" for name, value in v.items() if value),
         f"- Load average before / after: {fmtLoad(m['loadAverage'])} / "
         f"{fmtLoad(m.get('loadAverageAfter'))}",
-        f"- Rounds: {report['rounds']} per (workload, implementation), alternating "
-        "implementations, each run a fresh process; figures are medians.",
+        f"- Rounds: {report['rounds']} per (workload, implementation) "
+        f"({report['w8Rounds']} for W8), alternating implementations, each run "
+        "a fresh process; figures are medians.",
         f"- Scale: {report['scale']:g}"
         + (" (full size)" if report["scale"] == 1 else " (NOT the full size)"),
         f"- Every child ran with `GLIBC_TUNABLES={report['glibcTunables']}`.",

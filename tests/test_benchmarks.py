@@ -52,6 +52,8 @@ def runRunner(*arguments: str) -> tuple[int, dict[str, Any], str]:
                 TINY,
                 "--rounds",
                 "1",
+                "--w8-rounds",
+                "1",
                 "--timeout",
                 "60",
                 "--json",
@@ -154,7 +156,12 @@ class HelperTests(SynchronousTestCase):
         """
         An unknown workload or implementation, or no rounds, is refused.
         """
-        for argv in (["--workloads", "W9"], ["--impls", "nodejs"], ["--rounds", "0"]):
+        for argv in (
+            ["--workloads", "W9"],
+            ["--impls", "nodejs"],
+            ["--rounds", "0"],
+            ["--w8-rounds", "0"],
+        ):
             self.assertRaises(SystemExit, self.runner.parseArguments, argv)
 
     def test_quickScales(self) -> None:
