@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     implName, workload, paramsText = argv
     params = Params(**json.loads(paramsText))
     moduleName, options = IMPLS[implName]
-    profilePath = os.environ.get("TCPEXT_BENCH_PROFILE")
+    profilePath = os.environ.get("TCPEXT_BENCH_PROFILE", "")
     profiler = None
     if profilePath:
         import cProfile
