@@ -14,8 +14,18 @@ L{tcpext.permissions.PermissionSet}:
     name grant covers, and only hand out the addresses that the DNS rebinding
     rule lets through.
 
-Processes, UNIX sockets, UDP, adopting file descriptors, threads and
+Processes, UNIX sockets, UDP, adopting file descriptors, threads
+(C{callInThread}, C{getThreadPool}, C{suggestThreadPoolSize}: code in a
+thread could reach the network unchecked), C{listenWith}/C{connectWith} and
 daemonizing are refused with L{PermissionDenied}.
+
+Forwarded as they are: time (C{seconds}, C{callLater}), the reactor's life
+(C{run}, C{stop}, C{crash}, C{iterate}, C{running}, C{callWhenRunning},
+system event triggers; note that code holding the wrapper can therefore stop
+the reactor it shares with others), C{callFromThread} (it runs code in the
+reactor thread, which grants nothing), and the C{IReactorFDSet} methods
+(watching a descriptor the code already holds grants no new network access;
+the listing and C{removeAll} are limited to this wrapper's own, see below).
 
 How denial is signalled:
 
@@ -52,6 +62,13 @@ only, and the answers of a resolver the extension installed itself are still
 filtered but never count as the name (an address from it needs an IP grant).
 C{getReaders}, C{getWriters}, C{removeAll} and C{getDelayedCalls} only see
 what was opened or scheduled through this wrapper.
+
+For the host, beyond the reactor interfaces: L{PermissionCheckingReactor.
+closeAll} closes everything opened through the wrapper (and, with
+C{refuseNew=True}, refuses everything afterwards), and
+L{PermissionCheckingReactor.revalidate} closes what no remaining grant allows
+after grants were removed.  The grants themselves are not reachable through
+the wrapper (the code it is given to must not change them).
 
 This is an advisory boundary, not isolation: the wrapped reactor is kept in
 a name-mangled attribute, but Python code running in the same process can
@@ -1469,13 +1486,6 @@ class PermissionCheckingReactor:
         Describe the wrapper (without exposing the wrapped reactor).
         """
         return f"<PermissionCheckingReactor {self.__guard.permissions!r}>"
-
-    @property
-    def permissions(self) -> PermissionSet:
-        """
-        The live grants this reactor checks against.
-        """
-        return self.__guard.permissions
 
     # -- IReactorCore ----------------------------------------------------
 

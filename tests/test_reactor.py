@@ -444,14 +444,15 @@ class ConfinementTests(SynchronousTestCase):
     def test_noPublicRoute(self) -> None:
         """
         No public attribute of the wrapper, or of its resolvers, is the
-        wrapped reactor.
+        wrapped reactor or the grants (which the extension must not change).
         """
-        wrapper, memory, _, _ = build()
+        wrapper, memory, permissions, _ = build()
         for owner in [wrapper, wrapper.nameResolver, wrapper.resolver]:
             for name in dir(owner):
                 if name.startswith("_"):
                     continue
                 self.assertIsNot(getattr(owner, name), memory, name)
+                self.assertIsNot(getattr(owner, name), permissions, name)
         self.assertNotIn("MemoryReactor", repr(wrapper))
 
 

@@ -102,12 +102,14 @@ class _LoopbackMixin:
 
     def wrapper(self, *grants: str) -> PermissionCheckingReactor:
         """
-        A wrapper with C{grants} (C{{port}} is the server's port).
+        A wrapper with C{grants} (C{{port}} is the server's port); the grants
+        are C{self.permissions}.
         """
         texts = [g.format(port=self.portNumber) for g in grants]
+        self.permissions = PermissionSet(texts)
         return PermissionCheckingReactor(
             globalReactor,
-            PermissionSet(texts),
+            self.permissions,
             nameResolver=FakeResolver({"app.test": ["127.0.0.1"]}),
         )
 
@@ -180,7 +182,7 @@ class TreqTests(_LoopbackMixin, TestCase):
             PermissionDenied,
         )
         self.assertIn("127.0.0.1", str(error))
-        wrapper.permissions.add(f"tcp-connect:127.0.0.0/8:{self.portNumber}")
+        self.permissions.add(f"tcp-connect:127.0.0.0/8:{self.portNumber}")
         response = yield treq.get(
             self.url("app.test"), reactor=wrapper, persistent=False
         )
@@ -347,6 +349,6 @@ class EndpointTests(_LoopbackMixin, TestCase):
         client = yield TCP4ClientEndpoint(
             wrapper, "127.0.0.1", self.portNumber
         ).connect(_trackingFactory())
-        wrapper.permissions.discard(f"tcp-connect:127.0.0.1:{self.portNumber}")
+        self.permissions.discard(f"tcp-connect:127.0.0.1:{self.portNumber}")
         yield wrapper.revalidate()
         self.assertTrue(client.closed.called)
