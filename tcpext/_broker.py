@@ -232,7 +232,9 @@ class Resolve(amp.Command):
 
 class Release(amp.Command):
     """
-    The child has adopted these sockets: the host closes its copies.
+    The child has closed these sockets: the host closes its copies.  (The
+    host keeps a copy of every socket it handed over, so that it can shut a
+    socket down itself when a grant is revoked.)
     """
 
     arguments = [(b"socketIds", amp.ListOf(amp.Integer()))]
@@ -477,6 +479,33 @@ def _checkPort(port: int, lowest: int) -> None:
         raise BadRequest(f"port {port} is outside {lowest}..65535")
 
 
+class _Held:
+    """
+    The host's copy of a socket it handed over, and what it was for.
+    """
+
+    __slots__ = ("kind", "address", "port", "name", "sock")
+
+    def __init__(
+        self, kind: str, address: str, port: int, name: str | None = None
+    ) -> None:
+        self.kind = kind
+        self.address = address
+        self.port = port
+        self.name = name
+        self.sock: socket.socket
+
+    def describe(self) -> str:
+        """
+        For the log.
+        """
+        where = f"[{self.address}]" if ":" in self.address else self.address
+        if self.kind == "listen":
+            return f"listening socket on {where or '*'}:{self.port}"
+        via = f" ({self.name})" if self.name else ""
+        return f"connection to {where}:{self.port}{via}"
+
+
 class BrokerProtocol(amp.AMP):
     """
     The host's end of the AMP connection with one isolated extension's
@@ -492,7 +521,7 @@ class BrokerProtocol(amp.AMP):
     maxFlood = 1024
     """Requests in progress above which the child is disconnected."""
 
-    maxUnreleased = 256
+    maxHeld = 4096
     """Sockets handed over and not yet released by the child."""
 
     maxRemembered = 4096
@@ -522,7 +551,7 @@ class BrokerProtocol(amp.AMP):
         self.log = log
         self.owner = owner
         self._connectTimeout = connectTimeout
-        self._unreleased: dict[int, socket.socket] = {}
+        self._held: dict[int, _Held] = {}
         self._nextId = 1
         self._resolved: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._outstanding = 0
@@ -564,15 +593,14 @@ class BrokerProtocol(amp.AMP):
 
     # Handing sockets over.
 
-    def _handOver(self, sock: socket.socket) -> dict[str, int]:
-        if len(self._unreleased) >= self.maxUnreleased:
+    def _handOver(self, sock: socket.socket, held: _Held) -> dict[str, int]:
+        if len(self._held) >= self.maxHeld:
             sock.close()
-            raise BrokerLimit(
-                f"{len(self._unreleased)} sockets handed over and not released"
-            )
+            raise BrokerLimit(f"{len(self._held)} sockets handed over and open")
         socketId = self._nextId
         self._nextId += 1
-        self._unreleased[socketId] = sock
+        held.sock = sock
+        self._held[socketId] = held
         return {
             "socketId": socketId,
             "descriptor": sock.fileno(),
@@ -582,13 +610,53 @@ class BrokerProtocol(amp.AMP):
     @Release.responder
     def release(self, socketIds: list[int]) -> dict[str, object]:
         """
-        Close the host's copies of sockets the child has adopted.
+        Close the host's copies of sockets the child has closed.
         """
         for socketId in socketIds:
-            sock = self._unreleased.pop(socketId, None)
-            if sock is not None:
-                sock.close()
+            held = self._held.pop(socketId, None)
+            if held is not None:
+                held.sock.close()
         return {}
+
+    def _allowed(self, held: _Held) -> bool:
+        """
+        Do the grants still allow this socket?
+        """
+        try:
+            if held.kind == "listen":
+                self.grants.checkListen(held.port, held.address or None)
+            elif held.name is None:
+                self.grants.checkConnect(held.address, held.port)
+            else:
+                self.grants.checkConnect(held.name, held.port)
+                self.grants.checkResolved(held.name, held.port, [held.address])
+        except Exception:
+            return False
+        return True
+
+    def enforce(self) -> list[int]:
+        """
+        Shut down every handed-over socket the grants no longer allow, in the
+        host (the shutdown reaches the child's copy too: it is the same
+        socket), whatever the child does.
+
+        @return: the ids of the sockets shut down.
+        """
+        closed = []
+        for socketId, held in list(self._held.items()):
+            if self._allowed(held):
+                continue
+            del self._held[socketId]
+            try:
+                held.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            held.sock.close()
+            closed.append(socketId)
+            self.log.info(
+                "shut down {what} after the grant was revoked", what=held.describe()
+            )
+        return closed
 
     # Connect.
 
@@ -623,18 +691,19 @@ class BrokerProtocol(amp.AMP):
         if not 0 < timeout <= self._connectTimeout:
             timeout = self._connectTimeout
         literal = _ipLiteral(host)
+        viaName: str | None = None
         if literal is not None:
             try:
                 self.grants.checkConnect(literal, port)
             except ValueError as e:
                 raise self._refuse(request, BadRequest(str(e)))
             except Exception as e:
-                name = self._resolved.get((literal, port))
-                if name is None:
+                viaName = self._resolved.get((literal, port))
+                if viaName is None:
                     raise self._refuse(request, Denied(str(e)))
                 try:
-                    self.grants.checkConnect(name, port)
-                    self.grants.checkResolved(name, port, [literal])
+                    self.grants.checkConnect(viaName, port)
+                    self.grants.checkResolved(viaName, port, [literal])
                 except Exception as e2:
                     raise self._refuse(request, Denied(str(e2)))
             addresses = [literal]
@@ -659,7 +728,10 @@ class BrokerProtocol(amp.AMP):
             except (Refused, TimedOut, DialFailed) as e:
                 last = e
                 continue
-            return self._handOver(sock)
+            return self._handOver(
+                sock,
+                _Held("connect", address, port, host if literal is None else viaName),
+            )
         raise last
 
     # Listen.
@@ -692,7 +764,9 @@ class BrokerProtocol(amp.AMP):
         except Exception as e:
             raise self._refuse(request, Denied(str(e)))
         backlog = max(1, min(int(backlog), 4096))
-        return self._handOver(openListener(interface, port, backlog))
+        return self._handOver(
+            openListener(interface, port, backlog), _Held("listen", interface, port)
+        )
 
     # Resolve.
 
@@ -771,9 +845,9 @@ class BrokerProtocol(amp.AMP):
         Close every socket not yet released and tell whoever waits.
         """
         super().connectionLost(reason)
-        for sock in self._unreleased.values():
-            sock.close()
-        self._unreleased.clear()
+        for held in self._held.values():
+            held.sock.close()
+        self._held.clear()
         if not self.lost.called:
             self.lost.callback(None)
 
@@ -999,6 +1073,9 @@ class IsolatedExtension(Service):
     exitGrace = 2.0
     """Seconds a process whose AMP connection ended gets to exit by itself."""
 
+    revokeGrace = 2.0
+    """Seconds the child gets to close revoked sockets itself."""
+
     def __init__(
         self,
         *,
@@ -1205,10 +1282,24 @@ class IsolatedExtension(Service):
         self._store.save(self.extensionId, sorted(self._runtime))
         if removed:
             self.log.info("revoked {entries}", entries=removed)
-        if not removed or self.broker is None or self.broker.transport is None:
+        broker = self.broker
+        if not removed or broker is None or broker.transport is None:
             return defer.succeed(None)
-        d = self.broker.callRemote(Revoke, permissions=removed)
-        return d.addCallbacks(lambda _: None, lambda f: None)
+        # The child closes what the grants no longer allow (its sockets then
+        # fail with PermissionDenied); whatever it does, the host then shuts
+        # down its own copies of those sockets, which ends them for the child
+        # too.  A child that does not answer within revokeGrace seconds gets
+        # the same.
+        d = broker.callRemote(Revoke, permissions=removed)
+        d.addErrback(lambda f: None)
+        timer = self._reactor.callLater(self.revokeGrace, d.cancel)
+
+        def enforce(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            broker.enforce()
+
+        return d.addBoth(enforce)
 
     # Child messages.
 

@@ -214,7 +214,8 @@ class _BrokeredConnector:
         d.addCallbacks(self._connected, self._failed)
 
     def _connected(self, answer: dict[str, Any]) -> None:
-        fd = answer["descriptor"]
+        fd, socketId = answer["descriptor"], answer["socketId"]
+        transport = None
         try:
             if self.state != "connecting":
                 return
@@ -228,7 +229,8 @@ class _BrokeredConnector:
             return
         finally:
             os.close(fd)
-            self._reactor._release(answer["socketId"])
+            if transport is None:
+                self._reactor._release(socketId)
         if transport is None:
             self.state = "disconnected"
             self.factory.doStop()
@@ -238,7 +240,10 @@ class _BrokeredConnector:
         lost = transport.connectionLost
 
         def connectionLost(reason: Failure) -> None:
-            lost(reason)
+            try:
+                lost(reason)
+            finally:
+                self._reactor._release(socketId)
             self.state = "disconnected"
             self.transport = None
             self.factory.clientConnectionLost(self, reason)
@@ -386,6 +391,10 @@ class BrokeredReactor:
         return getattr(self._real, name)
 
     def _release(self, socketId: int) -> None:
+        """
+        Tell the host that this socket is closed here (it then closes its
+        copy).
+        """
         self._host.callRemote(Release, socketIds=[socketId]).addErrback(lambda f: None)
 
     def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:
@@ -449,11 +458,24 @@ class BrokeredReactor:
             for fd in fds:
                 os.close(fd)
             raise CannotListenError(interface, port, OSError("no socket received"))
+        socketId = answer["socketId"]
         try:
-            return self._real.adoptStreamPort(fds[0], answer["family"], factory)
+            listening = self._real.adoptStreamPort(fds[0], answer["family"], factory)
+        except BaseException:
+            self._release(socketId)
+            raise
         finally:
             os.close(fds[0])
-            self._release(answer["socketId"])
+        lost = listening.connectionLost
+
+        def connectionLost(reason: Failure) -> None:
+            try:
+                lost(reason)
+            finally:
+                self._release(socketId)
+
+        listening.connectionLost = connectionLost
+        return listening
 
     def connectSSL(
         self,

@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tcpext._broker import IsolatedExtension, RestartPolicy
+from tcpext._broker import IsolatedExtension, RestartPolicy, Revoke
 from tcpext._isolation import (
     NamespaceUnavailable,
     _childEnvironment,
@@ -626,6 +626,77 @@ async def main(browser):
         await self.accepted[0].lost
         await self.waitFor(lambda: "revoked" in self.lines)
         self.assertFalse(service.grants.allowsConnect("127.0.0.1", self.target))
+
+    async def test_revokeEnforced(self) -> None:
+        """
+        A hostile child that ignores the host's L{Revoke} still loses the
+        connection: the host shuts down its own copy of the socket.
+        """
+        grant = f"tcp-connect:127.0.0.1:{self.target}"
+        script = (
+            _REPORTER.replace("REPORT", str(self.report))
+            + """
+
+async def main(browser):
+    hostConnection().onRevoke = lambda entries: None
+    sock = await browser.TCPSocket.connect(host="127.0.0.1", port=TARGET)
+    await sock.opened
+    await report(browser, "holding")
+    data = await sock.read()
+    await report(browser, "eof=%r" % (data,))
+""".replace("TARGET", str(self.target))
+        )
+        service = self.extension(
+            "stubborn",
+            script,
+            [f"tcp-connect:127.0.0.1:{self.report}"],
+            optional=(grant,),
+            operatorGrants=[grant],
+        )
+        service.revokeGrace = 0.1
+        await self.waitFor(lambda: "holding" in self.lines)
+        await service.revoke([grant])
+        await self.accepted[0].lost
+        await self.waitFor(lambda: "eof=b''" in self.lines)
+        self.assertTrue(self.logged("shut down connection to 127.0.0.1"))
+
+    async def test_closedListenerReleased(self) -> None:
+        """
+        When the extension closes its server, the host closes its copy of
+        the listening socket too: the port stops accepting.
+        """
+        listen = _freePort()
+        script = (
+            _REPORTER.replace("REPORT", str(self.report))
+            + """
+
+async def main(browser):
+    server = await browser.TCPSocket.listen(host="127.0.0.1", port=LISTEN)
+    await report(browser, "listening")
+    async for sock in server.connections:
+        await sock.write(b"bye")
+        await sock.close()
+        break
+    await server.close()
+    await report(browser, "closed")
+""".replace("LISTEN", str(listen))
+        )
+        service = self.extension(
+            "once",
+            script,
+            [f"tcp-connect:127.0.0.1:{self.report}", f"tcp-listen:{listen}"],
+        )
+        await self.waitFor(lambda: "listening" in self.lines)
+        self.assertEqual(await self.dial(listen, b""), b"bye")
+        await self.waitFor(lambda: "closed" in self.lines)
+        broker = service.broker
+        assert broker is not None
+        await broker.callRemote(Revoke, permissions=[])
+        # (The report connections may still be closing; the listener is not
+        # held any more.)
+        self.assertNotIn("listen", [h.kind for h in broker._held.values()])
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", listen), timeout=5)
 
     async def test_stopServiceStopsChild(self) -> None:
         """

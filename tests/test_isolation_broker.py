@@ -96,6 +96,15 @@ class _Collect(Protocol):
             self.done.callback(self.data)
 
 
+class _Accepted(Protocol):
+    def __init__(self, record: list[Any]) -> None:
+        self.lost: defer.Deferred[None] = defer.Deferred()
+        record.append(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost.callback(None)
+
+
 def _adopt(sock: socket.socket, protocol: Any) -> None:
     sock.setblocking(False)
     reactor.adoptStreamConnection(  # type: ignore[attr-defined]
@@ -154,9 +163,9 @@ class BrokerLoopbackTests(TestCase):
         protocol = self.adoptClient(answer)
         protocol.transport.write(b"hello!")  # type: ignore[union-attr]
         self.assertEqual(await protocol.done, b"hello!")
-        self.assertIn(answer["socketId"], self.broker._unreleased)
+        self.assertIn(answer["socketId"], self.broker._held)
         await self.child.callRemote(Release, socketIds=[answer["socketId"]])
-        self.assertNotIn(answer["socketId"], self.broker._unreleased)
+        self.assertNotIn(answer["socketId"], self.broker._held)
 
     async def test_connectDenied(self) -> None:
         """
@@ -313,6 +322,10 @@ class BrokerLoopbackTests(TestCase):
         self.assertEqual(await protocol.done, b"via broker!")
         connector.disconnect()
         await lost
+        # AMP answers in order: once this is answered, the child's Release
+        # of the closed socket has been handled.
+        await self.child.callRemote(Release, socketIds=[])
+        self.assertEqual(self.broker._held, {})
 
     async def test_brokeredConnectRefused(self) -> None:
         """
@@ -334,6 +347,36 @@ class BrokerLoopbackTests(TestCase):
         brokered.connectTCP("127.0.0.1", port, F())
         (reason,) = await failed
         self.assertTrue(reason.check(ConnectionRefusedError))
+
+    async def test_enforce(self) -> None:
+        """
+        L{BrokerProtocol.enforce} shuts down, from the host, the handed-over
+        sockets the grants no longer allow; the child's copy ends with them.
+        """
+        accepted: list[_Accepted] = []
+        server = reactor.listenTCP(  # type: ignore[attr-defined]
+            0, Factory.forProtocol(lambda: _Accepted(accepted)), interface="127.0.0.1"
+        )
+        self.addCleanup(server.stopListening)
+        port = server.getHost().port
+        self.grants.connect.add(("127.0.0.1", port))
+        self.grants.listenPorts.add(0)
+        answer = await self.child.callRemote(
+            Connect, host="127.0.0.1", port=port, timeout=5.0
+        )
+        listening = await self.child.callRemote(
+            Listen, port=0, interface="127.0.0.1", backlog=5
+        )
+        os.close(listening["descriptor"])
+        protocol = self.adoptClient(answer)
+        lost: defer.Deferred[None] = defer.Deferred()
+        protocol.connectionLost = lambda reason: lost.callback(None)  # type: ignore[method-assign]
+        self.assertEqual(self.broker.enforce(), [])
+        self.grants.connect.clear()
+        self.assertEqual(self.broker.enforce(), [answer["socketId"]])
+        await lost
+        await accepted[0].lost
+        self.assertEqual(list(self.broker._held), [listening["socketId"]])
 
     async def test_hostnameEndpoint(self) -> None:
         """
@@ -396,8 +439,8 @@ class SyncListenTests(SynchronousTestCase):
         self.protocol.makeConnection(transport)
 
         def closeAll() -> None:
-            for sock in self.broker._unreleased.values():
-                sock.close()
+            for held in self.broker._held.values():
+                held.sock.close()
 
         self.addCleanup(closeAll)
 
@@ -419,7 +462,7 @@ class SyncListenTests(SynchronousTestCase):
         )
         self.assertTrue(answer["ok"])
         self.assertEqual(len(self.sent), 1)
-        sock = self.broker._unreleased[answer["socketId"]]
+        sock = self.broker._held[answer["socketId"]].sock
         self.assertEqual(sock.fileno(), self.sent[0])
         self.assertNotEqual(sock.getsockname()[1], 0)
 
