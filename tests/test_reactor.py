@@ -1313,3 +1313,53 @@ class PlaceholderTests(SynchronousTestCase):
         )
         self.assertEqual(receiver.hosts(), [reactorModule.DENIED_HOST_TEXT])
         self.assertEqual(resolver.asked, [])
+
+
+class ConnectPropertyTests(SynchronousTestCase):
+    """
+    Property: for an IP literal, C{connectTCP} dials exactly when the
+    literal check allows it.
+    """
+
+    def test_literalCheck(self) -> None:
+        """
+        C{connectTCP(ip, port)} dials iff C{allowsConnect(ip, port)}, and
+        raises L{PermissionDenied} otherwise.
+        """
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        hosts = st.sampled_from(
+            ["127.0.0.1", "10.1.2.3", "93.184.216.34", "::1", "2001:db8::5", "0.0.0.0"]
+        )
+        grants = st.lists(
+            st.sampled_from(
+                [
+                    "tcp-connect:127.0.0.1:80",
+                    "tcp-connect:10.0.0.0/8:1-1024",
+                    "tcp-connect:[2001:db8::/32]:443",
+                    "tcp-connect:*:22",
+                    "tcp-connect:example.com:80",
+                    "tcp-listen:*",
+                ]
+            ),
+            max_size=4,
+        )
+        ports = st.sampled_from([22, 80, 443, 1024, 8080])
+
+        @settings(max_examples=150, deadline=None)
+        @given(grants, hosts, ports)
+        def check(granted: list[str], host: str, port: int) -> None:
+            memory = MemoryReactorClock()
+            permissions = PermissionSet(granted)
+            wrapper = PermissionCheckingReactor(memory, permissions)
+            if permissions.allowsConnect(host, port):
+                wrapper.connectTCP(host, port, RecordingFactory())
+                self.assertEqual(len(memory.tcpClients), 1)
+            else:
+                self.assertRaises(
+                    PermissionDenied, wrapper.connectTCP, host, port, RecordingFactory()
+                )
+                self.assertEqual(memory.tcpClients, [])
+
+        check()
