@@ -67,6 +67,7 @@ __all__ = [
     "ListenFailed",
     "LookupFailed",
     "MainFailed",
+    "Ping",
     "Refused",
     "Release",
     "RequestPermissions",
@@ -283,6 +284,12 @@ class Revoke(amp.Command):
 class Shutdown(amp.Command):
     """
     Close every socket of the extension and exit.
+    """
+
+
+class Ping(amp.Command):
+    """
+    Is the child's reactor running?
     """
 
 
@@ -946,8 +953,10 @@ class RestartPolicy:
     seconds, doubling up to C{maxDelay}, at most C{maxRestarts} times in a
     row (a process that ran C{stableAfter} seconds resets the count).  A
     process that has not said hello after C{startTimeout} seconds is killed
-    and counts as a crash; C{stopTimeout} is how long a stopping process gets
-    before it is killed.
+    and counts as a crash; so is a running process that has not answered a
+    ping (sent every C{pingInterval} seconds; L{None} sends none) within
+    C{pingTimeout} seconds (its reactor is blocked).  C{stopTimeout} is how
+    long a stopping process gets before it is killed.
     """
 
     maxRestarts: int = 5
@@ -956,6 +965,8 @@ class RestartPolicy:
     stableAfter: float = 60.0
     startTimeout: float = 30.0
     stopTimeout: float = 5.0
+    pingInterval: float | None = 15.0
+    pingTimeout: float = 60.0
 
 
 class _ChildProcess(ProcessProtocol):
@@ -1187,6 +1198,7 @@ class IsolatedExtension(Service):
         self._restartTimer: Any = None
         self._killTimer: Any = None
         self._reapTimer: Any = None
+        self._pingTimer: Any = None
         self._stopping = False
 
     # Grants.
@@ -1331,6 +1343,10 @@ class IsolatedExtension(Service):
                 reason=reason,
             )
         self._helloAt = self._reactor.seconds()
+        if self.restart.pingInterval is not None:
+            self._pingTimer = self._reactor.callLater(
+                self.restart.pingInterval, self._ping, broker
+            )
         self.log.info(
             "extension process {pid} started ({how})",
             pid=pid,
@@ -1421,6 +1437,38 @@ class IsolatedExtension(Service):
             self.restart.startTimeout, self._hungAtStart
         )
 
+    def _ping(self, broker: BrokerProtocol) -> None:
+        """
+        Check that the child's reactor still runs; kill it if it does not
+        answer within C{pingTimeout}.
+        """
+        self._pingTimer = None
+        if broker is not self.broker or self._stopping:
+            return
+        interval = self.restart.pingInterval
+        assert interval is not None
+        d = broker.callRemote(Ping)
+        timeout = self._reactor.callLater(self.restart.pingTimeout, d.cancel)
+
+        def answered(_: object) -> None:
+            if timeout.active():
+                timeout.cancel()
+            if broker is self.broker and not self._stopping:
+                self._pingTimer = self._reactor.callLater(interval, self._ping, broker)
+
+        def failed(reason: Failure) -> None:
+            if timeout.active():
+                timeout.cancel()
+            if broker is self.broker and not self._stopping:
+                self.log.error(
+                    "extension process did not answer a ping within {seconds}s; "
+                    "killing it",
+                    seconds=self.restart.pingTimeout,
+                )
+                self._kill()
+
+        d.addCallbacks(answered, failed)
+
     def _hungAtStart(self) -> None:
         self._startTimer = None
         self.log.error(
@@ -1472,10 +1520,16 @@ class IsolatedExtension(Service):
             return
         self._process = None
         self._processTransport = None
-        for timer in (self._startTimer, self._killTimer, self._reapTimer):
+        for timer in (
+            self._startTimer,
+            self._killTimer,
+            self._reapTimer,
+            self._pingTimer,
+        ):
             if timer is not None and timer.active():
                 timer.cancel()
         self._startTimer = self._killTimer = self._reapTimer = None
+        self._pingTimer = None
         broker, self.broker = self.broker, None
         if broker is not None and broker.transport is not None:
             broker.transport.loseConnection()
@@ -1535,9 +1589,10 @@ class IsolatedExtension(Service):
         """
         super().stopService()
         self._stopping = True
-        if self._restartTimer is not None and self._restartTimer.active():
-            self._restartTimer.cancel()
-        self._restartTimer = None
+        for timer in (self._restartTimer, self._pingTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._restartTimer = self._pingTimer = None
         process = self._process
         if process is None:
             return defer.succeed(None)

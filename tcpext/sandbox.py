@@ -52,6 +52,7 @@ from tcpext._broker import (
     Connect,
     Hello,
     MainFailed,
+    Ping,
     Release,
     RequestPermissions,
     Resolve,
@@ -114,6 +115,13 @@ class HostConnection(amp.AMP):
         Withdraw grants in the child's copy and close what they allowed.
         """
         self.onRevoke(permissions)
+        return {}
+
+    @Ping.responder
+    def ping(self) -> dict[str, object]:
+        """
+        The reactor runs.
+        """
         return {}
 
     @Shutdown.responder

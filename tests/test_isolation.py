@@ -577,6 +577,44 @@ class IsolatedExtensionTests(TestCase):
         self.assertEqual(service.starts, 2)
         self.assertTrue(self.logged("did not start within 0.5s"))
 
+    async def test_blockedChildRestarted(self) -> None:
+        """
+        A child whose reactor is blocked (its C{main} never returns control)
+        does not answer pings: it is killed and restarted; a healthy child
+        pinged as often keeps running.
+        """
+        listen = _freePort()
+        healthy = self.extension(
+            "echo",
+            _ECHO.replace("REPORT", str(self.report)).replace("LISTEN", str(listen)),
+            [f"tcp-connect:127.0.0.1:{self.report}", f"tcp-listen:{listen}"],
+            restart=RestartPolicy(pingInterval=0.05, pingTimeout=5),
+        )
+        script = (
+            _REPORTER.replace("REPORT", str(self.report))
+            + """
+
+async def main(browser):
+    import time
+    await report(browser, "blocking %d" % os.getpid())
+    time.sleep(60)
+"""
+        )
+        blocked = self.extension(
+            "blocker",
+            script,
+            [f"tcp-connect:127.0.0.1:{self.report}"],
+            restart=RestartPolicy(
+                maxRestarts=1, initialDelay=0.05, pingInterval=0.1, pingTimeout=0.5
+            ),
+        )
+        await self.waitFor(lambda: self.logged("gave up after 1 restarts"))
+        self.assertEqual(blocked.starts, 2)
+        self.assertTrue(self.logged("did not answer a ping within 0.5s"))
+        await self.waitFor(lambda: "echo ready" in self.lines)
+        self.assertEqual(await self.dial(listen, b"alive"), b"alive")
+        self.assertEqual(healthy.starts, 1)
+
     async def test_floodContained(self) -> None:
         """
         A child that writes garbage on its AMP channel is disconnected,

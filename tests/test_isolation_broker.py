@@ -605,7 +605,10 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
             ],
             "background": {"scripts": ["background.py"]},
         }
-        kw.setdefault("restart", RestartPolicy(maxRestarts=2, initialDelay=1.0))
+        kw.setdefault(
+            "restart",
+            RestartPolicy(maxRestarts=2, initialDelay=1.0, pingInterval=None),
+        )
         return IsolatedExtension(
             path=".",
             extensionId="x",
@@ -714,7 +717,9 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
         """
         A process that ran C{stableAfter} seconds resets the restart count.
         """
-        service = self.make(restart=RestartPolicy(maxRestarts=1, stableAfter=10))
+        service = self.make(
+            restart=RestartPolicy(maxRestarts=1, stableAfter=10, pingInterval=None)
+        )
         service.startService()
         self.hello(service)
         self.reactor.advance(11)
@@ -726,11 +731,36 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
         self.reactor.advance(1)
         self.assertEqual(len(self.reactor.processes), 3)
 
+    def test_pingUnanswered(self) -> None:
+        """
+        A running process is pinged every C{pingInterval} seconds; one that
+        does not answer within C{pingTimeout} is killed (its reactor is
+        blocked) and restarted like a crash.
+        """
+        service = self.make(
+            restart=RestartPolicy(pingInterval=5, pingTimeout=3, initialDelay=1)
+        )
+        service.startService()
+        self.hello(service)
+        transport = service.broker.transport  # type: ignore[union-attr]
+        self.reactor.advance(4.9)
+        self.assertNotIn(b"Ping", transport.value())
+        self.reactor.advance(0.1)
+        self.assertIn(b"Ping", transport.value())
+        self.reactor.advance(2.9)
+        self.assertEqual(self.reactor.processes[0].signals, [])
+        self.reactor.advance(0.1)
+        self.assertEqual(self.reactor.processes[0].signals, ["KILL"])
+        self.assertTrue(self.logged("did not answer a ping within 3s"))
+        self.reactor.processes[0].end(signal=9)
+        self.reactor.advance(1)
+        self.assertEqual(len(self.reactor.processes), 2)
+
     def test_hangAtStart(self) -> None:
         """
         A process that does not say hello within C{startTimeout} is killed.
         """
-        service = self.make(restart=RestartPolicy(startTimeout=5))
+        service = self.make(restart=RestartPolicy(startTimeout=5, pingInterval=None))
         service.startService()
         self.reactor.advance(4.9)
         self.assertEqual(self.reactor.processes[0].signals, [])
@@ -785,7 +815,7 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
         Stopping asks the child to shut down, kills it after C{stopTimeout},
         fires once it ended, and never restarts it.
         """
-        service = self.make(restart=RestartPolicy(stopTimeout=3))
+        service = self.make(restart=RestartPolicy(stopTimeout=3, pingInterval=None))
         service.startService()
         self.hello(service)
         transport = service.broker.transport  # type: ignore[union-attr]
@@ -875,7 +905,9 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
         After a kill, the process is polled with C{reapProcess} (bounded),
         so its end is noticed even if the reactor handles no C{SIGCHLD}.
         """
-        service = self.make(restart=RestartPolicy(startTimeout=1, maxRestarts=0))
+        service = self.make(
+            restart=RestartPolicy(startTimeout=1, maxRestarts=0, pingInterval=None)
+        )
         service.startService()
         (process,) = self.reactor.processes
         calls = []
