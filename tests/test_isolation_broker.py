@@ -1063,3 +1063,55 @@ class BrokerRealPermissionsTests(TestCase):
         await self.assertFailure(d, Denied)
         d = self.child.callRemote(Listen, port=7998, interface="127.0.0.1", backlog=5)
         await self.assertFailure(d, Denied)
+
+
+class ChildOutputTests(SynchronousTestCase):
+    """
+    The child's output is logged a line at a time, bounded.
+    """
+
+    def setUp(self) -> None:
+        from tcpext._broker import _ChildProcess
+
+        self.reactor = MemoryReactorClock()
+        self.events: list[dict[str, Any]] = []
+
+        class Owner:
+            _reactor = self.reactor
+            log = Logger(namespace="x", observer=self.events.append)
+
+        self.process = _ChildProcess(Owner())  # type: ignore[arg-type]
+
+    def lines(self) -> list[str]:
+        return [e.get("line", "") for e in self.events if "line" in e]
+
+    def test_lines(self) -> None:
+        """
+        Complete lines are logged as they arrive, from both outputs; a
+        partial line waits for its end.
+        """
+        self.process.childDataReceived(1, b"one\ntw")
+        self.process.childDataReceived(2, b"err\n")
+        self.assertEqual(self.lines(), ["one", "err"])
+        self.process.childDataReceived(1, b"o\n")
+        self.assertEqual(self.lines(), ["one", "err", "two"])
+
+    def test_longLine(self) -> None:
+        """
+        A line longer than C{maxLine} is cut.
+        """
+        self.process.childDataReceived(1, b"x" * 10000)
+        self.assertEqual(self.lines(), ["x" * self.process.maxLine])
+
+    def test_rate(self) -> None:
+        """
+        Past C{maxLinesPerSecond} lines in a second, lines are dropped and
+        counted.
+        """
+        self.process.childDataReceived(1, b"spam\n" * 1000)
+        self.assertEqual(len(self.lines()), self.process.maxLinesPerSecond)
+        self.reactor.advance(1)
+        self.process.childDataReceived(1, b"later\n")
+        self.assertEqual(self.lines()[-1], "later")
+        dropped = [e for e in self.events if "count" in e]
+        self.assertEqual(dropped[0]["count"], 1000 - self.process.maxLinesPerSecond)
