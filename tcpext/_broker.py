@@ -547,7 +547,7 @@ class BrokerProtocol(amp.AMP):
         @param grants: A L{tcpext.permissions.PermissionSet} (or anything
             with C{checkConnect}, C{checkListen} and C{checkResolved}).
         @param log: Where refusals and problems are logged.
-        @param owner: The L{tcpext._supervisor.IsolatedExtension} (or any
+        @param owner: The L{tcpext._broker.IsolatedExtension} (or any
             object) answering L{Hello}, L{RequestPermissions}, L{SaveGrants}
             and L{MainFailed}, or L{None} in tests.
         @param connectTimeout: The longest connect attempt, in seconds.

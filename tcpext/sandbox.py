@@ -2,12 +2,14 @@
 """
 The child side of process isolation: C{python -m tcpext.sandbox}.
 
-The host (L{tcpext._supervisor.IsolatedExtension}) starts this module in a
+The host (L{tcpext._broker.IsolatedExtension}) starts this module in a
 new process with two UNIX sockets inherited as descriptors 3 (an AMP
 connection) and 4 (a synchronous channel for listening sockets).  It:
 
- 1. enters an empty network namespace (L{tcpext._isolation}), or exits with
-    L{EXIT_NO_NAMESPACE} if the kernel refuses and confinement is required;
+ 1. asks to be killed if the host dies, applies its resource limits, and
+    enters an empty network namespace (L{tcpext._isolation}), or exits
+    with L{EXIT_NO_NAMESPACE} if the kernel refuses and confinement is
+    required;
  2. says L{Hello} to the host, which answers with the extension's manifest
     and grants;
  3. builds the extension's C{browser} over a L{BrokeredReactor}, whose
