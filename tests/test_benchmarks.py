@@ -85,7 +85,7 @@ class RunnerTests(SynchronousTestCase):
         ratio to bare Twisted, and the Markdown shows the table and targets.
         """
         runner = loadRunner()
-        status, report, text = runRunner("--workloads", "W1,W2,W3,W4,W5,W6,W8")
+        status, report, text = runRunner("--workloads", "W1,W2,W3,W4,W5,W6,W7,W8")
         self.assertEqual(
             [r for r in report["runs"] if not r.get("ok")], [], "failed runs"
         )
@@ -107,6 +107,8 @@ class RunnerTests(SynchronousTestCase):
         self.assertIn("| W1 bulk", text)
         self.assertIn("## Targets", text)
         self.assertEqual(report["machine"]["cores"], os.cpu_count())
+        self.assertGreater(report["w7"]["allowsConnect_us.10000"], 0)
+        self.assertIn("| `allowsConnect_us` |", text)
 
     def test_detectsCorruption(self) -> None:
         """
@@ -217,4 +219,23 @@ class HelperTests(SynchronousTestCase):
                 "W1 tcpext ahead of asyncio streams (tcpext/asyncio)": False,
                 "W5 tcpext ahead of asyncio streams (tcpext/asyncio)": True,
             },
+        )
+
+    def test_w7Table(self) -> None:
+        """
+        W7's flattened figures become one row per measure and one column per
+        number of grants; other figures are listed below.
+        """
+        lines = self.runner.w7Table(
+            {"a_us.10": 1.0, "a_us.10000": 2.0, "repetitions": 7.0}
+        )
+        self.assertEqual(
+            lines,
+            [
+                "| measure | 10 grants | 10,000 grants |",
+                "|---|---:|---:|",
+                "| `a_us` | 1.00 | 2.00 |",
+                "",
+                "- `repetitions`: 7.00",
+            ],
         )
