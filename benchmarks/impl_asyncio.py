@@ -138,6 +138,8 @@ def echoHandler(
                     corrupt[0] = False
                     data = corruptOnce(data)
                 writer.write(data)
+                # Not kept alive across the awaits (64 KiB per connection).
+                del data
                 await writer.drain()
         except ConnectionError:
             pass
@@ -268,6 +270,7 @@ async def scale(params: Params) -> dict[str, Any]:
                     break
                 received += len(chunk)
                 crc = zlib.crc32(chunk, crc)
+                del chunk  # not kept alive across the next await
             return received, crc
 
         readTask = asyncio.ensure_future(reading())
