@@ -33,6 +33,8 @@ from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
     IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
     IProducer,
     IProtocol,
     IPushProducer,
@@ -1496,7 +1498,9 @@ class TCPClientSocket:
         @return: A Deferred that fires once the handshake completed (then
             C{ssl} is L{True}); it fails with the TLS error (which also ends
             the socket), with L{RuntimeError} if the socket is not open or
-            TLS is already in use, or with L{SocketClosed} after a close.
+            TLS is already in use, with L{TypeError} if C{tlsOptions} are
+            no TLS options (the socket stays usable), or with
+            L{SocketClosed} after a close.
         """
         if self._state is _CLOSED or self._writeEnd is not None:
             return fail(SocketClosed("upgradeToSecure() on a closed or closing socket"))
@@ -1538,6 +1542,15 @@ class TCPClientSocket:
                 tlsOptions = optionsForClientTLS(self.host)
             except Exception:
                 return fail()
+        elif not _isTLSOptions(tlsOptions):
+            return fail(
+                TypeError(
+                    "upgradeToSecure(): tlsOptions must be Twisted TLS options "
+                    "(for example twisted.internet.ssl.optionsForClientTLS(...) "
+                    "or CertificateOptions), not "
+                    f"{type(tlsOptions).__name__}"
+                )
+            )
         d: Deferred[None] = Deferred()
         self._tlsWaiter = d
         options = tlsOptions
@@ -1585,6 +1598,18 @@ class TCPClientSocket:
         setter = getattr(self._transport, name, None)
         if setter is not None:
             setter(value)
+
+
+def _isTLSOptions(options: object) -> bool:
+    """
+    Whether C{options} is something Twisted's C{startTLS} accepts: a TLS
+    connection creator, or an old-style context factory.
+    """
+    return (
+        IOpenSSLClientConnectionCreator.providedBy(options)
+        or IOpenSSLServerConnectionCreator.providedBy(options)
+        or callable(getattr(options, "getContext", None))
+    )
 
 
 def _hostOf(address: IAddress | None) -> str | None:

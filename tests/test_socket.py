@@ -23,6 +23,7 @@ from twisted.internet.error import (
 )
 from twisted.internet.interfaces import (
     IConsumer,
+    IOpenSSLClientConnectionCreator,
     IPushProducer,
     ITCPTransport,
     ITLSTransport,
@@ -46,6 +47,18 @@ from tcpext.endpoints import (
 
 PEER = IPv4Address("TCP", "192.0.2.7", 4321)
 HOST = IPv4Address("TCP", "10.0.0.1", 55555)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class FakeTLSOptions:
+    """
+    Client TLS options that the fake transports only remember.
+    """
+
+    def clientConnectionForTLS(self, tlsProtocol: object) -> None:
+        """
+        Never called: the fake transports do no TLS.
+        """
 
 
 @implementer(ITCPTransport, ITLSTransport)
@@ -1362,7 +1375,7 @@ class UpgradeTests(SynchronousTestCase):
         C{upgradeToSecure()} before the socket is open fails clearly.
         """
         sock, _ = connecting()
-        f = self.failureResultOf(sock.upgradeToSecure(object()), RuntimeError)
+        f = self.failureResultOf(sock.upgradeToSecure(FakeTLSOptions()), RuntimeError)
         self.assertIn("not open", str(f.value))
 
     def test_upgrade(self) -> None:
@@ -1371,7 +1384,7 @@ class UpgradeTests(SynchronousTestCase):
         handshake completed; then C{ssl} is L{True}.
         """
         sock, protocol, transport = connected()
-        options = object()
+        options = FakeTLSOptions()
         d = sock.upgradeToSecure(options)
         self.assertEqual(transport.tlsStarted, [options])
         self.assertNoResult(d)
@@ -1386,11 +1399,11 @@ class UpgradeTests(SynchronousTestCase):
         A second C{upgradeToSecure()} fails, during and after the first.
         """
         sock, protocol, _ = connected()
-        sock.upgradeToSecure(object())
-        f = self.failureResultOf(sock.upgradeToSecure(object()), RuntimeError)
+        sock.upgradeToSecure(FakeTLSOptions())
+        f = self.failureResultOf(sock.upgradeToSecure(FakeTLSOptions()), RuntimeError)
         self.assertIn("already", str(f.value))
         protocol.handshakeCompleted()
-        self.failureResultOf(sock.upgradeToSecure(object()), RuntimeError)
+        self.failureResultOf(sock.upgradeToSecure(FakeTLSOptions()), RuntimeError)
 
     def test_afterClose(self) -> None:
         """
@@ -1398,7 +1411,7 @@ class UpgradeTests(SynchronousTestCase):
         """
         sock, _, _ = connected()
         sock.close()
-        self.failureResultOf(sock.upgradeToSecure(object()), SocketClosed)
+        self.failureResultOf(sock.upgradeToSecure(FakeTLSOptions()), SocketClosed)
 
     def test_waitsForQueuedWrites(self) -> None:
         """
@@ -1407,11 +1420,12 @@ class UpgradeTests(SynchronousTestCase):
         """
         sock, _, transport = connected(bufferSize=3)
         sock.write(b"plain")
-        d = sock.upgradeToSecure("options")
+        options = FakeTLSOptions()
+        d = sock.upgradeToSecure(options)
         sock.write(b"secret")
         self.assertEqual(transport.tlsStarted, [])
         self.assertEqual(transport.drain(), b"plain")
-        self.assertEqual(transport.tlsStarted, ["options"])
+        self.assertEqual(transport.tlsStarted, [options])
         self.assertEqual(transport.drain(), b"secret")
         self.assertNoResult(d)
 
@@ -1420,7 +1434,7 @@ class UpgradeTests(SynchronousTestCase):
         A failed handshake fails the upgrade and C{closed} with the error.
         """
         sock, protocol, _ = connected()
-        d = sock.upgradeToSecure(object())
+        d = sock.upgradeToSecure(FakeTLSOptions())
         protocol.connectionLost(Failure(ValueError("bad handshake")))
         self.failureResultOf(d, ValueError)
         self.failureResultOf(sock.closed, ValueError)
@@ -1432,8 +1446,39 @@ class UpgradeTests(SynchronousTestCase):
         """
         sock, protocol = connecting()
         protocol.makeConnection(StringTransport())
-        f = self.failureResultOf(sock.upgradeToSecure(object()), RuntimeError)
+        f = self.failureResultOf(sock.upgradeToSecure(FakeTLSOptions()), RuntimeError)
         self.assertIn("cannot start TLS", str(f.value))
+
+    def test_badOptions(self) -> None:
+        """
+        Options that are no TLS options fail the upgrade with a L{TypeError}
+        that names their type; the socket stays open and usable, and a
+        later upgrade with real options works.
+        """
+        sock, protocol, transport = connected()
+        for bad in ["options", 42, object()]:
+            f = self.failureResultOf(sock.upgradeToSecure(bad), TypeError)
+            self.assertIn("tlsOptions must be", str(f.value))
+            self.assertIn(type(bad).__name__, str(f.value))
+        self.assertEqual(transport.tlsStarted, [])
+        self.assertEqual(sock.readyState, "open")
+        self.successResultOf(sock.write(b"still open"))
+        self.assertEqual(transport.value(), b"still open")
+        options = FakeTLSOptions()
+        d = sock.upgradeToSecure(options)
+        self.assertEqual(transport.tlsStarted, [options])
+        protocol.handshakeCompleted()
+        self.successResultOf(d)
+
+        class OldStyle:
+            def getContext(self) -> None:
+                """
+                An old-style context factory.
+                """
+
+        sock2, _, transport2 = connected()
+        sock2.upgradeToSecure(OldStyle())
+        self.assertEqual(len(transport2.tlsStarted), 1)
 
     def test_noHostName(self) -> None:
         """
