@@ -324,9 +324,20 @@ class ServerSocketFactory(Factory):
         """
         @param server: The server socket to deliver to (a new one by default).
         @param highWater: The read high-water mark of accepted sockets.
+
+        @raise ValueError: If C{highWater} is not a positive int (checked now,
+            not when the first connection arrives).
         """
+        if type(highWater) is not int or highWater < 1:
+            raise ValueError(f"highWater must be a positive int, got {highWater!r}")
         self.server = server if server is not None else TCPServerSocket()
         self.highWater = highWater
+
+    def logPrefix(self) -> str:
+        """
+        The prefix of Twisted's log lines about the listening port.
+        """
+        return "tcpext"
 
     def buildProtocol(self, addr: IAddress) -> SocketProtocol | None:  # type: ignore[override]
         """

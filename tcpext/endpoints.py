@@ -80,6 +80,23 @@ class ClientSocketFactory(ClientFactory):
         self.socket._connectFailed(reason)
 
 
+def _notAnEndpoint(kind: str, endpoint: object) -> str:
+    """
+    The message of a L{TypeError} for an argument that is no endpoint.
+    """
+    making = "clientFromString" if kind == "client" else "serverFromString"
+    hint = (
+        f"; for a description string use twisted.internet.endpoints.{making}"
+        "(reactor, ...)"
+        if isinstance(endpoint, (str, bytes))
+        else ""
+    )
+    return (
+        f"expected a Twisted stream {kind} endpoint, not "
+        f"{type(endpoint).__name__}{hint}"
+    )
+
+
 def _requestedAddress(endpoint: object) -> tuple[str | None, int | None]:
     """
     The host and port an endpoint was made for, when Twisted's endpoint says
@@ -124,7 +141,12 @@ def startSocket(
     @param highWater: The socket's read high-water mark, in bytes.
 
     @return: The socket.  C{closeImmediately()} on it cancels the attempt.
+
+    @raise TypeError: If C{endpoint} is no client endpoint.
+    @raise ValueError: If C{highWater} is not a positive int.
     """
+    if not callable(getattr(endpoint, "connect", None)):
+        raise TypeError(_notAnEndpoint("client", endpoint))
     if type(endpoint) is TCP4ClientEndpoint:
         # What TCP4ClientEndpoint.connect does, without the wrapping factory,
         # protocol and Deferred (the factory takes connection failures): a
@@ -172,9 +194,14 @@ def connectSocket(
 
     @return: A Deferred that fires with the L{TCPClientSocket} once it is
         C{"open"} (for TLS: once the handshake completed), or fails with the
-        connection error.
+        connection error (L{TypeError} or L{ValueError} for bad arguments).
     """
-    sock = startSocket(endpoint, highWater=highWater)
+    try:
+        sock = startSocket(endpoint, highWater=highWater)
+    except (TypeError, ValueError) as e:
+        failed: Deferred[TCPClientSocket] = Deferred()
+        failed.errback(e)
+        return failed
     return sock.opened.addCallback(lambda _: sock)
 
 
@@ -193,15 +220,18 @@ def listenSocket(
 
     @return: A Deferred that fires with the L{TCPServerSocket} once
         listening, or fails with the error (for example
-        L{twisted.internet.error.CannotListenError}).
+        L{twisted.internet.error.CannotListenError}; L{TypeError} or
+        L{ValueError} for bad arguments).
     """
     try:
+        if not callable(getattr(endpoint, "listen", None)):
+            raise TypeError(_notAnEndpoint("server", endpoint))
         server = TCPServerSocket(backLog)
+        factory = ServerSocketFactory(server, highWater)
     except (TypeError, ValueError) as e:
         failed: Deferred[TCPServerSocket] = Deferred()
         failed.errback(e)
         return failed
-    factory = ServerSocketFactory(server, highWater)
     try:
         listening = endpoint.listen(factory)
     except Exception:

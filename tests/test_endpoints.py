@@ -140,6 +140,43 @@ class StartSocketTests(SynchronousTestCase):
             listenSocket(serverFromString(reactor, "tcp:0"), backLog=0), ValueError
         )
 
+    def test_badArguments(self) -> None:
+        """
+        Something that is no endpoint, a bad backlog or a bad high-water
+        mark fails the Deferred (or, for C{startSocket}, raises) with an
+        error that says what was wrong; nothing listens or connects.
+        """
+        reactor = MemoryReactorClock()
+        f = self.failureResultOf(
+            connectSocket("tcp:example.com:80"),  # type: ignore[arg-type]
+            TypeError,
+        )
+        self.assertIn("client endpoint, not str", str(f.value))
+        self.assertIn("clientFromString", str(f.value))
+        f = self.failureResultOf(listenSocket(7000), TypeError)  # type: ignore[arg-type]
+        self.assertIn("server endpoint, not int", str(f.value))
+        with self.assertRaises(TypeError) as caught:
+            startSocket(None)  # type: ignore[arg-type]
+        self.assertIn("client endpoint, not NoneType", str(caught.exception))
+        endpoint = TCP4ClientEndpoint(reactor, "192.0.2.1", 9)
+        for bad in [0, -1, 1.5, True]:
+            f = self.failureResultOf(
+                connectSocket(endpoint, highWater=bad),  # type: ignore[arg-type]
+                ValueError,
+            )
+            self.assertIn("highWater", str(f.value))
+            f = self.failureResultOf(
+                listenSocket(serverFromString(reactor, "tcp:0"), highWater=bad),  # type: ignore[arg-type]
+                ValueError,
+            )
+            self.assertIn("highWater", str(f.value))
+        for bad in [None, "128", 1.0]:
+            self.failureResultOf(
+                listenSocket(serverFromString(reactor, "tcp:0"), backLog=bad),  # type: ignore[arg-type]
+                TypeError,
+            )
+        self.assertEqual((reactor.tcpClients, reactor.tcpServers), ([], []))
+
     def test_listenSocketMemory(self) -> None:
         """
         C{listenSocket} gives a server whose factory is a
@@ -164,6 +201,11 @@ class StartSocketTests(SynchronousTestCase):
         serverFactory = ServerSocketFactory()
         reactor.listenTCP(0, serverFactory)
         self.assertIsInstance(serverFactory.server, TCPServerSocket)
+        # Twisted's "... starting on PORT" line names tcpext, and the
+        # factories log no "Starting factory" lines of their own.
+        self.assertEqual(serverFactory.logPrefix(), "tcpext")
+        self.assertFalse(serverFactory.noisy)
+        self.assertFalse(factory.noisy)
 
 
 class EndpointStringTests(TestCase):
