@@ -1574,15 +1574,19 @@ class TCPClientSocket:
         Turn Nagle's algorithm off (L{True}, the default of tcpext sockets)
         or on; applied once open if called while connecting.  Ignored on
         transports without TCP options.
+
+        @raise TypeError: If C{noDelay} is not a C{bool} (or C{0}/C{1}).
         """
-        self._setOption("setTcpNoDelay", bool(noDelay))
+        self._setOption("setTcpNoDelay", _flag("setNoDelay", noDelay))
 
     def setKeepAlive(self, keepAlive: bool = True) -> None:
         """
         Turn TCP keep-alive on or off; applied once open if called while
         connecting.  Ignored on transports without TCP options.
+
+        @raise TypeError: If C{keepAlive} is not a C{bool} (or C{0}/C{1}).
         """
-        self._setOption("setTcpKeepAlive", bool(keepAlive))
+        self._setOption("setTcpKeepAlive", _flag("setKeepAlive", keepAlive))
 
     def _setOption(self, name: str, value: bool) -> None:
         """
@@ -1598,6 +1602,19 @@ class TCPClientSocket:
         setter = getattr(self._transport, name, None)
         if setter is not None:
             setter(value)
+
+
+def _flag(method: str, value: object) -> bool:
+    """
+    A socket option's on/off value: a C{bool}, or the ints C{0} and C{1}.
+
+    @raise TypeError: For anything else (C{"false"} would otherwise be true).
+    """
+    if type(value) is bool:
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{method}() takes True or False, not {value!r}")
 
 
 def _isTLSOptions(options: object) -> bool:

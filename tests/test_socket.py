@@ -1001,6 +1001,24 @@ class WriteTests(SynchronousTestCase):
         sock.setNoDelay(False)
         self.assertEqual(transport.options, {"noDelay": False, "keepAlive": True})
 
+    def test_socketOptionsBadValues(self) -> None:
+        """
+        C{setNoDelay} and C{setKeepAlive} take a C{bool} (or C{0}/C{1});
+        anything else raises a L{TypeError} that shows the value, and the
+        option is left as it was.
+        """
+        sock, _, transport = connected()
+        for method in [sock.setNoDelay, sock.setKeepAlive]:
+            for bad in ["false", None, 2, 1.0]:
+                with self.assertRaises(TypeError) as caught:
+                    method(bad)  # type: ignore[arg-type]
+                self.assertIn(repr(bad), str(caught.exception))
+                self.assertIn(method.__name__, str(caught.exception))
+        self.assertEqual(transport.options, {"noDelay": True})
+        sock.setKeepAlive(1)  # type: ignore[arg-type]
+        sock.setNoDelay(0)  # type: ignore[arg-type]
+        self.assertEqual(transport.options, {"noDelay": False, "keepAlive": True})
+
     def test_noDelayByDefault(self) -> None:
         """
         Sockets turn Nagle's algorithm off when they open, unless told
