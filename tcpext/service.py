@@ -146,6 +146,12 @@ class Options(usage.Options):
         """
         if not os.path.isdir(directory):
             raise usage.UsageError(f"--extensions: {directory!r} is not a directory")
+        if os.path.exists(os.path.join(directory, "manifest.json")):
+            raise usage.UsageError(
+                f"--extensions: {directory!r} is itself an extension (it holds "
+                "manifest.json); run it with --extension, or give the folder "
+                "that contains it"
+            )
         self["extensions"].append(directory)
 
     def opt_grant(self, value: str) -> None:
@@ -283,13 +289,19 @@ class TCPExtService(MultiService):
         paths = list(self.extensionPaths)
         for directory in self.extensionDirectories:
             try:
-                paths.extend(findExtensions(directory))
+                found = findExtensions(directory)
             except OSError as e:
                 self.log.error(
                     "cannot list extensions in {directory}: {reason}",
                     directory=directory,
                     reason=str(e),
                 )
+                continue
+            if not found:
+                self.log.warn(
+                    "no extension folders in {directory}", directory=directory
+                )
+            paths.extend(found)
         seen = set()
         unique = []
         for path in paths:

@@ -142,6 +142,11 @@ class OptionsTests(SynchronousTestCase):
                 "tcp-listen:0",
             ),
         ]
+        # --extensions pointed at an extension rather than at its parent
+        extension = self.base.child("echo")
+        extension.makedirs()
+        extension.child("manifest.json").setContent(b"{}")
+        cases.append((["--extensions", extension.path], "run it with --extension"))
         for args, words in cases:
             error = self.assertRaises(usage.UsageError, self.parse, *args)
             self.assertIn(words, str(error), args)
@@ -280,6 +285,18 @@ class LoadExtensionsTests(SynchronousTestCase):
         )
         self.assertTrue(
             any("70000" in m for m in self.log.messages("tcpext.extension.perm"))
+        )
+
+    def test_emptyFolderWarned(self) -> None:
+        """
+        A folder given with C{--extensions} that holds no extension folder is
+        reported, so the operator learns why nothing runs.
+        """
+        service = self.service()
+        self.assertEqual(service.loadExtensions(), [])
+        self.assertIn(
+            f"no extension folders in {self.base.path}",
+            self.log.messages(),
         )
 
     def test_unexpectedError(self) -> None:
