@@ -855,3 +855,78 @@ class HostingTests(SynchronousTestCase):
         self.assertTrue(child.running)
         self.assertEqual(len(self.reactor.tcpServers), 2)
         self.successResultOf(service.stopService())
+
+
+class LoopbackHostingTests(TestCase):
+    """
+    Stopping the service on real loopback sockets.
+    """
+
+    timeout = 30
+
+    async def test_stopClosesSocketsAndWaits(self) -> None:
+        """
+        Stopping the service closes the extension's listening port and the
+        connections it holds (its peers read the end), and the stop's
+        Deferred fires only once the port is really closed.
+        """
+        from twisted.internet import reactor as globalReactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+        from twisted.internet.task import deferLater
+
+        from tcpext.endpoints import connectSocket
+
+        base = FilePath(self.mktemp())
+        base.makedirs()
+        portFile = FilePath(self.mktemp())
+        writeExtension(
+            base,
+            "holder",
+            manifestWith(name="holder", permissions=["tcp-listen:127.0.0.1:*"]),
+            script=(
+                "from twisted.internet.defer import ensureDeferred\n"
+                "held = []\n"
+                "async def serve(server):\n"
+                "    async for sock in server.connections:\n"
+                "        held.append(sock)\n"
+                "        await sock.write(b'hello')\n"
+                "async def main(browser):\n"
+                "    server = await browser.TCPSocket.listen(host='127.0.0.1')\n"
+                f"    with open({portFile.path!r}, 'w') as f:\n"
+                "        f.write(str(server.localPort))\n"
+                "    ensureDeferred(serve(server))\n"
+            ),
+        )
+        service = TCPExtService(
+            extensionPaths=[base.child("holder").path],
+            stateDirectory=self.mktemp(),
+            reactor=globalReactor,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        for _ in range(200):
+            if portFile.exists() and portFile.getContent():
+                break
+            await deferLater(globalReactor, 0.01, lambda: None)
+        port = int(portFile.getContent())
+        clients = []
+        for _ in range(2):
+            client = await connectSocket(
+                TCP4ClientEndpoint(globalReactor, "127.0.0.1", port)
+            )
+            self.addCleanup(client.closeImmediately)
+            self.assertEqual(await client.readExactly(5), b"hello")
+            clients.append(client)
+
+        stopping = service.stopService()
+        self.assertNoResult(stopping)
+        await stopping
+        for client in clients:
+            try:
+                end = await client.read()
+            except ConnectionLost:
+                end = b""
+            self.assertEqual(end, b"")
+        with self.assertRaises(ConnectionRefusedError):
+            await connectSocket(TCP4ClientEndpoint(globalReactor, "127.0.0.1", port))
