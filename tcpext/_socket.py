@@ -303,6 +303,11 @@ class SocketProtocol:
                 return
         if sock._state is _CLOSED:
             return
+        if sock._losing and sock._bufSize >= sock._highWater:
+            # Closing, and the buffer is full: the transport reads on only so
+            # that the close completes, so what comes past the mark is dropped
+            # (as the kernel drops unread bytes when a TCP socket closes).
+            return
         buf = sock._buf
         if buf is None:
             sock._buf = [data]
@@ -401,6 +406,7 @@ class TCPClientSocket:
         "_full",
         "_suspended",
         "_readPaused",
+        "_losing",
         # write side
         "_held",
         "_heldSize",
@@ -465,6 +471,9 @@ class TCPClientSocket:
         self._full = False
         self._suspended = False
         self._readPaused = False
+        # True once the transport was asked to close: reading must go on (a
+        # TLS close waits for the peer's close-notify)
+        self._losing = False
         self._held: deque[_Held] | None = None
         self._heldSize = 0
         self._drainWaiters: list[Deferred[None]] | None = None
@@ -868,6 +877,7 @@ class TCPClientSocket:
         want = self._suspended or self._full
         if (
             want is not self._readPaused
+            and not self._losing
             and self._opened is True
             and self._readEnd is None
             and self._state is not _CLOSED
@@ -1186,6 +1196,13 @@ class TCPClientSocket:
             transport.stopWriting()
             transport.connectionLost(_CONNECTION_DONE)
             return
+        self._losing = True
+        if self._readPaused:
+            # A TLS close completes only once the peer's close-notify was
+            # read: a suspended or full socket must read again, or close()
+            # would never finish.
+            self._readPaused = False
+            transport.resumeProducing()
         transport.loseConnection()
 
     def closeWrite(self) -> Deferred[None]:

@@ -1149,6 +1149,37 @@ class CloseTests(SynchronousTestCase):
         self.assertEqual(sock.readyState, "closed")
         self.successResultOf(sock.close())
 
+    def test_closeReadsAgain(self) -> None:
+        """
+        C{close()} on a socket that does not read (suspended, or its buffer
+        full) resumes the transport's reading, so that a close that waits
+        for the peer (TLS) can finish; later C{suspend()}s are ignored, and
+        bytes that come past the high-water mark while closing are dropped,
+        while those buffered before stay readable.
+        """
+        sock, protocol, transport = connected(highWater=4)
+        sock.suspend()
+        self.assertEqual(transport.producerState, "paused")
+        protocol.dataReceived(b"abcd")
+        d = sock.close()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertTrue(transport.disconnecting)
+        sock.suspend()
+        sock.resume()
+        sock.suspend()
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"dropped")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(d)
+        self.assertEqual(self.successResultOf(sock.read()), b"abcd")
+        self.assertEqual(self.successResultOf(sock.read()), b"")
+
+        sock, protocol, transport = connected(highWater=4)
+        protocol.dataReceived(b"full")
+        self.assertEqual(transport.producerState, "paused")
+        sock.close()
+        self.assertEqual(transport.producerState, "producing")
+
     def test_closeTwice(self) -> None:
         """
         A second C{close()} while closing fires at the same time.

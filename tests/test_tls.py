@@ -172,6 +172,64 @@ class TLSTests(TestCase):
         sock.resume()
         self.assertEqual(await sock.readExactly(20), b"echo while suspended")
 
+    async def test_closeWhileNotReading(self) -> None:
+        """
+        C{close()} completes on a TLS socket that is suspended, and on one
+        whose read buffer is full (a TLS close waits for the peer's
+        close-notify, so the socket must read again to finish closing);
+        the peers read the end.
+        """
+        pki = testPKI()
+        server = await listenSocket(
+            SSL4ServerEndpoint(
+                globalReactor, 0, pki.serverOptions(), interface="127.0.0.1"
+            )
+        )
+        self.addCleanup(server.close)
+        endpoint = self.tlsEndpoint(server, pki.clientOptions())
+
+        suspended = await connectSocket(endpoint)
+        self.addCleanup(suspended.closeImmediately)
+        peer = await server.accept()
+        assert peer is not None
+        self.addCleanup(peer.closeImmediately)
+        suspended.suspend()
+        await peer.write(b"unread")
+        await deferLater(globalReactor, 0.02, lambda: None)
+        closing = suspended.close()
+        closing.addTimeout(10, globalReactor)
+        await closing
+        self.assertEqual(suspended.readyState, "closed")
+        self.assertIsNone(await suspended.closed)
+        self.assertEqual(await peer.read(), b"")
+
+        client = await connectSocket(endpoint)
+        self.addCleanup(client.closeImmediately)
+        full = await server.accept()
+        assert full is not None
+        self.addCleanup(full.closeImmediately)
+        sending = client.write(b"f" * (300 * 1000))
+        for _ in range(200):
+            if full._full:
+                break
+            await deferLater(globalReactor, 0.01, lambda: None)
+        self.assertTrue(full._full)
+        buffered = full._bufSize
+        closing = full.close()
+        closing.addTimeout(10, globalReactor)
+        await closing
+        self.assertEqual(full.readyState, "closed")
+        # what was buffered before the close is still there to read; what
+        # came past the mark while closing was dropped
+        data = await full.read()
+        self.assertGreaterEqual(len(data), buffered)
+        self.assertLess(len(data), 300 * 1000)
+        self.assertEqual(data, b"f" * len(data))
+        sending.addErrback(lambda _: None)
+        end = client.read()
+        end.addErrback(lambda _: b"")
+        self.assertEqual(await end, b"")
+
     async def test_clientCertificate(self) -> None:
         """
         A client certificate given in C{tlsOptions} satisfies a server that
