@@ -194,6 +194,10 @@ class Options(usage.Options):
             )
         if self["state"] is None:
             self["state"] = defaultStateDirectory()
+        elif os.path.exists(self["state"]) and not os.path.isdir(self["state"]):
+            raise usage.UsageError(
+                f"--state: {self['state']!r} exists and is not a directory"
+            )
         if self["isolation"] == "process":
             from tcpext._isolation import NamespaceUnavailable, checkNetworkNamespace
 

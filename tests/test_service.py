@@ -147,6 +147,14 @@ class OptionsTests(SynchronousTestCase):
         extension.makedirs()
         extension.child("manifest.json").setContent(b"{}")
         cases.append((["--extensions", extension.path], "run it with --extension"))
+        aFile = self.base.child("a-file")
+        aFile.setContent(b"")
+        cases.append(
+            (
+                ["--extensions", self.base.path, "--state", aFile.path],
+                "is not a directory",
+            )
+        )
         for args, words in cases:
             error = self.assertRaises(usage.UsageError, self.parse, *args)
             self.assertIn(words, str(error), args)
