@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Union
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
+from twisted.internet.error import TimeoutError as UserTimeoutError
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
@@ -420,8 +421,15 @@ class TCPClientSocket:
         "_options",
         "_direct",
         "_shutWaiter",
+        "_closeTimer",
         "__weakref__",
     )
+
+    #: Seconds a TLS C{close()} waits for the peer's close-notify before it
+    #: aborts the connection (C{closed} then fails with
+    #: L{twisted.internet.error.TimeoutError});
+    #: L{None}: wait as long as the peer takes.
+    tlsCloseTimeout: float | None = 30.0
 
     def __init__(
         self,
@@ -490,6 +498,8 @@ class TCPClientSocket:
         self._direct = False
         # closeWrite()'s Deferred while its FIN waits for queued writes
         self._shutWaiter: Deferred[None] | None = None
+        # the timer that ends a TLS close the peer does not answer
+        self._closeTimer: Any = None
 
     def __repr__(self) -> str:
         """
@@ -1203,7 +1213,24 @@ class TCPClientSocket:
             # would never finish.
             self._readPaused = False
             transport.resumeProducing()
+        if not self._direct and _tlsLayer(transport) is not None:
+            clock = _clockOf(transport)
+            timeout = self.tlsCloseTimeout
+            if clock is not None and timeout is not None:
+                self._closeTimer = clock.callLater(timeout, self._closeTimedOut)
         transport.loseConnection()
+
+    def _closeTimedOut(self) -> None:
+        """
+        The peer did not answer a TLS close in time: abort the connection.
+        """
+        self._closeTimer = None
+        self._abortWith(
+            UserTimeoutError(
+                string=f"the peer did not complete the TLS close within "
+                f"{self.tlsCloseTimeout} seconds; the connection was aborted"
+            )
+        )
 
     def closeWrite(self) -> Deferred[None]:
         """
@@ -1302,6 +1329,11 @@ class TCPClientSocket:
         before any callback runs, so callbacks see a closed socket.
         """
         self._state = _CLOSED
+        timer = self._closeTimer
+        if timer is not None:
+            self._closeTimer = None
+            if timer.active():
+                timer.cancel()
         if self._readEnd is None:
             self._readEnd = True if failure is None else failure
         if self._writeEnd is None:
@@ -1619,6 +1651,21 @@ class TCPClientSocket:
         setter = getattr(self._transport, name, None)
         if setter is not None:
             setter(value)
+
+
+def _clockOf(transport: object) -> Any:
+    """
+    The reactor under C{transport} (through TLS layers), to set a timer on;
+    L{None} if it cannot be found.
+    """
+    for _ in range(4):
+        if transport is None:
+            return None
+        clock = getattr(transport, "reactor", None)
+        if clock is not None and callable(getattr(clock, "callLater", None)):
+            return clock
+        transport = getattr(transport, "transport", None)
+    return None
 
 
 def _flag(method: str, value: object) -> bool:

@@ -1180,6 +1180,57 @@ class CloseTests(SynchronousTestCase):
         sock.close()
         self.assertEqual(transport.producerState, "producing")
 
+    def test_tlsCloseTimeout(self) -> None:
+        """
+        A TLS close the peer does not answer within C{tlsCloseTimeout}
+        seconds aborts the connection: C{close()} fires and C{closed} fails
+        with L{twisted.internet.error.TimeoutError}, which says why.  An
+        answered close cancels the timer; plain TCP sets none.
+        """
+        from twisted.internet.error import TimeoutError as UserTimeoutError
+        from twisted.internet.interfaces import ISSLTransport
+        from twisted.internet.task import Clock
+        from zope.interface import directlyProvides
+
+        def tlsConnected() -> tuple[TCPClientSocket, Any, Any, Clock]:
+            sock, protocol = connecting()
+            transport = FakeTCPTransport()
+            directlyProvides(transport, ISSLTransport)
+            transport.reactor = clock = Clock()  # type: ignore[attr-defined]
+            protocol.makeConnection(transport)
+            protocol.handshakeCompleted()
+            return sock, protocol, transport, clock
+
+        sock, protocol, transport, clock = tlsConnected()
+        self.assertTrue(sock.ssl)
+        d = sock.close()
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        clock.advance(TCPClientSocket.tlsCloseTimeout - 1)  # type: ignore[operator]
+        self.assertNoResult(d)
+        clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertIsNone(self.successResultOf(d))
+        f = self.failureResultOf(sock.closed, UserTimeoutError)
+        self.assertIn("TLS close", str(f.value))
+
+        sock, protocol, transport, clock = tlsConnected()
+        d = sock.close()
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.successResultOf(sock.closed)
+
+        self.patch(TCPClientSocket, "tlsCloseTimeout", None)
+        sock, protocol, transport, clock = tlsConnected()
+        sock.close()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+        sock, protocol, transport = connected()
+        transport.reactor = clock = Clock()  # type: ignore[attr-defined]
+        sock.close()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_closeTwice(self) -> None:
         """
         A second C{close()} while closing fires at the same time.

@@ -230,6 +230,36 @@ class TLSTests(TestCase):
         end.addErrback(lambda _: b"")
         self.assertEqual(await end, b"")
 
+    async def test_closeWithPeerNotReading(self) -> None:
+        """
+        A TLS C{close()} whose peer does not read (so never answers the
+        close-notify) ends after C{tlsCloseTimeout}: the connection is
+        aborted and C{closed} fails with L{TimeoutError}.
+        """
+        from twisted.internet.error import TimeoutError as UserTimeoutError
+
+        self.patch(TCPClientSocket, "tlsCloseTimeout", 0.2)
+        pki = testPKI()
+        server = await listenSocket(
+            SSL4ServerEndpoint(
+                globalReactor, 0, pki.serverOptions(), interface="127.0.0.1"
+            )
+        )
+        self.addCleanup(server.close)
+        client = await connectSocket(self.tlsEndpoint(server, pki.clientOptions()))
+        self.addCleanup(client.closeImmediately)
+        peer = await server.accept()
+        assert peer is not None
+        self.addCleanup(peer.closeImmediately)
+        peer.suspend()
+        await deferLater(globalReactor, 0.02, lambda: None)
+        closing = client.close()
+        closing.addTimeout(10, globalReactor)
+        await closing
+        self.assertEqual(client.readyState, "closed")
+        with self.assertRaises(UserTimeoutError):
+            await client.closed
+
     async def test_clientCertificate(self) -> None:
         """
         A client certificate given in C{tlsOptions} satisfies a server that
