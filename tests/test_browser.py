@@ -5,6 +5,18 @@ Tests for L{tcpext.browser} and the option validation in L{tcpext._options}.
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.error import (
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError,
+)
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpext._options import (
@@ -14,6 +26,10 @@ from tcpext._options import (
     parseConnectOptions,
     parseListenOptions,
 )
+from tcpext.browser import MemoryGrantStore, allowAll, denyAll, makeBrowser
+from tcpext.permissions import PermissionDenied
+from tcpext.reactor import PermissionCheckingReactor
+from tcpext.testing import StubBrowser
 
 
 class ConnectOptionsTests(SynchronousTestCase):
@@ -267,3 +283,790 @@ class ListenOptionsTests(SynchronousTestCase):
             {"useSecureTransport": True, "tlsOptions": marker}, {}
         )
         self.assertIs(options.tlsOptions, marker)
+
+
+def _events() -> tuple[list[dict[str, Any]], Logger]:
+    """
+    A logger in an extension's namespace that records its events.
+    """
+    events: list[dict[str, Any]] = []
+    return events, Logger(namespace="tcpext.extension.test", observer=events.append)
+
+
+def _denials(events: list[dict[str, Any]]) -> list[str]:
+    """
+    The formatted denial events.
+    """
+    return [
+        formatEvent(e) for e in events if e.get("log_format", "").startswith("denied")
+    ]
+
+
+class NamespaceTests(SynchronousTestCase):
+    """
+    The shape of the C{browser} namespace.
+    """
+
+    def test_connectOnlyWithConnectPermission(self) -> None:
+        """
+        C{TCPSocket.connect} exists only if the manifest lists a
+        C{tcp-connect:} entry (required or optional); likewise C{listen}.
+        """
+        self.assertFalse(hasattr(StubBrowser().browser.TCPSocket, "connect"))
+        self.assertFalse(hasattr(StubBrowser().browser.TCPSocket, "listen"))
+        b = StubBrowser(permissions=["tcp-connect:example.com:80"]).browser
+        self.assertTrue(hasattr(b.TCPSocket, "connect"))
+        self.assertFalse(hasattr(b.TCPSocket, "listen"))
+        b = StubBrowser(optionalPermissions=["tcp-listen:7000"]).browser
+        self.assertFalse(hasattr(b.TCPSocket, "connect"))
+        self.assertTrue(hasattr(b.TCPSocket, "listen"))
+
+    def test_otherPermissionsIgnored(self) -> None:
+        """
+        Other WebExtension permissions give no socket access.
+        """
+        b = StubBrowser(permissions=["storage"]).browser
+        self.assertFalse(hasattr(b.TCPSocket, "connect"))
+        self.assertEqual(len(b.grants), 0)
+
+    def test_runtime(self) -> None:
+        """
+        C{runtime.id} is the extension id; C{runtime.getManifest()} returns a
+        deep copy each time.
+        """
+        manifest = {
+            "manifest_version": 2,
+            "name": "x",
+            "version": "1",
+            "permissions": ["tcp-listen:7000"],
+        }
+        b = StubBrowser(manifest, extensionId="x@example").browser
+        self.assertEqual(b.runtime.id, "x@example")
+        copy = b.runtime.getManifest()
+        self.assertEqual(copy, manifest)
+        copy["permissions"].append("tcp-listen:*")
+        self.assertEqual(b.runtime.getManifest()["permissions"], ["tcp-listen:7000"])
+        manifest["permissions"].append("tcp-listen:*")
+        self.assertEqual(b.runtime.getManifest()["permissions"], ["tcp-listen:7000"])
+
+    def test_grantsAndReactor(self) -> None:
+        """
+        C{browser.grants} holds the manifest's permissions, and
+        C{browser.reactor} is a L{PermissionCheckingReactor}.
+        """
+        stub = StubBrowser(permissions=["tcp-connect:example.com:80"])
+        self.assertEqual(
+            [str(p) for p in stub.browser.grants], ["tcp-connect:example.com:80"]
+        )
+        self.assertIsInstance(stub.browser.reactor, PermissionCheckingReactor)
+
+    def test_invalidManifestPermission(self) -> None:
+        """
+        An invalid C{tcp-*} entry in the manifest is a L{ValueError} from
+        L{makeBrowser}.
+        """
+        self.assertRaises(
+            ValueError, StubBrowser, permissions=["tcp-connect:example.com:0"]
+        )
+
+    def test_operatorGrants(self) -> None:
+        """
+        Operator grants add optional permissions; a grant the manifest does
+        not list as optional is a L{ValueError}.
+        """
+        stub = StubBrowser(
+            optionalPermissions=["tcp-connect:example.com:80"],
+            grants=["tcp-connect:example.com:80"],
+        )
+        self.assertTrue(stub.browser.grants.allowsConnect("example.com", 80))
+        exc = self.assertRaises(
+            ValueError,
+            StubBrowser,
+            optionalPermissions=["tcp-connect:example.com:80"],
+            grants=["tcp-connect:example.com:81"],
+        )
+        self.assertIn("optional_permissions", str(exc))
+
+    def test_defaultLogger(self) -> None:
+        """
+        Without a logger, the extension gets one in the namespace
+        C{tcpext.extension.<id>}.
+        """
+        b = makeBrowser(
+            extensionId="echo",
+            manifest={"permissions": []},
+            reactor=MemoryReactorClock(),
+        )
+        self.assertEqual(b.log.namespace, "tcpext.extension.echo")
+
+
+class ConnectTests(SynchronousTestCase):
+    """
+    Tests for C{browser.TCPSocket.connect}.
+    """
+
+    def stub(self, *permissions: str, **names: list[str]) -> StubBrowser:
+        """
+        A L{StubBrowser} with these permissions and DNS names (keyword
+        names use C{_} for C{.}).
+        """
+        self.events, log = _events()
+        return StubBrowser(
+            permissions=list(permissions),
+            names={k.replace("_", "."): v for k, v in names.items()},
+            log=log,
+        )
+
+    def test_badOptionsFailTheDeferred(self) -> None:
+        """
+        Bad options fail the L{Deferred} with L{TypeError}/L{ValueError}
+        instead of raising.
+        """
+        stub = self.stub("tcp-connect:*:*")
+        connect = stub.browser.TCPSocket.connect
+        self.failureResultOf(connect({"host": "h", "port": 0}), ValueError)
+        self.failureResultOf(connect({"host": "h", "port": True}), TypeError)
+        self.failureResultOf(connect({"host": "h", "port": 1, "bad": 1}), TypeError)
+        self.failureResultOf(connect("h:1"), TypeError)  # type: ignore[arg-type]
+        self.failureResultOf(connect(host="h", address="h", port=1), TypeError)
+        self.assertEqual(stub.reactor.tcpClients, [])
+
+    def test_numericAliasRefused(self) -> None:
+        """
+        A non-canonical numeric host is refused with L{ValueError} and never
+        looked up, even under a C{*} grant.
+        """
+        stub = self.stub("tcp-connect:*:*")
+        for alias in ("2130706433", "0x7f000001", "0177.0.0.1", "127.1"):
+            f = self.failureResultOf(
+                stub.browser.TCPSocket.connect(host=alias, port=80), ValueError
+            )
+            self.assertIn(alias, str(f.value))
+        self.assertEqual(stub.resolver.lookups, [])
+        self.assertEqual(stub.reactor.tcpClients, [])
+        self.assertEqual(len(_denials(self.events)), 4)
+
+    def test_denied(self) -> None:
+        """
+        A host and port no grant covers fail with L{PermissionDenied} that
+        says "permission denied" and names C{host:port}; the denial is logged
+        on the extension's logger; nothing is looked up or dialed.
+        """
+        stub = self.stub("tcp-connect:example.com:80", example_com=["93.184.216.34"])
+        f = self.failureResultOf(
+            stub.browser.TCPSocket.connect({"host": "example.com", "port": 81}),
+            PermissionDenied,
+        )
+        self.assertIn("permission denied", str(f.value))
+        self.assertIn("example.com:81", str(f.value))
+        self.assertEqual(stub.resolver.lookups, [])
+        self.assertEqual(stub.reactor.tcpClients, [])
+        [denial] = _denials(self.events)
+        self.assertIn("connect to example.com:81", denial)
+        self.assertIn("permission denied", denial)
+
+    def test_ipLiteral(self) -> None:
+        """
+        A granted IP literal is dialed without a lookup; the socket is
+        returned while connecting and opens once the peer answers.
+        """
+        stub = self.stub("tcp-connect:93.184.216.34:80")
+        sock = self.successResultOf(
+            stub.browser.TCPSocket.connect(host="93.184.216.34", port=80)
+        )
+        self.assertEqual(sock.readyState, "connecting")
+        self.assertEqual(stub.resolver.lookups, [])
+        self.assertEqual(stub.pendingConnections(), [("93.184.216.34", 80)])
+        peer = stub.connectPeer("93.184.216.34", 80)
+        self.assertEqual(sock.readyState, "open")
+        self.assertEqual((sock.host, sock.port), ("93.184.216.34", 80))
+        sock.write(b"ping")
+        stub.flush()
+        self.assertEqual(peer.received, b"ping")
+
+    def test_ipv6Literal(self) -> None:
+        """
+        An IPv6 literal, bracketed or not, is checked in canonical form.
+        """
+        stub = self.stub("tcp-connect:[2001:db8::1]:443")
+        self.successResultOf(
+            stub.browser.TCPSocket.connect(host="[2001:DB8:0::1]", port=443)
+        )
+        self.assertEqual(stub.pendingConnections(), [("2001:db8::1", 443)])
+
+    def test_mappedLiteral(self) -> None:
+        """
+        An IPv4-mapped IPv6 literal is its IPv4 address: it needs the IPv4
+        grant.
+        """
+        stub = self.stub("tcp-connect:93.184.216.34:80")
+        self.successResultOf(
+            stub.browser.TCPSocket.connect(host="::ffff:93.184.216.34", port=80)
+        )
+        self.assertEqual(stub.pendingConnections(), [("93.184.216.34", 80)])
+        self.failureResultOf(
+            stub.browser.TCPSocket.connect(host="::ffff:127.0.0.1", port=80),
+            PermissionDenied,
+        )
+
+    def test_nameResolvedOnceAndPinned(self) -> None:
+        """
+        A name is resolved once, and only the addresses that pass the
+        rebinding rule are dialed; changing the DNS answer afterwards changes
+        nothing.
+        """
+        stub = self.stub(
+            "tcp-connect:example.com:80",
+            example_com=["93.184.216.34", "10.0.0.1", "2606:2800:220:1::1"],
+        )
+        sock = self.successResultOf(
+            stub.browser.TCPSocket.connect(host="Example.COM.", port=80)
+        )
+        self.assertEqual(sock.readyState, "connecting")
+        self.assertEqual(stub.resolver.lookups, ["example.com"])
+        stub.resolver.add("example.com", "127.0.0.1")
+        stub.advance(1)
+        self.assertEqual(
+            stub.pendingConnections(),
+            [("93.184.216.34", 80), ("2606:2800:220:1::1", 80)],
+        )
+        self.assertEqual(stub.resolver.lookups, ["example.com"])
+        self.assertIn("10.0.0.1", " ".join(_denials(self.events)))
+
+    def test_rebindingDenied(self) -> None:
+        """
+        A name whose addresses are all non-public fails with
+        L{PermissionDenied} naming the address, unless an IP grant or a C{*}
+        host grant covers it.
+        """
+        stub = self.stub("tcp-connect:example.com:80", example_com=["10.0.0.1"])
+        f = self.failureResultOf(
+            stub.browser.TCPSocket.connect(host="example.com", port=80),
+            PermissionDenied,
+        )
+        self.assertIn("permission denied", str(f.value))
+        self.assertIn("10.0.0.1", str(f.value))
+        self.assertEqual(stub.reactor.tcpClients, [])
+        self.assertTrue(_denials(self.events))
+
+        stub = self.stub(
+            "tcp-connect:example.com:80",
+            "tcp-connect:10.0.0.0/8:80",
+            example_com=["10.0.0.1"],
+        )
+        self.successResultOf(
+            stub.browser.TCPSocket.connect(host="example.com", port=80)
+        )
+        self.assertEqual(stub.pendingConnections(), [("10.0.0.1", 80)])
+
+        stub = self.stub("tcp-connect:*:80", example_com=["10.0.0.1"])
+        self.successResultOf(
+            stub.browser.TCPSocket.connect(host="example.com", port=80)
+        )
+        self.assertEqual(stub.pendingConnections(), [("10.0.0.1", 80)])
+
+    def test_localhost(self) -> None:
+        """
+        C{localhost} is loopback without a lookup.
+        """
+        stub = self.stub("tcp-connect:localhost:7000", localhost=["10.0.0.1"])
+        self.successResultOf(
+            stub.browser.TCPSocket.connect(host="localhost", port=7000)
+        )
+        stub.advance(1)
+        self.assertEqual(stub.resolver.lookups, [])
+        self.assertEqual(
+            stub.pendingConnections(), [("127.0.0.1", 7000), ("::1", 7000)]
+        )
+
+    def test_unknownName(self) -> None:
+        """
+        A name with no addresses fails with L{DNSLookupError}.
+        """
+        stub = self.stub("tcp-connect:nowhere.example:80")
+        self.failureResultOf(
+            stub.browser.TCPSocket.connect(host="nowhere.example", port=80),
+            DNSLookupError,
+        )
+
+    def test_lookupTimeout(self) -> None:
+        """
+        The C{timeout} option bounds the name lookup too.
+        """
+        stub = self.stub("tcp-connect:slow.example:80")
+        stub.reactor.installNameResolver(_SilentResolver())
+        d = stub.browser.TCPSocket.connect(host="slow.example", port=80, timeout=5)
+        self.assertNoResult(d)
+        stub.advance(5)
+        self.failureResultOf(d, TimeoutError)
+
+    def test_connectionRefused(self) -> None:
+        """
+        A refused connection fails the socket's C{opened}.
+        """
+        stub = self.stub("tcp-connect:93.184.216.34:80")
+        sock = self.successResultOf(
+            stub.browser.TCPSocket.connect(host="93.184.216.34", port=80)
+        )
+        opened = sock.opened
+        stub.refuseConnection()
+        self.failureResultOf(opened, ConnectionRefusedError)
+
+    def test_tlsSendsServerName(self) -> None:
+        """
+        With C{useSecureTransport}, the connection starts with a TLS
+        ClientHello for the host name.
+        """
+        stub = self.stub("tcp-connect:example.com:443", example_com=["93.184.216.34"])
+        self.successResultOf(
+            stub.browser.TCPSocket.connect(
+                host="example.com", port=443, useSecureTransport=True
+            )
+        )
+        peer = stub.connectPeer()
+        self.assertEqual(peer.received[:1], b"\x16")
+        self.assertIn(b"example.com", peer.received)
+
+    def test_tlsOptions(self) -> None:
+        """
+        Given C{tlsOptions} are used instead of verifying the host name.
+        """
+        stub = self.stub("tcp-connect:example.com:443", example_com=["93.184.216.34"])
+        options = optionsForClientTLS("other.example")
+        self.successResultOf(
+            stub.browser.TCPSocket.connect(
+                host="example.com",
+                port=443,
+                useSecureTransport=True,
+                tlsOptions=options,
+            )
+        )
+        peer = stub.connectPeer()
+        self.assertIn(b"other.example", peer.received)
+        self.assertNotIn(b"example.com", peer.received)
+
+
+class _SilentResolver:
+    """
+    A resolver that never answers.
+    """
+
+    def resolveHostName(self, receiver: Any, hostName: str, **kw: Any) -> None:
+        """
+        Begin and never finish.
+        """
+
+
+class ListenTests(SynchronousTestCase):
+    """
+    Tests for C{browser.TCPSocket.listen}.
+    """
+
+    def stub(self, *permissions: str) -> StubBrowser:
+        """
+        A L{StubBrowser} with these permissions.
+        """
+        self.events, log = _events()
+        return StubBrowser(permissions=list(permissions), log=log)
+
+    def test_listen(self) -> None:
+        """
+        A granted port listens on every IPv4 interface by default, with the
+        given backlog.
+        """
+        stub = self.stub("tcp-listen:7000")
+        server = self.successResultOf(
+            stub.browser.TCPSocket.listen({"port": 7000, "backLog": 5})
+        )
+        self.assertEqual(server.localPort, 7000)
+        [(port, _, backlog, interface)] = stub.reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (7000, 5, "0.0.0.0"))
+
+    def test_denied(self) -> None:
+        """
+        A port no grant covers fails with L{PermissionDenied}, logged.
+        """
+        stub = self.stub("tcp-listen:7000")
+        f = self.failureResultOf(
+            stub.browser.TCPSocket.listen(port=7001), PermissionDenied
+        )
+        self.assertIn("permission denied", str(f.value))
+        self.assertIn("7001", str(f.value))
+        self.assertEqual(stub.reactor.tcpServers, [])
+        [denial] = _denials(self.events)
+        self.assertIn("listen on 0.0.0.0:7001", denial)
+
+    def test_automaticPort(self) -> None:
+        """
+        An automatic port needs C{tcp-listen:*}.
+        """
+        stub = self.stub("tcp-listen:7000")
+        self.failureResultOf(stub.browser.TCPSocket.listen(), PermissionDenied)
+        self.failureResultOf(stub.browser.TCPSocket.listen(port=-1), PermissionDenied)
+        stub = self.stub("tcp-listen:*")
+        server = self.successResultOf(stub.browser.TCPSocket.listen(port=None))
+        self.assertNotEqual(server.localPort, 0)
+
+    def test_interface(self) -> None:
+        """
+        An IPv6 interface listens with IPv6; a name is not an interface.
+        """
+        stub = self.stub("tcp-listen:7000")
+        self.successResultOf(stub.browser.TCPSocket.listen(port=7000, host="::1"))
+        self.assertEqual(stub.reactor.tcpServers[0][3], "::1")
+        f = self.failureResultOf(
+            stub.browser.TCPSocket.listen(port=7000, host="example.com"), ValueError
+        )
+        self.assertIn("example.com", str(f.value))
+
+    def test_badOptions(self) -> None:
+        """
+        Bad options fail the L{Deferred}.
+        """
+        stub = self.stub("tcp-listen:*")
+        self.failureResultOf(stub.browser.TCPSocket.listen(port=65536), ValueError)
+        self.failureResultOf(stub.browser.TCPSocket.listen(port="1"), TypeError)
+        self.failureResultOf(stub.browser.TCPSocket.listen(backlog=1), TypeError)
+
+    def test_tls(self) -> None:
+        """
+        Server TLS listens with the given options.
+        """
+        stub = self.stub("tcp-listen:7443")
+        marker = object()
+        self.successResultOf(
+            stub.browser.TCPSocket.listen(
+                port=7443, useSecureTransport=True, tlsOptions=marker
+            )
+        )
+        [(port, _, options, _, _)] = stub.reactor.sslServers
+        self.assertEqual(port, 7443)
+        self.assertIs(options, marker)
+
+    def test_accept(self) -> None:
+        """
+        Connections to the server arrive on its C{connections}.
+        """
+        stub = self.stub("tcp-listen:7000")
+        server = self.successResultOf(stub.browser.TCPSocket.listen(port=7000))
+        peer = stub.dialListener(7000)
+        conn = self.successResultOf(
+            defer.ensureDeferred(server.connections.__anext__())
+        )
+        peer.write(b"hi")
+        stub.flush()
+        self.assertEqual(self.successResultOf(conn.read()), b"hi")
+
+
+class PermissionsTests(SynchronousTestCase):
+    """
+    Tests for C{browser.permissions}.
+    """
+
+    def stub(self, prompt: Any = denyAll, **kw: Any) -> StubBrowser:
+        """
+        A L{StubBrowser} with a required connect grant and two optional ones.
+        """
+        self.events, log = _events()
+        return StubBrowser(
+            permissions=["tcp-connect:example.com:80"],
+            optionalPermissions=["tcp-connect:*:*", "tcp-listen:7000"],
+            names={"example.com": ["93.184.216.34"]},
+            prompt=prompt,
+            log=log,
+            **kw,
+        )
+
+    def test_requestNotOptional(self) -> None:
+        """
+        Asking for a permission the manifest does not list as optional fails
+        with L{ValueError}, without asking anyone.
+        """
+        asked: list[object] = []
+        stub = self.stub(prompt=lambda *a: asked.append(a) or True)
+        for entry in ("tcp-listen:7001", "tcp-connect:example.com:80", "storage"):
+            f = self.failureResultOf(
+                stub.browser.permissions.request({"permissions": [entry]}), ValueError
+            )
+            self.assertIn(entry, str(f.value))
+        self.failureResultOf(
+            stub.browser.permissions.request({"permissions": ["tcp-listen:0"]}),
+            ValueError,
+        )
+        self.failureResultOf(
+            stub.browser.permissions.request(["tcp-listen:7000"]),  # type: ignore[arg-type]
+            TypeError,
+        )
+        self.assertEqual(asked, [])
+
+    def test_requestDenied(self) -> None:
+        """
+        With L{denyAll}, a request fires C{False} and grants nothing.
+        """
+        stub = self.stub()
+        self.assertIs(
+            self.successResultOf(
+                stub.browser.permissions.request({"permissions": ["tcp-listen:7000"]})
+            ),
+            False,
+        )
+        self.assertFalse(stub.browser.grants.allowsListen(7000))
+        self.assertEqual(stub.grantStore.load("test-extension"), [])
+        self.assertTrue(_denials(self.events))
+
+    def test_requestGranted(self) -> None:
+        """
+        A granted request fires C{True}, adds the grant and saves it; the
+        prompt sees only what is not granted yet.
+        """
+        asked: list[tuple[str, list[str]]] = []
+
+        def prompt(extensionId: str, permissions: list[str]) -> bool:
+            asked.append((extensionId, permissions))
+            return True
+
+        stub = self.stub(prompt=prompt)
+        self.assertFalse(hasattr(stub.browser.TCPSocket, "missing"))
+        self.failureResultOf(stub.browser.TCPSocket.listen(port=7000), PermissionDenied)
+        self.assertIs(
+            self.successResultOf(
+                stub.browser.permissions.request(
+                    {"permissions": ["tcp-listen:7000", "tcp-connect:*:*"]}
+                )
+            ),
+            True,
+        )
+        self.assertEqual(
+            asked, [("test-extension", ["tcp-listen:7000", "tcp-connect:*:*"])]
+        )
+        self.successResultOf(stub.browser.TCPSocket.listen(port=7000))
+        self.assertEqual(
+            stub.grantStore.load("test-extension"),
+            ["tcp-connect:*:*", "tcp-listen:7000"],
+        )
+        # Already granted: no prompt.
+        self.assertIs(
+            self.successResultOf(
+                stub.browser.permissions.request({"permissions": ["tcp-listen:7000"]})
+            ),
+            True,
+        )
+        self.assertEqual(len(asked), 1)
+
+    def test_requestAsyncPrompt(self) -> None:
+        """
+        A prompt may answer later with a L{Deferred}.
+        """
+        answer: Deferred[bool] = Deferred()
+        stub = self.stub(prompt=lambda *a: answer)
+        d = stub.browser.permissions.request({"permissions": ["tcp-listen:7000"]})
+        self.assertNoResult(d)
+        answer.callback(True)
+        self.assertIs(self.successResultOf(d), True)
+        self.assertTrue(stub.browser.grants.allowsListen(7000))
+
+    def test_requestPromptFails(self) -> None:
+        """
+        A prompt that raises refuses (fail closed).
+        """
+
+        def prompt(extensionId: str, permissions: list[str]) -> bool:
+            raise RuntimeError("no terminal")
+
+        stub = self.stub(prompt=prompt)
+        d = stub.browser.permissions.request({"permissions": ["tcp-listen:7000"]})
+        self.assertIs(self.successResultOf(d), False)
+        [failure] = [e["log_failure"] for e in self.events if "log_failure" in e]
+        self.assertIsInstance(failure.value, RuntimeError)
+        self.assertFalse(stub.browser.grants.allowsListen(7000))
+
+    def test_promptMustSayTrue(self) -> None:
+        """
+        Only C{True} grants: a truthy non-bool answer refuses.
+        """
+        stub = self.stub(prompt=lambda *a: "yes")
+        d = stub.browser.permissions.request({"permissions": ["tcp-listen:7000"]})
+        self.assertIs(self.successResultOf(d), False)
+
+    def test_containsAndGetAll(self) -> None:
+        """
+        C{contains} tells whether exact permissions are granted; C{getAll}
+        lists them all.
+        """
+        stub = self.stub(grants=["tcp-listen:7000"])
+        perms = stub.browser.permissions
+        self.assertIs(
+            self.successResultOf(perms.contains({"permissions": ["tcp-listen:7000"]})),
+            True,
+        )
+        self.assertIs(
+            self.successResultOf(
+                perms.contains({"permissions": ["tcp-listen:7000", "tcp-connect:*:*"]})
+            ),
+            False,
+        )
+        self.assertIs(
+            self.successResultOf(perms.contains({"permissions": ["storage"]})), False
+        )
+        self.failureResultOf(
+            perms.contains({"permissions": ["tcp-listen:x"]}), ValueError
+        )
+        self.assertEqual(
+            self.successResultOf(perms.getAll()),
+            {
+                "permissions": ["tcp-connect:example.com:80", "tcp-listen:7000"],
+                "origins": [],
+            },
+        )
+
+    def test_storedGrantsLoaded(self) -> None:
+        """
+        Grants in the store are loaded; stored grants that are invalid or not
+        optional are ignored with a warning (fail closed).
+        """
+        store = MemoryGrantStore(
+            {"test-extension": ["tcp-listen:7000", "tcp-listen:22", "tcp-bogus"]}
+        )
+        stub = self.stub(grantStore=store)
+        self.assertTrue(stub.browser.grants.allowsListen(7000))
+        self.assertFalse(stub.browser.grants.allowsListen(22))
+        self.assertEqual(
+            len([e for e in self.events if "ignoring" in e.get("log_format", "")]), 2
+        )
+
+    def test_removeNotOptional(self) -> None:
+        """
+        Removing a permission that is not optional fails with L{ValueError}.
+        """
+        stub = self.stub()
+        self.failureResultOf(
+            stub.browser.permissions.remove(
+                {"permissions": ["tcp-connect:example.com:80"]}
+            ),
+            ValueError,
+        )
+        self.assertTrue(stub.browser.grants.allowsConnect("example.com", 80))
+
+    def test_remove(self) -> None:
+        """
+        C{remove} takes a grant away, saves that, and fires C{True}; removing
+        what is not granted fires C{False}.
+        """
+        stub = self.stub(prompt=allowAll)
+        perms = stub.browser.permissions
+        self.successResultOf(perms.request({"permissions": ["tcp-listen:7000"]}))
+        self.assertIs(
+            self.successResultOf(perms.remove({"permissions": ["tcp-listen:7000"]})),
+            True,
+        )
+        self.assertFalse(stub.browser.grants.allowsListen(7000))
+        self.assertEqual(stub.grantStore.load("test-extension"), [])
+        self.assertIs(
+            self.successResultOf(perms.remove({"permissions": ["tcp-listen:7000"]})),
+            False,
+        )
+
+    def test_removeClosesSockets(self) -> None:
+        """
+        Removing a grant aborts the sockets and closes the servers that no
+        remaining grant allows, with L{PermissionDenied}; the others stay.
+        """
+        stub = self.stub(grants=["tcp-connect:*:*", "tcp-listen:7000"])
+        connect = stub.browser.TCPSocket.connect
+        kept = self.successResultOf(connect(host="example.com", port=80))
+        stub.connectPeer("93.184.216.34", 80)
+        lost = self.successResultOf(connect(host="93.184.216.34", port=8080))
+        peer = stub.connectPeer("93.184.216.34", 8080)
+        server = self.successResultOf(stub.browser.TCPSocket.listen(port=7000))
+        revalidated: list[bool] = []
+        stub.browser.reactor.revalidate = lambda: revalidated.append(True)  # type: ignore[method-assign]
+
+        self.successResultOf(
+            stub.browser.permissions.remove({"permissions": ["tcp-connect:*:*"]})
+        )
+        stub.flush()
+        f = self.failureResultOf(lost.closed, PermissionDenied)
+        self.assertIn("93.184.216.34:8080", str(f.value))
+        self.assertTrue(peer.disconnected)
+        self.assertEqual(kept.readyState, "open")
+        self.assertEqual(stub.listening(), [("0.0.0.0", 7000)])
+        self.assertEqual(revalidated, [True])
+
+        self.successResultOf(
+            stub.browser.permissions.remove({"permissions": ["tcp-listen:7000"]})
+        )
+        self.successResultOf(server.closed)
+        self.assertEqual(stub.listening(), [])
+
+    def test_removeClosesAccepted(self) -> None:
+        """
+        Removing the listen grant also ends the connections the server had
+        accepted, with L{PermissionDenied}.
+        """
+        stub = self.stub(grants=["tcp-listen:7000"])
+        server = self.successResultOf(stub.browser.TCPSocket.listen(port=7000))
+        peer = stub.dialListener(7000)
+        conn = self.successResultOf(
+            defer.ensureDeferred(server.connections.__anext__())
+        )
+        waiting = stub.dialListener(7000)
+        self.successResultOf(
+            stub.browser.permissions.remove({"permissions": ["tcp-listen:7000"]})
+        )
+        stub.flush()
+        f = self.failureResultOf(conn.closed, PermissionDenied)
+        self.assertIn("7000", str(f.value))
+        self.assertTrue(peer.disconnected)
+        self.assertTrue(waiting.disconnected)
+        self.assertEqual(stub.listening(), [])
+
+    def test_removeRebindingGrant(self) -> None:
+        """
+        A name dialed to a private address under a C{*} grant is closed when
+        only a name grant remains.
+        """
+        stub = self.stub(grants=["tcp-connect:*:*"])
+        stub.resolver.add("example.com", "10.0.0.1")
+        sock = self.successResultOf(
+            stub.browser.TCPSocket.connect(host="example.com", port=80)
+        )
+        stub.connectPeer()
+        self.successResultOf(
+            stub.browser.permissions.remove({"permissions": ["tcp-connect:*:*"]})
+        )
+        self.failureResultOf(sock.closed, PermissionDenied)
+
+
+class CloseTests(SynchronousTestCase):
+    """
+    Tests for L{Browser.close}.
+    """
+
+    def test_close(self) -> None:
+        """
+        C{close} closes every socket and server and refuses new ones.
+        """
+        stub = StubBrowser(
+            permissions=["tcp-connect:93.184.216.34:80", "tcp-listen:7000"]
+        )
+        TCPSocket = stub.browser.TCPSocket
+        sock = self.successResultOf(TCPSocket.connect(host="93.184.216.34", port=80))
+        peer = stub.connectPeer()
+        server = self.successResultOf(TCPSocket.listen(port=7000))
+        client = stub.dialListener(7000)
+        conn = self.successResultOf(
+            defer.ensureDeferred(server.connections.__anext__())
+        )
+        d = stub.browser.close()
+        stub.flush()
+        self.successResultOf(d)
+        self.successResultOf(sock.closed)
+        self.successResultOf(server.closed)
+        self.successResultOf(conn.closed)
+        self.assertTrue(peer.disconnected)
+        self.assertTrue(client.disconnected)
+        self.assertEqual(stub.listening(), [])
+        self.failureResultOf(
+            TCPSocket.connect(host="93.184.216.34", port=80), PermissionDenied
+        )
+        self.failureResultOf(TCPSocket.listen(port=7000), PermissionDenied)
