@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Union
 
 from attrs import define, field
@@ -40,6 +40,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
     IHostResolution,
+    ILoggingContext,
     IProtocolFactory,
     IReactorPluggableNameResolver,
     IReactorTCP,
@@ -336,7 +337,7 @@ class _Collector:
             self.done.callback(self.addresses)
 
 
-@implementer(IProtocolFactory)
+@implementer(IProtocolFactory, ILoggingContext)
 class _AcceptTracker:
     """
     A server factory wrapper that remembers the protocols it builds, so that
@@ -358,6 +359,14 @@ class _AcceptTracker:
         if protocol is not None:
             self.accepted.add(protocol)
         return protocol
+
+    def logPrefix(self) -> str:
+        """
+        The real factory's log prefix (Twisted names the port's factory with
+        it in its "starting on" line).
+        """
+        prefix = getattr(self._factory, "logPrefix", None)
+        return str(prefix()) if callable(prefix) else "tcpext"
 
     def doStart(self) -> None:
         """
@@ -655,6 +664,57 @@ def _parseOrNone(entry: str) -> Permission | None:
     return parsePermission(entry)
 
 
+class GrantsView:
+    """
+    A read-only view of an extension's live grants: it answers the same
+    questions as a L{PermissionSet} but has no way to change it.
+    """
+
+    __slots__ = ("__grants",)
+
+    def __init__(self, grants: PermissionSet) -> None:
+        """
+        @param grants: The live set to view.
+        """
+        self.__grants = grants
+
+    def allowsConnect(self, host: str, port: int) -> bool:
+        """
+        See L{PermissionSet.allowsConnect}.
+        """
+        return self.__grants.allowsConnect(host, port)
+
+    def allowsListen(self, port: int, host: str | None = None) -> bool:
+        """
+        See L{PermissionSet.allowsListen}.
+        """
+        return self.__grants.allowsListen(port, host)
+
+    def __contains__(self, entry: object) -> bool:
+        """
+        Is this permission (a L{Permission} or its text) granted?
+        """
+        return entry in self.__grants
+
+    def __iter__(self) -> Iterator[Permission]:
+        """
+        The granted permissions.
+        """
+        return iter(list(self.__grants))
+
+    def __len__(self) -> int:
+        """
+        How many permissions are granted.
+        """
+        return len(self.__grants)
+
+    def __repr__(self) -> str:
+        """
+        List the grants.
+        """
+        return f"<GrantsView {sorted(str(p) for p in self)!r}>"
+
+
 class Browser:
     """
     The C{browser} namespace of one extension.
@@ -663,7 +723,8 @@ class Browser:
     @ivar permissions: C{request} / C{contains} / C{getAll} / C{remove}.
     @ivar runtime: C{id} / C{getManifest()}.
     @ivar reactor: A L{PermissionCheckingReactor} over C{grants}.
-    @ivar grants: The live L{PermissionSet} of this extension.
+    @ivar grants: A read-only view of this extension's live grants (a
+        L{GrantsView}): extension code can test them but not widen them.
     @ivar log: The extension's logger; every denial is recorded there.
     """
 
@@ -724,16 +785,17 @@ class Browser:
                 continue
             self._runtime[str(p)] = p
 
-        self.grants = PermissionSet(
+        self._grants = PermissionSet(
             [*self._required.values(), *operator.values(), *self._runtime.values()]
         )
+        self.grants = GrantsView(self._grants)
         kinds = {p.kind for p in [*required, *optional]}
         self.TCPSocket = TCPSocketNamespace(
             self, canConnect="connect" in kinds, canListen="listen" in kinds
         )
         self.permissions = PermissionsNamespace(self)
         self.runtime = RuntimeNamespace(extensionId, copy.deepcopy(dict(manifest)))
-        self.reactor = PermissionCheckingReactor(reactor, self.grants)
+        self.reactor = PermissionCheckingReactor(reactor, self._grants, log=log)
         self._sockets: dict[Any, _Dial] = {}
         self._servers: dict[Any, _Listen] = {}
 
@@ -769,7 +831,7 @@ class Browser:
             self._checkOpen()
             host = canonicalHost(_stripBrackets(parsed.host))
             request = f"connect to {_hostPort(host, parsed.port)}"
-            self.grants.checkConnect(host, parsed.port)
+            self._grants.checkConnect(host, parsed.port)
         except Exception as e:
             self._deny(request, e)
             return defer.fail()
@@ -795,7 +857,7 @@ class Browser:
                     resolved = await self._resolve(host, port, parsed.timeout)
                 if not resolved:
                     raise DNSLookupError(f"no addresses for {host!r}")
-                checked = self.grants.checkResolved(host, port, resolved)
+                checked = self._grants.checkResolved(host, port, resolved)
                 refused = [a for a in resolved if a not in checked]
                 addresses = []
                 for address in checked:
@@ -870,7 +932,7 @@ class Browser:
                     f"interface, not {parsed.host!r}"
                 )
             request = f"listen on {_hostPort(host, parsed.port)}"
-            self.grants.checkListen(parsed.port, host)
+            self._grants.checkListen(parsed.port, host)
         except Exception as e:
             self._deny(request, e)
             return defer.fail()
@@ -983,10 +1045,11 @@ class Browser:
                 PermissionDenied("permission denied: the request was refused"),
             )
             return False
+        # Saved first: if the grant store fails, nothing was granted.
+        self._grantStore.save(self._id, sorted({*self._runtime, *missing}))
         for entry in missing:
             self._runtime[entry] = self._optional[entry]
-            self.grants.add(self._optional[entry])
-        self._grantStore.save(self._id, sorted(self._runtime))
+            self._grants.add(self._optional[entry])
         self.log.info("granted {permissions}", permissions=missing)
         return True
 
@@ -1000,29 +1063,51 @@ class Browser:
             p = self._optional[entry]
             if entry in self._required or p not in self.grants:
                 continue
-            self.grants.discard(p)
+            self._grants.discard(p)
             removed = True
-        if any(e in self._runtime for e in entries):
-            for entry in entries:
-                self._runtime.pop(entry, None)
-            self._grantStore.save(self._id, sorted(self._runtime))
-        if removed:
-            self.log.info("removed {permissions}", permissions=entries)
-            self._revalidate()
+        stored = any(e in self._runtime for e in entries)
+        for entry in entries:
+            self._runtime.pop(entry, None)
+        try:
+            if stored:
+                self._grantStore.save(self._id, sorted(self._runtime))
+        finally:
+            # Even when saving fails, what the removed grants allowed is closed.
+            if removed:
+                self.log.info("removed {permissions}", permissions=entries)
+                self._revalidate()
         return removed
+
+    def revoke(self, permissions: Iterable[Permission | str]) -> None:
+        """
+        Take grants away on the host's behalf (required, operator or runtime
+        ones alike), without touching the grant store, and close what the
+        remaining grants no longer allow.
+
+        @param permissions: The permissions to take away.
+        """
+        changed = False
+        for entry in permissions:
+            p = entry if isinstance(entry, Permission) else parsePermission(entry)
+            self._runtime.pop(str(p), None)
+            if p in self._grants:
+                self._grants.discard(p)
+                changed = True
+        if changed:
+            self._revalidate()
 
     def _stillAllowed(self, dial: _Dial, sock: Any) -> bool:
         """
         Do the grants still allow this client socket?
         """
-        if not self.grants.allowsConnect(dial.host, dial.port):
+        if not self._grants.allowsConnect(dial.host, dial.port):
             return False
         if not dial.isName:
             return True
         remote = getattr(sock, "remoteAddress", None)
         addresses = [remote] if remote else dial.addresses
         try:
-            allowed = self.grants.checkResolved(dial.host, dial.port, addresses)
+            allowed = self._grants.checkResolved(dial.host, dial.port, addresses)
         except PermissionDenied:
             return False
         return len(allowed) == len(addresses)
@@ -1041,7 +1126,7 @@ class Browser:
                 self._sockets.pop(sock, None)
                 sock._abortWith(reason)
         for server, listen in list(self._servers.items()):
-            if not self.grants.allowsListen(listen.port, listen.host):
+            if not self._grants.allowsListen(listen.port, listen.host):
                 where = _hostPort(listen.host, listen.port)
                 reason = PermissionDenied(
                     f"permission denied: listening on {where}: the grant was removed"
@@ -1069,7 +1154,7 @@ class Browser:
         for server, listen in list(self._servers.items()):
             waits.append(defer.maybeDeferred(server.close))
             waits.extend(listen.abortAccepted(None))
-        waits.append(defer.maybeDeferred(self.reactor.closeAll))
+        waits.append(defer.maybeDeferred(self.reactor.closeAll, refuseNew=True))
         self._sockets.clear()
         self._servers.clear()
         return defer.DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)

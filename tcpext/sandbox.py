@@ -637,14 +637,13 @@ class ChildRunner:
         browser = self.browser
         if browser is None:
             return
+        permissions = []
         for entry in entries:
             try:
-                permission = parsePermission(entry)
+                permissions.append(parsePermission(entry))
             except ValueError:
                 continue
-            browser.grants.discard(permission)
-            browser._runtime.pop(str(permission), None)
-        browser._revalidate()
+        browser.revoke(permissions)
 
     def _shutdown(self) -> Deferred[None]:
         self._stopping = True

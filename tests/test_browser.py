@@ -1070,3 +1070,138 @@ class CloseTests(SynchronousTestCase):
             TCPSocket.connect(host="93.184.216.34", port=80), PermissionDenied
         )
         self.failureResultOf(TCPSocket.listen(port=7000), PermissionDenied)
+
+
+class _FailingStore(MemoryGrantStore):
+    """
+    A grant store whose C{save} fails, as with a read-only state folder.
+    """
+
+    def save(self, extensionId: str, entries: list[str]) -> None:
+        """
+        Refuse to save.
+        """
+        raise OSError("read-only state folder")
+
+
+class GrantsConfinementTests(SynchronousTestCase):
+    """
+    Extension code can look at its grants but never widen them, and the
+    grant store failing never leaves more granted than was saved.
+    """
+
+    def test_grantsReadOnly(self) -> None:
+        """
+        C{browser.grants} answers questions but has no way to add a grant,
+        and the live set cannot be reached through it.
+        """
+        stub = StubBrowser(permissions=["tcp-connect:example.com:80"])
+        grants = stub.browser.grants
+        self.assertTrue(grants.allowsConnect("example.com", 80))
+        self.assertIn("tcp-connect:example.com:80", grants)
+        self.assertEqual(len(grants), 1)
+        for name in ("add", "discard", "_grants", "grants"):
+            self.assertFalse(hasattr(grants, name), name)
+        self.assertRaises(AttributeError, setattr, grants, "extra", 1)
+
+    def test_requestNotGrantedWhenSaveFails(self) -> None:
+        """
+        When the grant store cannot save a granted request, the request fails
+        and nothing was granted.
+        """
+        stub = StubBrowser(
+            optionalPermissions=["tcp-listen:7000"],
+            prompt=allowAll,
+            grantStore=_FailingStore(),
+        )
+        self.failureResultOf(
+            stub.browser.permissions.request({"permissions": ["tcp-listen:7000"]}),
+            OSError,
+        )
+        self.assertFalse(stub.browser.grants.allowsListen(7000))
+        self.failureResultOf(stub.browser.TCPSocket.listen(port=7000), PermissionDenied)
+
+    def test_removeClosesEvenWhenSaveFails(self) -> None:
+        """
+        When the grant store cannot save a removal, the grant is still gone
+        and what only it allowed is closed; the failure is reported.
+        """
+        store = MemoryGrantStore({"test-extension": ["tcp-listen:7000"]})
+        stub = StubBrowser(optionalPermissions=["tcp-listen:7000"], grantStore=store)
+        server = self.successResultOf(stub.browser.TCPSocket.listen(port=7000))
+        store.save = _FailingStore().save  # type: ignore[method-assign]
+        self.failureResultOf(
+            stub.browser.permissions.remove({"permissions": ["tcp-listen:7000"]}),
+            OSError,
+        )
+        self.assertFalse(stub.browser.grants.allowsListen(7000))
+        self.successResultOf(server.closed)
+        self.assertEqual(stub.listening(), [])
+
+    def test_revoke(self) -> None:
+        """
+        L{Browser.revoke} takes any grant away, required ones included, and
+        closes what it allowed, without touching the grant store.
+        """
+        store = MemoryGrantStore()
+        stub = StubBrowser(permissions=["tcp-listen:7000"], grantStore=store)
+        server = self.successResultOf(stub.browser.TCPSocket.listen(port=7000))
+        stub.browser.revoke(["tcp-listen:7000"])
+        self.successResultOf(server.closed)
+        self.assertFalse(stub.browser.grants.allowsListen(7000))
+        self.assertEqual(store.load("test-extension"), [])
+
+
+class ReactorThroughBrowserTests(SynchronousTestCase):
+    """
+    C{browser.reactor} shares the browser's grants, its log and its end.
+    """
+
+    def test_reactorDenialLogged(self) -> None:
+        """
+        A refusal made through C{browser.reactor} (as by treq or C{Agent}) is
+        logged in the extension's namespace with the reason.
+        """
+        events, log = _events()
+        stub = StubBrowser(permissions=["tcp-connect:example.com:80"], log=log)
+        self.assertRaises(
+            PermissionDenied,
+            stub.browser.reactor.connectTCP,
+            "10.0.0.1",
+            22,
+            object(),
+        )
+        denials = _denials(events)
+        self.assertEqual(len(denials), 1)
+        self.assertIn("10.0.0.1:22", denials[0])
+
+    def test_closeRefusesReactorUse(self) -> None:
+        """
+        After C{browser.close()}, C{browser.reactor} refuses new connections
+        and listening ports too.
+        """
+        stub = StubBrowser(
+            permissions=["tcp-connect:93.184.216.34:80", "tcp-listen:7000"]
+        )
+        self.successResultOf(stub.browser.close())
+        self.assertRaises(
+            PermissionDenied,
+            stub.browser.reactor.connectTCP,
+            "93.184.216.34",
+            80,
+            object(),
+        )
+        self.assertRaises(
+            PermissionDenied, stub.browser.reactor.listenTCP, 7000, object()
+        )
+
+    def test_acceptTrackerLogPrefix(self) -> None:
+        """
+        The factory a browser listens with names itself after the socket
+        core's factory in Twisted's port log lines, not after a private
+        wrapper class.
+        """
+        stub = StubBrowser(permissions=["tcp-listen:7000"])
+        self.successResultOf(stub.browser.TCPSocket.listen(port=7000))
+        factory = stub.reactor.tcpServers[0][1]
+        self.assertEqual(factory.logPrefix(), "tcpext")
