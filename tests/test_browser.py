@@ -14,9 +14,11 @@ from twisted.internet.error import (
     DNSLookupError,
     TimeoutError,
 )
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpext._options import (
@@ -1205,3 +1207,135 @@ class ReactorThroughBrowserTests(SynchronousTestCase):
         self.successResultOf(stub.browser.TCPSocket.listen(port=7000))
         factory = stub.reactor.tcpServers[0][1]
         self.assertEqual(factory.logPrefix(), "tcpext")
+
+
+class _FailureRecorder(Factory):
+    """
+    A client factory that records why its connection attempt failed.
+    """
+
+    protocol = Protocol
+
+    def __init__(self) -> None:
+        """
+        Nothing failed yet.
+        """
+        self.failures: list[Failure] = []
+
+    def startedConnecting(self, connector: object) -> None:
+        """
+        Nothing to do.
+        """
+
+    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
+        """
+        Record the reason.
+        """
+        self.failures.append(reason)
+
+
+class DeniedBothWaysTests(SynchronousTestCase):
+    """
+    Each class of refused request is refused with L{PermissionDenied} both
+    through C{browser.TCPSocket} and through C{browser.reactor}, and nothing
+    is dialed or bound.
+    """
+
+    def stub(self) -> StubBrowser:
+        """
+        An extension granted one port on one name and one port on one
+        address, whose name resolves to loopback for one alias.
+        """
+        return StubBrowser(
+            permissions=[
+                "tcp-connect:example.com:80",
+                "tcp-connect:93.184.216.34:80",
+                "tcp-connect:rebind.example:80",
+            ],
+            names={
+                "example.com": ["93.184.216.34"],
+                "other.example": ["93.184.216.34"],
+                "rebind.example": ["127.0.0.1"],
+            },
+        )
+
+    def assertDeniedBoth(self, host: str, port: int, inMessage: str) -> None:
+        """
+        Connecting to C{host:port} is refused both ways, naming C{inMessage}.
+        """
+        stub = self.stub()
+        f = self.failureResultOf(
+            stub.browser.TCPSocket.connect(host=host, port=port),
+            PermissionDenied,
+            ValueError,
+        )
+        self.assertIn(inMessage, str(f.value))
+        factory = _FailureRecorder()
+        try:
+            stub.browser.reactor.connectTCP(host, port, factory)
+        except (PermissionDenied, ValueError) as e:
+            self.assertIn(inMessage, str(e))
+        else:
+            stub.flush()
+            self.assertEqual(len(factory.failures), 1)
+            factory.failures[0].trap(PermissionDenied)
+            self.assertIn(inMessage, str(factory.failures[0].value))
+        self.assertEqual(stub.reactor.tcpClients, [])
+
+    def test_portNotGranted(self) -> None:
+        """
+        A port not granted.
+        """
+        self.assertDeniedBoth("93.184.216.34", 8080, "93.184.216.34:8080")
+
+    def test_nameAgainstIPGrant(self) -> None:
+        """
+        A name that only an IP grant would cover (the name is not granted,
+        though it resolves to the granted address).
+        """
+        self.assertDeniedBoth("other.example", 80, "other.example:80")
+
+    def test_nameResolvingToLoopback(self) -> None:
+        """
+        A granted name that resolves to loopback.
+        """
+        self.assertDeniedBoth("rebind.example", 80, "127.0.0.1")
+
+    def test_numericAlias(self) -> None:
+        """
+        A numeric IPv4 alias of a granted address.
+        """
+        self.assertDeniedBoth("1572395042", 80, "1572395042")
+
+    def test_listenWithoutPermission(self) -> None:
+        """
+        Listening without C{tcp-listen}: the namespace has no C{listen}, and
+        the reactor refuses C{listenTCP}.
+        """
+        stub = self.stub()
+        self.assertFalse(hasattr(stub.browser.TCPSocket, "listen"))
+        e = self.assertRaises(
+            PermissionDenied, stub.browser.reactor.listenTCP, 7000, Factory()
+        )
+        self.assertIn("7000", str(e))
+        self.assertEqual(stub.reactor.tcpServers, [])
+
+    def test_spawnProcess(self) -> None:
+        """
+        Starting a process: the namespace has no way to, and the reactor
+        refuses C{spawnProcess}.
+        """
+        stub = self.stub()
+        self.assertEqual(
+            [n for n in dir(stub.browser.TCPSocket) if "process" in n.lower()], []
+        )
+        spawned: list[object] = []
+        stub.reactor.spawnProcess = lambda *a, **k: spawned.append(a)  # type: ignore[attr-defined]
+        self.assertRaises(
+            PermissionDenied,
+            stub.browser.reactor.spawnProcess,
+            ProcessProtocol(),
+            "/bin/sh",
+            ["sh", "-c", "true"],
+        )
+        self.assertEqual(spawned, [])
