@@ -171,6 +171,15 @@ class Hello(amp.Command):
     errors = {BadRequest: b"BAD_REQUEST"}
 
 
+def _localhostAddresses() -> tuple[str, ...]:
+    """
+    The loopback addresses C{localhost} stands for (without DNS).
+    """
+    from tcpext.permissions import LOCALHOST_ADDRESSES
+
+    return tuple(LOCALHOST_ADDRESSES)
+
+
 class Connect(amp.Command):
     """
     Open a TCP connection to C{host}:C{port} (a name or an IP literal) and
@@ -706,6 +715,11 @@ class BrokerProtocol(amp.AMP):
                 raise self._refuse(request, BadRequest(str(e)))
             except Exception as e:
                 viaName = self._resolved.get((literal, port))
+                if viaName is None and literal in _localhostAddresses():
+                    # The child's browser maps localhost to loopback itself
+                    # (RFC 6761), so no Resolve reached the host: check the
+                    # name here with the host's own grants and rebinding rule.
+                    viaName = "localhost"
                 if viaName is None:
                     raise self._refuse(request, Denied(str(e)))
                 try:

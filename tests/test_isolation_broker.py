@@ -1044,6 +1044,21 @@ class BrokerRealPermissionsTests(TestCase):
         os.close(answer["descriptor"])
         self.assertEqual(self.resolver.asked, [])
 
+    async def test_loopbackByLocalhostGrant(self) -> None:
+        """
+        A connect to a loopback address (the child's browser maps
+        C{localhost} itself) is allowed by a C{localhost} grant for that
+        port, checked by the host; another port is still denied.
+        """
+        port = self.echoServer()
+        self.connect([f"tcp-connect:localhost:{port}"], ["203.0.113.9"])
+        answer = await self.child.callRemote(
+            Connect, host="127.0.0.1", port=port, timeout=5.0
+        )
+        os.close(answer["descriptor"])
+        d = self.child.callRemote(Connect, host="127.0.0.1", port=port + 1, timeout=5.0)
+        await self.assertFailure(d, Denied)
+
     async def test_nonCanonicalRefused(self) -> None:
         """
         A numeric host the OS would read as IPv4 but is not canonical is a
