@@ -379,21 +379,17 @@ class PermissionSetTests(SynchronousTestCase):
                 "tcp-connect:*:3",
             ]
         )
-        self.assertTrue(grants.allowsConnect("a.example", 15))
-        grants.discard("tcp-connect:a.example:5-20")
-        self.assertFalse(grants.allowsConnect("a.example", 15))
-        self.assertTrue(grants.allowsConnect("a.example", 10))
-        grants.discard("tcp-connect:a.example:1-10")
-        self.assertFalse(grants.allowsConnect("a.example", 10))
-        self.assertTrue(grants.allowsConnect("a.example", 7))
-        grants.discard("tcp-connect:*.example:7")
-        self.assertFalse(grants.allowsConnect("a.example", 7))
-        self.assertTrue(grants.allowsConnect("10.9.9.9", 1))
-        grants.discard("tcp-connect:10.0.0.0/8:1")
-        self.assertFalse(grants.allowsConnect("10.9.9.9", 1))
-        self.assertTrue(grants.allowsConnect("10.9.9.9", 3))
-        grants.discard("tcp-connect:*:3")
-        self.assertFalse(grants.allowsConnect("10.9.9.9", 3))
+        # Each grant is the last one left that allows its host and port.
+        for entry, host, port in [
+            ("tcp-connect:a.example:5-20", "a.example", 15),
+            ("tcp-connect:a.example:1-10", "a.example", 10),
+            ("tcp-connect:*.example:7", "a.example", 7),
+            ("tcp-connect:10.0.0.0/8:1", "10.9.9.9", 1),
+            ("tcp-connect:*:3", "10.9.9.9", 3),
+        ]:
+            self.assertTrue(grants.allowsConnect(host, port), entry)
+            grants.discard(entry)
+            self.assertFalse(grants.allowsConnect(host, port), entry)
 
 
 class AllowsConnectTests(SynchronousTestCase):
@@ -628,14 +624,14 @@ class AllowsConnectTests(SynchronousTestCase):
             grants.add(f"tcp-connect:10.{i // 256}.{i % 256}.0/24:{3000 + i}")
             grants.add(f"tcp-connect:[fd00:{i:x}::/32]:{4000 + i}")
         self.assertEqual(len(grants), 8000)
-        self.assertTrue(grants.allowsConnect("host1999.example", 2999))
-        self.assertFalse(grants.allowsConnect("host1999.example", 2998))
-        self.assertTrue(grants.allowsConnect("a.b.zone7.example", 2007))
-        self.assertFalse(grants.allowsConnect("a.b.zone7.example", 2008))
-        self.assertTrue(grants.allowsConnect("10.3.4.200", 3000 + 3 * 256 + 4))
-        self.assertFalse(grants.allowsConnect("10.3.4.200", 3000))
-        self.assertTrue(grants.allowsConnect("fd00:7cf::1", 4000 + 0x7CF))
-        self.assertFalse(grants.allowsConnect("fd00:7cf::1", 4000))
+        for host, allowed, refused in [
+            ("host1999.example", 2999, 2998),
+            ("a.b.zone7.example", 2007, 2008),
+            ("10.3.4.200", 3000 + 3 * 256 + 4, 3000),
+            ("fd00:7cf::1", 4000 + 0x7CF, 4000),
+        ]:
+            self.assertTrue(grants.allowsConnect(host, allowed), host)
+            self.assertFalse(grants.allowsConnect(host, refused), host)
 
 
 class AllowsListenTests(SynchronousTestCase):
