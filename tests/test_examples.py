@@ -443,10 +443,19 @@ class ExampleExtensionTests(TestCase):
         self.assertEqual(deniedRequests, [])
         self.assertEqual(twistd.terminate(), 0)
 
-    async def test_tlsClient(self) -> None:
+    def runTLSClient(
+        self, trusted: bool, **config: Any
+    ) -> tuple[Twistd, int, list[bytes]]:
         """
-        The TLS client verifies a loopback server against the test CA (from
-        its C{caFile}), sends its line and logs the reply.
+        Serve TLS on 127.0.0.1, port 0, with a certificate the test CA signed
+        (or, if not C{trusted}, one it did not): the server records each line
+        and answers C{you said: LINE}.  Run the C{tls-client} example against
+        it in a C{twistd}, trusting the test CA, with localhost's unprivileged
+        ports granted by the operator.
+
+        @param config: More C{config.json} settings for the client.
+        @return: The C{twistd}, the server's port, and the lines the server
+            received (filled in as they come).
         """
         from twisted.internet import reactor
 
@@ -463,7 +472,7 @@ class ExampleExtensionTests(TestCase):
         port = reactor.listenSSL(
             0,
             protocol.Factory.forProtocol(Reply),
-            pki.serverOptions(),
+            pki.serverOptions() if trusted else pki.untrustedServerOptions(),
             interface="127.0.0.1",
         )
         self.addCleanup(port.stopListening)
@@ -473,6 +482,7 @@ class ExampleExtensionTests(TestCase):
             port=port.getHost().port,
             caFile="test-ca.pem",
             retryDelay=0.1,
+            **config,
         )
         with open(os.path.join(folder, "test-ca.pem"), "wb") as f:
             f.write(pki.caPEM)
@@ -485,10 +495,17 @@ class ExampleExtensionTests(TestCase):
                 "tls-client=tcp-connect:localhost:1024-65535",
             ],
         )
+        return twistd, port.getHost().port, lines
+
+    async def test_tlsClient(self) -> None:
+        """
+        The TLS client verifies a loopback server against the test CA (from
+        its C{caFile}), sends its line and logs the reply.
+        """
+        twistd, port, lines = self.runTLSClient(trusted=True)
         await twistd.waitForAsync(twistd.logged("TLS reply from"), "the TLS reply")
         self.assertIn(
-            f"TLS reply from localhost:{port.getHost().port}: "
-            "'you said: hello over TLS'",
+            f"TLS reply from localhost:{port}: 'you said: hello over TLS'",
             twistd.log(),
         )
         self.assertEqual(lines, [b"hello over TLS"])
@@ -499,43 +516,7 @@ class ExampleExtensionTests(TestCase):
         A server whose certificate the configured CA did not sign is refused:
         the client sends nothing and gives up after its bounded retries.
         """
-        from twisted.internet import reactor
-
-        pki = testPKI()
-        lines: list[bytes] = []
-
-        class Reply(LineReceiver):
-            delimiter = b"\n"
-
-            def lineReceived(self, line: bytes) -> None:
-                lines.append(line)
-
-        port = reactor.listenSSL(
-            0,
-            protocol.Factory.forProtocol(Reply),
-            pki.untrustedServerOptions(),
-            interface="127.0.0.1",
-        )
-        self.addCleanup(port.stopListening)
-        folder = copyExample(
-            self,
-            "tls-client",
-            port=port.getHost().port,
-            caFile="test-ca.pem",
-            attempts=2,
-            retryDelay=0.1,
-        )
-        with open(os.path.join(folder, "test-ca.pem"), "wb") as f:
-            f.write(pki.caPEM)
-        twistd = Twistd(
-            self,
-            [
-                "--extension",
-                folder,
-                "--grant",
-                "tls-client=tcp-connect:localhost:1024-65535",
-            ],
-        )
+        twistd, port, lines = self.runTLSClient(trusted=False, attempts=2)
         await twistd.waitForAsync(twistd.logged("giving up on localhost"), "giving up")
         self.assertIn("TLS exchange failed (attempt 2 of 2)", twistd.log())
         self.assertEqual(lines, [])
