@@ -1551,7 +1551,11 @@ class IsolatedExtension(Service):
         code = getattr(status, "exitCode", None)
         signal = getattr(status, "signal", None)
         if self._stopping:
-            self.log.info("extension process stopped")
+            # The same line as an in-process extension's, for operators.
+            self.log.info(
+                "extension {extensionId!r} stopped (its process exited)",
+                extensionId=self.extensionId,
+            )
             return
         from tcpext.sandbox import EXIT_MAIN_FAILED, EXIT_NO_NAMESPACE
 

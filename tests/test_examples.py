@@ -44,6 +44,7 @@ class Twistd:
         args: Sequence[str],
         cwd: str | None = None,
         state: str | None = None,
+        isolation: str | None = None,
         **popen: Any,
     ) -> None:
         """
@@ -52,8 +53,16 @@ class Twistd:
         found from the source tree), in a scratch folder by default.
 
         @param state: The state folder (default: a new one).
+        @param isolation: If not L{None}, run with C{--isolation ISOLATION}
+            (default: the test case's C{isolation} attribute, if it has one;
+            this is how C{tests.test_isolation_examples} runs these same
+            tests isolated).
         @param popen: More arguments for L{subprocess.Popen}.
         """
+        if isolation is None:
+            isolation = getattr(case, "isolation", None)
+        if isolation is not None:
+            args = [*args, "--isolation", isolation]
         base = os.path.abspath(case.mktemp())
         os.makedirs(base)
         self.logPath = os.path.join(base, "twistd.log")
@@ -86,6 +95,19 @@ class Twistd:
                 **popen,
             )
         case.addCleanup(self.kill)
+        if isolation == "process":
+            case.addCleanup(self.assertConfined)
+
+    def assertConfined(self) -> None:
+        """
+        Every extension process this twistd started reported its own network
+        namespace, and none ran unconfined.
+        """
+        log = self.log()
+        started = [line for line in log.splitlines() if "extension process " in line]
+        started = [line for line in started if " started (" in line]
+        if not started or not all("(own network namespace)" in s for s in started):
+            raise AssertionError(f"an extension ran unconfined:\n{log}")
 
     def log(self) -> str:
         """

@@ -752,7 +752,7 @@ async def main(browser):
         self.assertIsNone(service._process)
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", listen), timeout=5)
-        self.assertTrue(self.logged("extension process stopped"))
+        self.assertTrue(self.logged("extension 'echo' stopped (its process exited)"))
 
     async def test_refusesUnconfined(self) -> None:
         """
@@ -1029,7 +1029,9 @@ async def main(browser):
         process.signalProcess("TERM")
         await protocol.ended
         self.assertIn(b"own network namespace", protocol.output)
-        self.assertIn(b"extension process stopped", protocol.output)
+        self.assertIn(
+            b"extension 'probe' stopped (its process exited)", protocol.output
+        )
         with self.assertRaises(ProcessLookupError):
             os.kill(child, 0)
 

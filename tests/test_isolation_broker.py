@@ -813,7 +813,9 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
     def test_stopService(self) -> None:
         """
         Stopping asks the child to shut down, kills it after C{stopTimeout},
-        fires once it ended, and never restarts it.
+        fires once it ended, and never restarts it.  Once the process has
+        ended, the extension's stop is logged with the same words as an
+        in-process extension's.
         """
         service = self.make(restart=RestartPolicy(stopTimeout=3, pingInterval=None))
         service.startService()
@@ -824,8 +826,10 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
         self.assertNoResult(d)
         self.reactor.advance(3)
         self.assertEqual(self.reactor.processes[0].signals, ["KILL"])
+        self.assertFalse(self.logged("extension 'x' stopped"))
         self.reactor.processes[0].end(signal=9)
         self.successResultOf(d)
+        self.assertTrue(self.logged("extension 'x' stopped (its process exited)"))
         self.reactor.advance(1000)
         self.assertEqual(len(self.reactor.processes), 1)
 
