@@ -168,6 +168,13 @@ class _IterationRead(Deferred[bytes]):
     """
 
 
+class _SocketWaiter(Deferred[Any]):
+    """
+    A waiter for C{opened} that fires with the socket itself rather than
+    L{None}: the Deferred of L{tcpext.endpoints.connectSocket}.
+    """
+
+
 def _endOfStream(d: Deferred[bytes]) -> None:
     """
     Settle a pending read at the end of the stream.
@@ -420,6 +427,7 @@ class TCPClientSocket:
         "_pulling",
         "_options",
         "_direct",
+        "_watching",
         "_shutWaiter",
         "_closeTimer",
         "__weakref__",
@@ -496,6 +504,10 @@ class TCPClientSocket:
         self._options: dict[str, bool] | None = None
         # True on a plain Twisted TCP transport: write() may send at once
         self._direct = False
+        # True while our protocol is the transport's registered producer (on
+        # a plain TCP transport only from the first write the transport had
+        # to queue: most short-lived sockets never need it)
+        self._watching = False
         # closeWrite()'s Deferred while its FIN waits for queued writes
         self._shutWaiter: Deferred[None] | None = None
         # the timer that ends a TLS close the peer does not answer
@@ -591,6 +603,25 @@ class TCPClientSocket:
         """
         d, self._closedWaiters = _observe(self._closed, self._closedWaiters)
         return d
+
+    def _whenOpen(self) -> Deferred[TCPClientSocket]:
+        """
+        A Deferred that fires with this socket once it is open, or fails as
+        C{opened} does (without logging the failure if it is not consumed).
+        """
+        outcome = self._opened
+        if outcome is None:
+            d: Deferred[TCPClientSocket] = _SocketWaiter()
+            waiters = self._openedWaiters
+            if waiters is None:
+                self._openedWaiters = [d]  # type: ignore[list-item]
+            else:
+                waiters.append(d)  # type: ignore[arg-type]
+            return d
+        if outcome is True:
+            return succeed(self)
+        assert isinstance(outcome, Failure)
+        return _quietFail(outcome)
 
     # -- reading
 
@@ -969,8 +1000,12 @@ class TCPClientSocket:
                         transport.write(chunk)
                     elif sent < len(chunk):
                         transport.write(chunk[sent:])
+                        if not self._watching:
+                            self._watch(transport)
                 else:
                     transport.write(chunk)
+                    if not self._watching:
+                        self._watch(transport)
             if self._writePaused:
                 d: Deferred[None] = Deferred()
                 if self._drainWaiters is None:
@@ -994,6 +1029,32 @@ class TCPClientSocket:
         self._held.append((chunk, what))
         if chunk:
             self._heldSize += len(chunk)
+
+    def _watch(self, transport: Any) -> None:
+        """
+        Register our protocol as the transport's push producer, to be paused
+        while the transport's write buffer is full: done once data waits in
+        the transport.  If the buffer is full already, the producer starts
+        paused (as if the transport had paused it on that write).
+        """
+        self._watching = True
+        transport.registerProducer(self._protocol, True)
+        if (
+            self._direct
+            and transport.producer is self._protocol
+            and len(transport.dataBuffer) + transport._tempDataLen
+            > transport.bufferSize
+        ):
+            transport.producerPaused = True
+            self._protocol.pauseProducing()
+
+    def _unwatch(self, transport: Any) -> None:
+        """
+        Unregister our protocol from the transport (if it is registered).
+        """
+        if self._watching:
+            self._watching = False
+            transport.unregisterProducer()
 
     def _whenWritable(self, action: Callable[[], None]) -> None:
         """
@@ -1023,6 +1084,8 @@ class TCPClientSocket:
             self._heldSize -= len(chunk)
             if chunk:
                 transport.write(chunk)
+                if not self._watching:
+                    self._watch(transport)
             if self._writePaused:
                 if self._drainWaiters is None:
                     self._drainWaiters = [what]
@@ -1189,8 +1252,7 @@ class TCPClientSocket:
             upgrading.addBoth(afterHandshake)
             return
         self._stopProducer()
-        if not self._writeShut:
-            transport.unregisterProducer()
+        self._unwatch(transport)
         if (
             self._direct
             and self._readEnd is True
@@ -1270,7 +1332,7 @@ class TCPClientSocket:
                     )
                 return
             self._stopProducer()
-            transport.unregisterProducer()
+            self._unwatch(transport)
             loseWrite()
             self._writeShut = True
             if self._readEnd is not None:
@@ -1410,10 +1472,12 @@ class TCPClientSocket:
         if self._state is _CLOSED:
             transport.abortConnection()
             return
-        transport.registerProducer(self._protocol, True)
         direct = self._direct = type(transport) in _DIRECT_TRANSPORTS and not getattr(
             transport, "TLS", True
         )
+        if not direct:
+            self._watching = True
+            transport.registerProducer(self._protocol, True)
         tls = None if direct else _tlsLayer(transport)
         if tls is not None and not getattr(tls, "_handshakeDone", False):
             # TLS from the start: open once the handshake completed.
@@ -1449,8 +1513,11 @@ class TCPClientSocket:
         if self._held is not None:
             self._flush()
         waiters = self._openedWaiters
-        self._openedWaiters = None
-        _settle(waiters, None)
+        if waiters is not None:
+            self._openedWaiters = None
+            for d in waiters:
+                if not d.called:  # else cancelled by its user
+                    d.callback(self if type(d) is _SocketWaiter else None)
         factory = self._protocol.factory
         if factory is not None and self._state is not _CLOSED:
             factory._socketOpened(self)
@@ -1607,6 +1674,10 @@ class TCPClientSocket:
         def start() -> None:
             if self._state is _CLOSED:
                 return
+            if not self._watching:
+                # TLS queues its records in the transport: watch from now on
+                # (Twisted moves a registered producer onto the TLS layer).
+                self._watch(self._transport)
             self._direct = False
             try:
                 self._transport.startTLS(options)

@@ -202,7 +202,7 @@ def connectSocket(
         failed: Deferred[TCPClientSocket] = Deferred()
         failed.errback(e)
         return failed
-    return sock.opened.addCallback(lambda _: sock)
+    return sock._whenOpen()
 
 
 def listenSocket(

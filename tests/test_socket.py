@@ -1724,6 +1724,30 @@ class LoopbackTests(TestCase):
             await d
         self.assertEqual(client.bufferedAmount, 0)
 
+    async def test_writeBackpressureFromFirstQueuedWrite(self) -> None:
+        """
+        On Twisted's TCP transport the socket registers as the transport's
+        producer only once a write has to be queued; a first write that
+        leaves more than the transport's buffer size queued waits for the
+        drain all the same, and every byte arrives.
+        """
+        client, accepted = await self.pair()
+        transport = client.transport
+        self.assertIsNone(transport.producer)
+        self.assertTrue(client.write(b"small").called)
+        self.assertEqual(await accepted.readExactly(5), b"small")
+        self.assertIsNone(transport.producer)
+        accepted.suspend()
+        payload = os.urandom(16 * 1024 * 1024)
+        writing = client.write(payload)
+        self.assertIs(transport.producer, client._protocol)
+        self.assertFalse(writing.called)
+        accepted.resume()
+        self.assertEqual(await accepted.readExactly(len(payload)), payload)
+        await writing
+        await client.close()
+        self.assertIsNone(transport.producer)
+
     async def test_writeSendsAtOnce(self) -> None:
         """
         On Twisted's TCP transport, a write with nothing queued before it is
