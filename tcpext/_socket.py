@@ -1515,9 +1515,10 @@ class TCPClientSocket:
         waiters = self._openedWaiters
         if waiters is not None:
             self._openedWaiters = None
-            for d in waiters:
-                if not d.called:  # else cancelled by its user
-                    d.callback(self if type(d) is _SocketWaiter else None)
+            for waiter in waiters:
+                if not waiter.called:  # else cancelled by its user
+                    opened: Deferred[Any] = waiter
+                    opened.callback(self if type(waiter) is _SocketWaiter else None)
         factory = self._protocol.factory
         if factory is not None and self._state is not _CLOSED:
             factory._socketOpened(self)
