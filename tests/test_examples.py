@@ -229,6 +229,18 @@ def freePort() -> int:
         return port
 
 
+def assertEchoes(case: SynchronousTestCase, twistd: Twistd, line: bytes) -> None:
+    """
+    Wait (bounded) for the C{echo-server} example in C{twistd} to listen on
+    127.0.0.1:7001, then check that it sends C{line} back.
+    """
+    twistd.waitFor(twistd.logged("echo server listening"), "the echo server")
+    twistd.waitFor(lambda: canConnect(7001), "port 7001")
+    with connect(7001) as echo:
+        echo.sendall(line)
+        case.assertEqual(readLine(echo), line)
+
+
 def copyExample(case: SynchronousTestCase, name: str, **config: Any) -> str:
     """
     Copy the example C{name} into a scratch folder and update its
@@ -320,11 +332,7 @@ class ExamplesFolderTests(SynchronousTestCase):
                 "process-unconfined",
             ],
         )
-        twistd.waitFor(twistd.logged("echo server listening"), "the echo server")
-        twistd.waitFor(lambda: canConnect(7001), "port 7001")
-        with connect(7001) as echo:
-            echo.sendall(b"isolated\n")
-            self.assertEqual(readLine(echo), b"isolated\n")
+        assertEchoes(self, twistd, b"isolated\n")
         self.assertIn("extension process", twistd.log())
         self.assertEqual(twistd.terminate(), 0)
         self.assertIn("tcpext: stopped", twistd.log())
@@ -379,11 +387,7 @@ class ExamplesFolderTests(SynchronousTestCase):
                 "ghost=tcp-listen:9",
             ],
         )
-        twistd.waitFor(twistd.logged("echo server listening"), "the echo server")
-        twistd.waitFor(lambda: canConnect(7001), "port 7001")
-        with connect(7001) as echo:
-            echo.sendall(b"ping\n")
-            self.assertEqual(readLine(echo), b"ping\n")
+        assertEchoes(self, twistd, b"ping\n")
         twistd.waitFor(twistd.logged("raiser exploded"), "the raiser's failure")
         log = twistd.log()
         for expected in [
