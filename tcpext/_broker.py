@@ -171,25 +171,25 @@ class Hello(amp.Command):
     errors = {BadRequest: b"BAD_REQUEST"}
 
 
-def _localhostAddresses() -> tuple[str, ...]:
-    """
-    The loopback addresses C{localhost} stands for (without DNS).
-    """
-    from tcpext.permissions import LOCALHOST_ADDRESSES
-
-    return tuple(LOCALHOST_ADDRESSES)
-
-
 class Connect(amp.Command):
     """
     Open a TCP connection to C{host}:C{port} (a name or an IP literal) and
     hand over the connected socket.
+
+    C{name}, with an IP literal C{host}, is the name the child dials that
+    address for (its browser resolved the name through L{Resolve}, or mapped
+    a C{localhost} name to loopback itself).  The host does not take it on
+    trust: the name must map to that address as far as the host knows (a
+    C{localhost} name to L{tcpext.permissions.LOCALHOST_ADDRESSES}, any other
+    name through the host's own earlier L{Resolve}), and the host's grants
+    must allow the name and, under the rebinding rule, the address.
     """
 
     arguments = [
         (b"host", amp.Unicode()),
         (b"port", amp.Integer()),
         (b"timeout", amp.Float()),
+        (b"name", amp.Unicode(optional=True)),
     ]
     response = [
         (b"socketId", amp.Integer()),
@@ -677,6 +677,9 @@ class BrokerProtocol(amp.AMP):
     # Connect.
 
     def _remember(self, name: str, addresses: Iterable[str], port: int) -> None:
+        from tcpext.permissions import canonicalHost
+
+        name = canonicalHost(name)
         for address in addresses:
             self._resolved[(address, port)] = name
             self._resolved.move_to_end((address, port))
@@ -694,39 +697,99 @@ class BrokerProtocol(amp.AMP):
         )
         return receiver.deferred
 
+    def _namesFor(self, literal: str, port: int, claimed: str | None) -> list[str]:
+        """
+        The names a connection to C{literal}:C{port} may be allowed as: the
+        name the child says it dials the address for, if it maps to that
+        address as far as the host knows, then the name the host itself last
+        resolved to that address for that port.
+
+        @raise Denied: if C{claimed} is a C{localhost} name and C{literal} is
+            not one of the loopback addresses those names map to.
+        """
+        from tcpext.permissions import LOCALHOST_ADDRESSES, isLocalhostName
+
+        remembered = self._resolved.get((literal, port))
+        names = []
+        if claimed is not None:
+            if isLocalhostName(claimed):
+                # The child's browser maps these names to loopback itself
+                # (RFC 6761), without a Resolve: so does the host.
+                if literal not in LOCALHOST_ADDRESSES:
+                    raise Denied(
+                        f"permission denied: connect to {claimed} at {literal}: "
+                        f"{claimed} means {' or '.join(LOCALHOST_ADDRESSES)} "
+                        "(localhost names only reach loopback)"
+                    )
+                names.append(claimed)
+            elif claimed == remembered:
+                names.append(claimed)
+        if remembered is not None and remembered not in names:
+            names.append(remembered)
+        return names
+
     @Connect.responder
-    def connect(self, host: str, port: int, timeout: float) -> Deferred[Any]:
+    def connect(
+        self, host: str, port: int, timeout: float, name: str | None = None
+    ) -> Deferred[Any]:
         """
         Check, resolve if needed, dial, and hand the connected socket over.
         """
-        return self._tracked(defer.ensureDeferred(self._connect(host, port, timeout)))
+        return self._tracked(
+            defer.ensureDeferred(self._connect(host, port, timeout, name))
+        )
 
-    async def _connect(self, host: str, port: int, timeout: float) -> dict[str, int]:
+    async def _connect(
+        self, host: str, port: int, timeout: float, name: str | None = None
+    ) -> dict[str, int]:
         request = f"connect to {host}:{port}"
         _checkPort(port, 1)
         if not 0 < timeout <= self._connectTimeout:
             timeout = self._connectTimeout
         literal = _ipLiteral(host)
         viaName: str | None = None
+        if name is not None:
+            from tcpext.permissions import canonicalHost
+
+            request = f"connect to {host}:{port} (for {name})"
+            if literal is None:
+                raise self._refuse(
+                    request, BadRequest(f"a name ({name!r}) only goes with an address")
+                )
+            try:
+                name = canonicalHost(name)
+            except ValueError as e:
+                raise self._refuse(request, BadRequest(str(e)))
+            if _ipLiteral(name) is not None:
+                raise self._refuse(
+                    request, BadRequest(f"{name!r} is an address, not a name")
+                )
         if literal is not None:
             try:
                 self.grants.checkConnect(literal, port)
             except ValueError as e:
                 raise self._refuse(request, BadRequest(str(e)))
             except Exception as e:
-                viaName = self._resolved.get((literal, port))
-                if viaName is None and literal in _localhostAddresses():
-                    # The child's browser maps localhost to loopback itself
-                    # (RFC 6761), so no Resolve reached the host: check the
-                    # name here with the host's own grants and rebinding rule.
-                    viaName = "localhost"
-                if viaName is None:
-                    raise self._refuse(request, Denied(str(e)))
+                # Not allowed as an address: maybe as a name it stands for.
+                # The host checks the name with its own grants and
+                # rebinding rule (as the in-process reactor does for an
+                # address it resolved a name to).
                 try:
-                    self.grants.checkConnect(viaName, port)
-                    self.grants.checkResolved(viaName, port, [literal])
-                except Exception as e2:
-                    raise self._refuse(request, Denied(str(e2)))
+                    names = self._namesFor(literal, port, name)
+                except Denied as e2:
+                    raise self._refuse(request, e2)
+                refusal: Exception = e
+                for candidate in names:
+                    try:
+                        self.grants.checkConnect(candidate, port)
+                        self.grants.checkResolved(candidate, port, [literal])
+                    except Exception as e2:
+                        refusal = e2
+                        continue
+                    viaName = candidate
+                    break
+                if viaName is None:
+                    raise self._refuse(request, Denied(str(refusal)))
             addresses = [literal]
         else:
             try:

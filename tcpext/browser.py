@@ -66,7 +66,7 @@ from tcpext.permissions import (
     parseManifestPermissions,
     parsePermission,
 )
-from tcpext.reactor import PermissionCheckingReactor
+from tcpext.reactor import AddressForName, PermissionCheckingReactor
 
 __all__ = [
     "Browser",
@@ -863,7 +863,9 @@ class Browser:
                 for address in checked:
                     address = _stripBrackets(canonicalHost(address))
                     if address not in addresses:
-                        addresses.append(address)
+                        # The name rides along (an isolated extension's
+                        # host checks it against its own grants).
+                        addresses.append(AddressForName(address, host))
                 if refused:
                     self._deny(
                         request,

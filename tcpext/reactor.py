@@ -221,6 +221,32 @@ class _DeniedHost(str):
         return self
 
 
+class AddressForName(str):
+    """
+    The text of an IP address dialed because a name resolved to it (or, for
+    C{localhost} names, maps to it), carrying that name.
+
+    To every reactor and endpoint on the way it is a plain C{str}.  A
+    reactor that has the connection opened elsewhere reads C{name}: the
+    isolated extension's L{tcpext.sandbox.BrokeredReactor} passes it to the
+    host with the connect request, and the host checks that name against
+    its own grants (it never takes the child's word for it).
+
+    @ivar name: The canonical name the address was dialed for.
+    """
+
+    name: str
+
+    def __new__(cls, address: str, name: str) -> AddressForName:
+        """
+        @param address: The IP address text.
+        @param name: The name it was dialed for.
+        """
+        self = super().__new__(cls, address)
+        self.name = name
+        return self
+
+
 def _denied(what: str, why: str) -> PermissionDenied:
     """
     A L{PermissionDenied} for C{what}, explained by C{why}.
@@ -1267,6 +1293,9 @@ class _CheckedConnector:
         timeout = self.timeout
         if timeout is not None:
             timeout = max(timeout - (reactor.seconds() - self.__started), 0.001)
+        authority = self.__authority
+        if authority is not None and authority.name is not None:
+            address = AddressForName(address, authority.name)
         factory = _ConnectorFactory(self, attempt)
         if self.__tls:
             inner = reactor.connectSSL(

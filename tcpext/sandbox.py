@@ -218,8 +218,18 @@ class _BrokeredConnector:
         self.state = "connecting"
         self.factory.doStart()
         self.factory.startedConnecting(self)
+        # An address dialed for a name (tcpext.reactor.AddressForName)
+        # carries the name: the host checks it against its own grants, which
+        # is how a localhost name grant reaches the loopback address the
+        # name maps to without any lookup in the host.
+        name = getattr(self.host, "name", None)
+        extra = {"name": str(name)} if isinstance(name, str) else {}
         d = self._reactor._host.callRemote(
-            Connect, host=self.host, port=self.port, timeout=float(self.timeout or 30)
+            Connect,
+            host=str(self.host),
+            port=self.port,
+            timeout=float(self.timeout or 30),
+            **extra,
         )
         d.addCallbacks(self._connected, self._failed)
 

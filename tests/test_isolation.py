@@ -839,6 +839,79 @@ async def main(browser):
         self.assertEqual(self.lines, ["hello from the host / failed"])
         self.assertEqual(Hello.hits, 1)
 
+    async def test_localhostNameGrants(self) -> None:
+        """
+        A C{*.app.localhost} name grant works isolated as in-process: the
+        extension reaches the test's loopback server by that name through
+        C{browser.TCPSocket}, through C{browser.reactor.connectTCP} and
+        through a C{HostnameEndpoint} on C{browser.reactor} (the child maps
+        the name to loopback itself and tells the host which name each
+        connect is for).  Calling the broker directly with a C{localhost}
+        name that is not granted gets nothing.
+        """
+        script = (
+            _REPORTER.replace("REPORT", str(self.report))
+            + """
+
+async def main(browser):
+    from twisted.internet.defer import Deferred
+    from twisted.internet.endpoints import HostnameEndpoint
+    from twisted.internet.protocol import ClientFactory, Factory, Protocol
+
+    results = []
+    sock = await browser.TCPSocket.connect(host="app.localhost", port=TARGET)
+    await sock.opened
+    await sock.close()
+    results.append("tcpsocket=ok")
+
+    made = Deferred()
+
+    class Made(Protocol):
+        def connectionMade(self):
+            made.callback(None)
+            self.transport.loseConnection()
+
+    class Failed(ClientFactory):
+        protocol = Made
+
+        def clientConnectionFailed(self, connector, reason):
+            made.errback(reason)
+
+    browser.reactor.connectTCP("web.app.localhost", TARGET, Failed())
+    await made
+    results.append("connectTCP=ok")
+
+    endpoint = HostnameEndpoint(browser.reactor, "app.localhost", TARGET)
+    protocol = await endpoint.connect(Factory.forProtocol(Protocol))
+    protocol.transport.loseConnection()
+    results.append("endpoint=ok")
+
+    try:
+        await hostConnection().callRemote(
+            Connect, host="127.0.0.1", port=TARGET, timeout=5.0,
+            name="other.localhost")
+        results.append("bypass=allowed")
+    except Denied:
+        results.append("bypass=denied")
+    await report(browser, " ".join(results))
+""".replace("TARGET", str(self.target))
+        )
+        self.extension(
+            "named",
+            script,
+            [
+                f"tcp-connect:127.0.0.1:{self.report}",
+                f"tcp-connect:*.app.localhost:{self.target}",
+            ],
+        )
+        await self.waitFor(lambda: bool(self.lines))
+        self.assertEqual(
+            self.lines,
+            ["tcpsocket=ok connectTCP=ok endpoint=ok bypass=denied"],
+        )
+        self.assertEqual(len(self.accepted), 3)
+        self.assertTrue(self.logged("(for other.localhost)"))
+
     async def test_resourceLimits(self) -> None:
         """
         Resource limits given to L{IsolatedExtension} are set in the child

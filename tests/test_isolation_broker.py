@@ -34,6 +34,7 @@ from tcpext._broker import (
     dialTCP,
     openListener,
 )
+from tcpext.permissions import PermissionDenied
 from tcpext.sandbox import BrokeredReactor, HostConnection
 
 
@@ -1050,18 +1051,66 @@ class BrokerRealPermissionsTests(TestCase):
 
     async def test_loopbackByLocalhostGrant(self) -> None:
         """
-        A connect to a loopback address (the child's browser maps
-        C{localhost} itself) is allowed by a C{localhost} grant for that
-        port, checked by the host; another port is still denied.
+        A connect to a loopback address for the name C{localhost} (the
+        child's browser maps C{localhost} itself and says so) is allowed by
+        a C{localhost} grant for that port, checked by the host; another
+        port is still denied, and so is the address without the name (an
+        address never matches a name grant).
         """
         port = self.echoServer()
         self.connect([f"tcp-connect:localhost:{port}"], ["203.0.113.9"])
         answer = await self.child.callRemote(
-            Connect, host="127.0.0.1", port=port, timeout=5.0
+            Connect, host="127.0.0.1", port=port, timeout=5.0, name="localhost"
         )
         os.close(answer["descriptor"])
-        d = self.child.callRemote(Connect, host="127.0.0.1", port=port + 1, timeout=5.0)
+        d = self.child.callRemote(
+            Connect, host="127.0.0.1", port=port + 1, timeout=5.0, name="localhost"
+        )
         await self.assertFailure(d, Denied)
+        d = self.child.callRemote(Connect, host="127.0.0.1", port=port, timeout=5.0)
+        await self.assertFailure(d, Denied)
+        self.assertEqual(self.resolver.asked, [])
+
+    async def test_brokeredLocalhostName(self) -> None:
+        """
+        The child's brokered reactor passes the name an address is dialed
+        for (L{tcpext.reactor.AddressForName}) to the host, whose
+        C{*.localhost} grant then allows the loopback connection; the same
+        address as a plain string is denied.
+        """
+        from tcpext.reactor import AddressForName
+
+        port = self.echoServer()
+        self.connect([f"tcp-connect:*.localhost:{port}"], ["203.0.113.9"])
+        brokered = BrokeredReactor(reactor, self.child, None)
+        protocol = _Collect()
+        lost: defer.Deferred[None] = defer.Deferred()
+        failed: defer.Deferred[Any] = defer.Deferred()
+
+        class F(ClientFactory):
+            def buildProtocol(self, addr: Any) -> Protocol:
+                return protocol
+
+            def clientConnectionLost(self, connector: Any, reason: Any) -> None:
+                lost.callback(None)
+
+            def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+                failed.callback([reason])
+
+        connector = brokered.connectTCP(
+            AddressForName("127.0.0.1", "App.localhost"), port, F()
+        )
+        await protocol.made
+        protocol.transport.write(b"hi!")  # type: ignore[union-attr]
+        self.assertEqual(await protocol.done, b"hi!")
+        [held] = self.broker._held.values()
+        self.assertEqual(held.name, "app.localhost")
+        connector.disconnect()
+        await lost
+
+        brokered.connectTCP("127.0.0.1", port, F())
+        (reason,) = await failed
+        self.assertTrue(reason.check(PermissionDenied), reason)
 
     async def test_nonCanonicalRefused(self) -> None:
         """
@@ -1082,6 +1131,295 @@ class BrokerRealPermissionsTests(TestCase):
         await self.assertFailure(d, Denied)
         d = self.child.callRemote(Listen, port=7998, interface="127.0.0.1", backlog=5)
         await self.assertFailure(d, Denied)
+
+
+class BrokerNameTests(SynchronousTestCase):
+    """
+    L{Connect} to an address with the C{name} the child dials it for, with
+    the real L{tcpext.permissions.PermissionSet}: the host checks the name
+    against its own grants and the address against what the name maps to
+    (C{localhost} names: loopback, as in-process; other names: the host's
+    own resolution).  No network: the dial is recorded, not made.
+    """
+
+    def setUp(self) -> None:
+        import tcpext._broker
+
+        self.dialed: list[tuple[str, int]] = []
+        self.sockets: list[socket.socket] = []
+
+        def dial(
+            reactor: Any, address: str, port: int, timeout: float = 30.0
+        ) -> defer.Deferred[socket.socket]:
+            self.dialed.append((address, port))
+            mine, theirs = socket.socketpair()
+            self.sockets += [mine, theirs]
+            return defer.succeed(mine)
+
+        self.patch(tcpext._broker, "dialTCP", dial)
+        self.addCleanup(lambda: [s.close() for s in self.sockets])
+        self.events: list[dict[str, Any]] = []
+
+    def broker(
+        self, grants: list[str], addresses: tuple[str, ...] = ()
+    ) -> BrokerProtocol:
+        """
+        A broker holding C{grants}, whose resolver answers C{addresses}.
+        """
+        from tcpext.permissions import PermissionSet, parsePermission
+
+        self.resolver = _FakeResolver(list(addresses))
+        return BrokerProtocol(
+            _ResolvingReactor(self.resolver),
+            PermissionSet([parsePermission(g) for g in grants]),
+            Logger(observer=self.events.append),
+        )
+
+    def allowed(
+        self, broker: BrokerProtocol, host: str, port: int, name: str | None
+    ) -> str | None:
+        """
+        Connect through C{broker}: it must succeed, dialing C{host}:C{port}.
+
+        @return: The name the host recorded for the connection.
+        """
+        answer = self.successResultOf(broker.connect(host, port, 5.0, name))
+        self.assertEqual(self.dialed[-1], (host, port))
+        name = broker._held[answer["socketId"]].name
+        return name
+
+    def denied(
+        self,
+        broker: BrokerProtocol,
+        host: str,
+        port: int,
+        name: str | None,
+        error: type[Exception] = Denied,
+    ) -> str:
+        """
+        Connect through C{broker}: it must fail with C{error} and dial
+        nothing.
+
+        @return: The error's message.
+        """
+        before = list(self.dialed)
+        failure = self.failureResultOf(broker.connect(host, port, 5.0, name), error)
+        self.assertEqual(self.dialed, before)
+        return str(failure.value)
+
+    def test_localhostNameGranted(self) -> None:
+        """
+        A grant for C{localhost} or a name under it, on that port, allows
+        each loopback address the name maps to when the child says it dials
+        the address for that name; no resolver is asked.
+        """
+        broker = self.broker(
+            [
+                "tcp-connect:localhost:8080",
+                "tcp-connect:foo.localhost:*",
+                "tcp-connect:*.apps.localhost:9000-9001",
+            ]
+        )
+        self.assertEqual(
+            self.allowed(broker, "127.0.0.1", 8080, "localhost"), "localhost"
+        )
+        self.assertEqual(
+            self.allowed(broker, "127.0.0.1", 1234, "foo.localhost"), "foo.localhost"
+        )
+        self.assertEqual(
+            self.allowed(broker, "::1", 1234, "Foo.Localhost."), "foo.localhost"
+        )
+        self.assertEqual(
+            self.allowed(broker, "127.0.0.1", 9001, "a.apps.localhost"),
+            "a.apps.localhost",
+        )
+        self.assertEqual(self.resolver.asked, [])
+
+    def test_localhostNameNotGranted(self) -> None:
+        """
+        A name no grant covers on that port is refused, whatever other
+        C{localhost} names are granted: C{localhost} does not cover
+        C{foo.localhost}, nor C{foo.localhost} C{localhost} or
+        C{bar.localhost}.
+        """
+        broker = self.broker(
+            ["tcp-connect:localhost:8080", "tcp-connect:foo.localhost:8080"]
+        )
+        message = self.denied(broker, "127.0.0.1", 8080, "bar.localhost")
+        self.assertIn("permission denied", message)
+        self.assertIn("bar.localhost", message)
+        self.denied(broker, "127.0.0.1", 8081, "localhost")
+        self.denied(broker, "127.0.0.1", 8081, "foo.localhost")
+        other = self.broker(["tcp-connect:foo.localhost:8080"])
+        self.denied(other, "127.0.0.1", 8080, "localhost")
+        self.assertTrue(
+            any("broker refused" in str(e.get("log_format")) for e in self.events)
+        )
+
+    def test_localhostNameOtherAddress(self) -> None:
+        """
+        A C{localhost} name claimed for an address it does not map to is
+        refused, even with the name granted: a public address, a private
+        one, and loopback addresses other than the two it means.
+        """
+        broker = self.broker(
+            ["tcp-connect:foo.localhost:*", "tcp-connect:*.localhost:*"]
+        )
+        for address in ["203.0.113.9", "10.0.0.1", "127.0.0.2", "::ffff:10.0.0.1"]:
+            message = self.denied(broker, address, 80, "foo.localhost")
+            self.assertIn("localhost names only reach loopback", message)
+
+    def test_addressWithoutName(self) -> None:
+        """
+        Without a name, a loopback address needs an IP grant: a
+        C{localhost} grant does not cover it (an address never matches a
+        name grant, as in-process).
+        """
+        broker = self.broker(["tcp-connect:localhost:*", "tcp-connect:*.localhost:*"])
+        self.denied(broker, "127.0.0.1", 8080, None)
+        allowing = self.broker(["tcp-connect:127.0.0.1:8080"])
+        self.assertIsNone(self.allowed(allowing, "127.0.0.1", 8080, None))
+
+    def test_otherNameNeedsHostResolution(self) -> None:
+        """
+        A name that is not a C{localhost} name is only taken for an address
+        the host itself resolved it to (for that port): a child claiming
+        C{example.com} for an address gets nothing until the host's own
+        L{Resolve} gave that address.
+        """
+        broker = self.broker(["tcp-connect:example.com:443"], ("93.184.215.14",))
+        self.denied(broker, "93.184.215.14", 443, "example.com")
+        self.denied(broker, "8.8.8.8", 443, "example.com")
+        self.successResultOf(broker.resolve("example.com", 443))
+        self.assertEqual(
+            self.allowed(broker, "93.184.215.14", 443, "example.com"), "example.com"
+        )
+        self.denied(broker, "8.8.8.8", 443, "example.com")
+        self.denied(broker, "93.184.215.14", 444, "example.com")
+
+    def test_badName(self) -> None:
+        """
+        A name that is not a valid host name, an IP address given as the
+        name, or a name with a name (rather than an address) as the host is
+        a bad request.
+        """
+        broker = self.broker(["tcp-connect:*:*"])
+        self.denied(broker, "127.0.0.1", 80, "bad name!", BadRequest)
+        self.denied(broker, "127.0.0.1", 80, "127.0.0.1", BadRequest)
+        self.denied(broker, "localhost", 80, "localhost", BadRequest)
+
+    def test_revokedNameEnforced(self) -> None:
+        """
+        A connection allowed by a C{localhost} name grant is shut down by
+        the host when that grant is withdrawn; one allowed by another,
+        remaining name grant is kept.
+        """
+        from tcpext.permissions import parsePermission
+
+        broker = self.broker(
+            ["tcp-connect:foo.localhost:80", "tcp-connect:bar.localhost:80"]
+        )
+        self.allowed(broker, "127.0.0.1", 80, "foo.localhost")
+        self.allowed(broker, "127.0.0.1", 80, "bar.localhost")
+        broker.grants.discard(parsePermission("tcp-connect:foo.localhost:80"))
+        [closed] = broker.enforce()
+        [(kept, held)] = broker._held.items()
+        self.assertNotEqual(kept, closed)
+        self.assertEqual(held.name, "bar.localhost")
+
+
+class NameCarriedTests(SynchronousTestCase):
+    """
+    In the child, the address dialed for a name reaches the wrapped reactor
+    (there, L{BrokeredReactor}) as a L{tcpext.reactor.AddressForName}
+    carrying the name, from C{browser.TCPSocket.connect} and from
+    C{browser.reactor}; an address dialed as an address carries none.
+    """
+
+    def browser(self, *grants: str) -> Any:
+        from tcpext.browser import makeBrowser
+
+        self.reactor = MemoryReactorClock()
+        return makeBrowser(
+            extensionId="x",
+            manifest={
+                "manifest_version": 2,
+                "name": "x",
+                "version": "1",
+                "permissions": list(grants),
+                "background": {"scripts": ["background.py"]},
+            },
+            reactor=self.reactor,
+            log=Logger(observer=lambda e: None),
+        )
+
+    def dialed(self) -> list[tuple[str, int, str | None]]:
+        """
+        What reached the memory reactor: address, port, and carried name.
+        """
+        return [
+            (str(host), port, getattr(host, "name", None))
+            for host, port, *_ in self.reactor.tcpClients
+        ]
+
+    def test_browserTCPSocket(self) -> None:
+        """
+        C{browser.TCPSocket.connect} to a C{localhost} name dials loopback
+        with the name attached.
+        """
+        browser = self.browser("tcp-connect:*.localhost:8080")
+        self.successResultOf(
+            browser.TCPSocket.connect({"host": "App.localhost", "port": 8080})
+        )
+        self.reactor.advance(1)
+        dialed = self.dialed()
+        self.assertTrue(dialed)
+        for address, port, name in dialed:
+            self.assertIn(address, ("127.0.0.1", "::1"))
+            self.assertEqual((port, name), (8080, "app.localhost"))
+
+    def test_reactorConnectTCP(self) -> None:
+        """
+        C{browser.reactor.connectTCP} to a C{localhost} name, and to the
+        address its checked resolver gave for that name, both attach it.
+        """
+        from twisted.internet.address import IPv4Address
+
+        browser = self.browser("tcp-connect:foo.localhost:8080")
+        browser.reactor.connectTCP("foo.localhost", 8080, ClientFactory())
+        self.assertEqual(self.dialed(), [("127.0.0.1", 8080, "foo.localhost")])
+        found: list[Any] = []
+
+        class Receiver:
+            def resolutionBegan(self, resolution: Any) -> None:
+                pass
+
+            def addressResolved(self, address: Any) -> None:
+                found.append(address)
+
+            def resolutionComplete(self) -> None:
+                pass
+
+        browser.reactor.nameResolver.resolveHostName(
+            Receiver(), "foo.localhost", portNumber=8080
+        )
+        [address] = [a for a in found if isinstance(a, IPv4Address)]
+        browser.reactor.connectTCP(address.host, 8080, ClientFactory())
+        self.assertEqual(self.dialed()[1], ("127.0.0.1", 8080, "foo.localhost"))
+
+    def test_addressCarriesNoName(self) -> None:
+        """
+        An address dialed because an IP grant allows it carries no name.
+        """
+        browser = self.browser("tcp-connect:127.0.0.1:8080")
+        browser.reactor.connectTCP("127.0.0.1", 8080, ClientFactory())
+        self.successResultOf(
+            browser.TCPSocket.connect({"host": "127.0.0.1", "port": 8080})
+        )
+        self.assertEqual(
+            self.dialed(),
+            [("127.0.0.1", 8080, None), ("127.0.0.1", 8080, None)],
+        )
 
 
 class ChildOutputTests(SynchronousTestCase):
