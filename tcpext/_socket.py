@@ -263,7 +263,7 @@ class SocketProtocol:
         L{None} for sockets that dialed out.
     """
 
-    __slots__ = ("socket", "transport", "factory", "connected", "__weakref__")
+    __slots__ = ("socket", "transport", "factory", "connected", "batching", "__weakref__")
 
     def __init__(self, socket: TCPClientSocket, factory: Any = None) -> None:
         """
@@ -274,6 +274,9 @@ class SocketProtocol:
         self.transport: Any = None
         self.factory = factory
         self.connected = 0
+        # True while the TLS layer decrypts one network read: its records
+        # are buffered and a pending read gets them together afterwards
+        self.batching = False
 
     def logPrefix(self) -> str:
         """
@@ -302,7 +305,7 @@ class SocketProtocol:
         """
         sock = self.socket
         readers = sock._readers
-        if readers:
+        if readers and not self.batching:
             d = readers.pop(0)
             if not d.called:
                 d.callback(data)
@@ -323,7 +326,9 @@ class SocketProtocol:
             buf.append(data)
         size = sock._bufSize + len(data)
         sock._bufSize = size
-        if size >= sock._highWater and not sock._full:
+        if size >= sock._highWater and not sock._full and not readers:
+            # (with a read pending, a batch of TLS records goes to it whole
+            # once the network read is decrypted: no need to pause for it)
             sock._full = True
             sock._updateReading()
 
@@ -634,19 +639,8 @@ class TCPClientSocket:
             the end of the stream (and for every read after); or fails with
             the error that ended the socket once the buffer is empty.
         """
-        buf = self._buf
-        if buf:
-            if self._bufOffset:
-                data = b"".join([memoryview(buf[0])[self._bufOffset :], *buf[1:]])
-                self._bufOffset = 0
-            else:
-                data = buf[0] if len(buf) == 1 else b"".join(buf)
-            self._buf = None
-            self._bufSize = 0
-            if self._full:
-                self._full = False
-                self._updateReading()
-            return succeed(data)
+        if self._buf:
+            return succeed(self._takeAll())
         end = self._readEnd
         if end is None:
             d: Deferred[bytes] = Deferred()
@@ -660,6 +654,61 @@ class TCPClientSocket:
             return succeed(b"")
         assert isinstance(end, Failure)
         return fail(end)
+
+    def _takeAll(self) -> bytes:
+        """
+        Take everything buffered (the buffer is not empty).
+        """
+        buf = self._buf
+        assert buf
+        if self._bufOffset:
+            data = b"".join([memoryview(buf[0])[self._bufOffset :], *buf[1:]])
+            self._bufOffset = 0
+        else:
+            data = buf[0] if len(buf) == 1 else b"".join(buf)
+        self._buf = None
+        self._bufSize = 0
+        if self._full:
+            self._full = False
+            self._updateReading()
+        return data
+
+    def _deliver(self) -> None:
+        """
+        Give what is buffered to the oldest pending read (after a batch of
+        TLS records): no read waits while bytes are buffered.
+        """
+        readers = self._readers
+        while readers and self._buf:
+            d = readers.pop(0)
+            if not d.called:  # else cancelled by its user
+                d.callback(self._takeAll())
+
+    def _batchRecords(self, layer: Any) -> None:
+        """
+        Make C{layer}, the TLS protocol under this socket, hand over the
+        records of one network read as one chunk: a 64 KiB read carries
+        four 16 KiB records, which would otherwise wake a pending C{read()}
+        four times.
+        """
+        if not isinstance(layer, TLSMemoryBIOProtocol):
+            return
+        receive = layer.dataReceived
+        protocol = self._protocol
+
+        def dataReceived(data: bytes) -> None:
+            if protocol.batching:
+                receive(data)
+                return
+            protocol.batching = True
+            try:
+                receive(data)
+            finally:
+                protocol.batching = False
+                if self._readers and self._buf:
+                    self._deliver()
+
+        layer.dataReceived = dataReceived  # type: ignore[method-assign]
 
     def _giveToReader(self, data: bytes) -> bool:
         """
@@ -1450,6 +1499,11 @@ class TCPClientSocket:
         if producer is not None:
             producer.stopProducing()
         if readers:
+            if self._buf:
+                # the end came in the same TLS batch as the last data
+                self._readers = readers
+                self._deliver()
+                self._readers = None
             for d in readers:
                 if failure is None:
                     _endOfStream(d)
@@ -1479,6 +1533,8 @@ class TCPClientSocket:
             self._watching = True
             transport.registerProducer(self._protocol, True)
         tls = None if direct else _tlsLayer(transport)
+        if tls is not None:
+            self._batchRecords(tls)
         if tls is not None and not getattr(tls, "_handshakeDone", False):
             # TLS from the start: open once the handshake completed.
             factory = self._protocol.factory
@@ -1571,6 +1627,9 @@ class TCPClientSocket:
         if self._readEnd is not None:
             return
         self._readEnd = True
+        if self._buf and self._readers:
+            # the peer's close came in the same TLS batch as the last data
+            self._deliver()
         readers = self._readers
         if readers:
             self._readers = None
@@ -1684,6 +1743,8 @@ class TCPClientSocket:
                 self._transport.startTLS(options)
             except Exception as e:
                 self._abortWith(e)
+                return
+            self._batchRecords(_tlsLayer(self._transport))
 
         self._whenWritable(start)
         return d

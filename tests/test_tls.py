@@ -11,6 +11,7 @@ from typing import Any
 from OpenSSL.SSL import Error as SSLError
 from service_identity import VerificationError
 from twisted.internet import reactor as globalReactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import (
     SSL4ClientEndpoint,
@@ -19,15 +20,25 @@ from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.error import ConnectionClosed
-from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.internet.error import ConnectionClosed, ConnectionLost
+from twisted.internet.task import Clock, deferLater
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.test.iosim import IOPump, connectedServerAndClient
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpext._errors import SocketClosed
 from tcpext._server import TCPServerSocket
 from tcpext._socket import TCPClientSocket
-from tcpext.endpoints import connectSocket, listenSocket, startSocket
+from tcpext.endpoints import (
+    ClientSocketFactory,
+    ServerSocketFactory,
+    connectSocket,
+    listenSocket,
+    startSocket,
+)
 from tests._certs import testPKI
+from tests.test_socket import connected
 
 #: What a failed handshake may surface as, depending on which side noticed.
 HANDSHAKE_ERRORS = (SSLError, VerificationError, ConnectionClosed)
@@ -543,3 +554,106 @@ class TLSTests(TestCase):
                 await deferLater(globalReactor, 0, lambda: None)
 
         return ensureDeferred(go())
+
+
+class RecordBatchTests(SynchronousTestCase):
+    """
+    The TLS records that one network read carries reach a pending C{read()}
+    as one chunk (in memory: L{twisted.test.iosim} hands each side all the
+    bytes written so far in one C{dataReceived}).
+    """
+
+    def connect(self) -> tuple[TCPClientSocket, TCPClientSocket, IOPump]:
+        """
+        A TLS client socket and the server socket it connected to, both
+        open, over an in-memory connection.
+        """
+        pki = testPKI()
+        clock = Clock()
+        server = TCPServerSocket()
+        serverFactory = TLSMemoryBIOFactory(
+            pki.serverOptions(), False, ServerSocketFactory(server), clock
+        )
+        clientFactory = ClientSocketFactory("localhost", 443)
+        tlsClientFactory = TLSMemoryBIOFactory(
+            pki.clientOptions("localhost"), True, clientFactory, clock
+        )
+        address = IPv4Address("TCP", "127.0.0.1", 443)
+        _, _, pump = connectedServerAndClient(
+            lambda: serverFactory.buildProtocol(address),
+            lambda: tlsClientFactory.buildProtocol(address),
+            clock=clock,
+        )
+        pump.flush()
+        accepted = self.successResultOf(server.accept())
+        assert accepted is not None
+        client = clientFactory.socket
+        self.assertTrue(client.ssl)
+        self.assertTrue(accepted.ssl)
+        return client, accepted, pump
+
+    def test_recordsOfOneReadInOneChunk(self) -> None:
+        """
+        64 KiB written at once travel as four 16 KiB TLS records; a read
+        pending when they arrive gets all 64 KiB, not the first record.
+        """
+        client, accepted, pump = self.connect()
+        reading = accepted.read()
+        payload = bytes(range(256)) * 256
+        client.write(payload)
+        pump.flush()
+        self.assertEqual(self.successResultOf(reading), payload)
+
+    def test_recordsThenCloseNotify(self) -> None:
+        """
+        Data and the peer's close-notify decrypted from the same network
+        read: the pending read gets the data, the next one the end.
+        """
+        client, accepted, pump = self.connect()
+        reading = accepted.read()
+        payload = b"x" * 40000
+        client.write(payload)
+        client.close()
+        pump.flush()
+        self.assertEqual(self.successResultOf(reading), payload)
+        self.assertEqual(self.successResultOf(accepted.read()), b"")
+
+    def test_cancelledReadSkipped(self) -> None:
+        """
+        A pending read cancelled by its user does not swallow the batch: the
+        next pending read gets it, in order.
+        """
+        client, accepted, pump = self.connect()
+        first = accepted.read()
+        second = accepted.read()
+        first.cancel()
+        self.failureResultOf(first)
+        client.write(b"a" * 20000 + b"b" * 20000)
+        pump.flush()
+        self.assertEqual(self.successResultOf(second), b"a" * 20000 + b"b" * 20000)
+
+    def test_endInsideBatch(self) -> None:
+        """
+        Should the stream end while the records of a network read are being
+        gathered, the pending read still gets the gathered bytes first and
+        the next read the end (or the error).
+        """
+        for reason, outcome in [
+            (None, b""),
+            (Failure(ConnectionLost("reset")), ConnectionLost),
+        ]:
+            sock, protocol, _ = connected()
+            reading = sock.read()
+            protocol.batching = True
+            protocol.dataReceived(b"abc")
+            protocol.dataReceived(b"def")
+            self.assertNoResult(reading)
+            if reason is None:
+                protocol.readConnectionLost()
+            else:
+                protocol.connectionLost(reason)
+            self.assertEqual(self.successResultOf(reading), b"abcdef")
+            if outcome == b"":
+                self.assertEqual(self.successResultOf(sock.read()), b"")
+            else:
+                self.failureResultOf(sock.read(), outcome)  # type: ignore[arg-type]
