@@ -263,7 +263,14 @@ class SocketProtocol:
         L{None} for sockets that dialed out.
     """
 
-    __slots__ = ("socket", "transport", "factory", "connected", "batching", "__weakref__")
+    __slots__ = (
+        "socket",
+        "transport",
+        "factory",
+        "connected",
+        "batching",
+        "__weakref__",
+    )
 
     def __init__(self, socket: TCPClientSocket, factory: Any = None) -> None:
         """
