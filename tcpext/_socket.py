@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
+from socket import IPPROTO_TCP, TCP_NODELAY
 from typing import TYPE_CHECKING, Any, Union
 
 from twisted.internet import tcp
@@ -297,7 +298,7 @@ class SocketProtocol:
         """
         self.connected = 1
         self.transport = transport
-        self.connectionMade()
+        self.socket._connectionMade(transport)
 
     def connectionMade(self) -> None:
         """
@@ -1264,19 +1265,25 @@ class TCPClientSocket:
         @return: A Deferred that fires with L{None} once the socket is closed,
             whatever the outcome; C{closed} tells whether it was clean.
         """
-        if self._state is _CLOSED:
+        state = self._state
+        if state is _CLOSED:
             return succeed(None)
+        if state is not _CLOSING:
+            self._state = _CLOSING
+            if self._writeEnd is None:
+                self._writeEnd = "write() after close()"
+            if self._held is None and not self._writePaused and self._opened is True:
+                self._loseConnection()
+                if self._state is _CLOSED:
+                    # closed at once (the peer had closed, nothing to send)
+                    return succeed(None)
+            else:
+                self._hold(None, self._loseConnection)
         d: Deferred[None] = Deferred()
         if self._closeWaiters is None:
             self._closeWaiters = [d]
         else:
             self._closeWaiters.append(d)
-        if self._state is _CLOSING:
-            return d
-        self._state = _CLOSING
-        if self._writeEnd is None:
-            self._writeEnd = "write() after close()"
-        self._whenWritable(self._loseConnection)
         return d
 
     def _writeFailure(self) -> Failure:
@@ -1307,8 +1314,10 @@ class TCPClientSocket:
 
             upgrading.addBoth(afterHandshake)
             return
-        self._stopProducer()
-        self._unwatch(transport)
+        if self._producer is not None:
+            self._stopProducer()
+        if self._watching:
+            self._unwatch(transport)
         if (
             self._direct
             and self._readEnd is True
@@ -1497,7 +1506,8 @@ class TCPClientSocket:
             tlsFailure = failure if failure is not None else writeFailure
             tls.errback(tlsFailure)
             _silence(tls, tlsFailure)
-        _settle(drain, writeFailure)
+        if drain:
+            _settle(drain, writeFailure)
         if held:
             for _, what in held:
                 if isinstance(what, Deferred) and not what.called:
@@ -1516,8 +1526,10 @@ class TCPClientSocket:
                     _endOfStream(d)
                 elif not d.called:
                     d.errback(failure)
-        _settle(closedWaiters, failure)
-        _settle(closeWaiters, None)
+        if closedWaiters:
+            _settle(closedWaiters, failure)
+        if closeWaiters:
+            _settle(closeWaiters, None)
         factory = self._protocol.factory
         if factory is not None:
             factory._socketEnded(self)
@@ -1564,15 +1576,19 @@ class TCPClientSocket:
         if options is None:
             # TCP_NODELAY by default (as asyncio streams): no Nagle delay on
             # small writes such as a TLS close-notify or a request line.
-            setter = getattr(self._transport, "setTcpNoDelay", None)
-            if setter is not None:
-                setter(True)
+            if self._direct:
+                self._transport.socket.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+            else:
+                setter = getattr(self._transport, "setTcpNoDelay", None)
+                if setter is not None:
+                    setter(True)
         else:
             self._options = None
             options.setdefault("setTcpNoDelay", True)
             for name, value in options.items():
                 self._setOption(name, value)
-        self._updateReading()
+        if self._suspended or self._full:
+            self._updateReading()
         if self._held is not None:
             self._flush()
         waiters = self._openedWaiters
@@ -1585,7 +1601,8 @@ class TCPClientSocket:
         factory = self._protocol.factory
         if factory is not None and self._state is not _CLOSED:
             factory._socketOpened(self)
-        self._resumeProducer()
+        if self._producer is not None:
+            self._resumeProducer()
 
     def _endpointConnected(self, protocol: object) -> object:
         """
