@@ -651,17 +651,22 @@ class TCPClientSocket:
             return succeed(self._takeAll())
         end = self._readEnd
         if end is None:
-            d: Deferred[bytes] = Deferred()
-            readers = self._readers
-            if readers is None:
-                self._readers = [d]
-            else:
-                readers.append(d)
-            return d
+            return self._waitFor(Deferred())
         if end is True:
             return succeed(b"")
         assert isinstance(end, Failure)
         return fail(end)
+
+    def _waitFor(self, d: Deferred[bytes]) -> Deferred[bytes]:
+        """
+        Queue C{d} as a pending read, fired by the next bytes to arrive.
+        """
+        readers = self._readers
+        if readers is None:
+            self._readers = [d]
+        else:
+            readers.append(d)
+        return d
 
     def _takeAll(self) -> bytes:
         """
@@ -938,13 +943,7 @@ class TCPClientSocket:
             return self.read()
         end = self._readEnd
         if end is None:
-            d: Deferred[bytes] = _IterationRead()
-            readers = self._readers
-            if readers is None:
-                self._readers = [d]
-            else:
-                readers.append(d)
-            return d
+            return self._waitFor(_IterationRead())
         if end is True:
             return fail(StopAsyncIteration())
         assert isinstance(end, Failure)
