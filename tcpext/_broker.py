@@ -1203,6 +1203,7 @@ class IsolatedExtension(Service):
         @raise ValueError: for an unknown mode, an invalid C{tcp-*} entry, or
             an operator grant the manifest does not list as optional.
         """
+        from tcpext.browser import _operatorGrants, _storedGrants
         from tcpext.permissions import (
             PermissionSet,
             parseManifestPermissions,
@@ -1244,24 +1245,12 @@ class IsolatedExtension(Service):
         self._ignored = [*ignored, *ignoredOptional]
         self._required = {str(p): p for p in required}
         self._optional = {str(p): p for p in optional}
-        self._operator: dict[str, Any] = {}
-        for entry in operatorGrants:
-            p = parsePermission(entry)
-            if str(p) not in self._optional:
-                raise ValueError(
-                    f"cannot grant {entry!r} to {extensionId!r}: its manifest "
-                    "does not list it in optional_permissions"
-                )
-            self._operator[str(p)] = p
-        self._runtime: dict[str, Any] = {}
-        for entry in self._store.load(extensionId):
-            try:
-                p = parsePermission(entry)
-            except ValueError:
-                self.log.warn("ignoring stored grant {entry!r}", entry=entry)
-                continue
-            if str(p) in self._optional:
-                self._runtime[str(p)] = p
+        self._operator: dict[str, Any] = _operatorGrants(
+            extensionId, operatorGrants, self._optional
+        )
+        self._runtime: dict[str, Any] = _storedGrants(
+            self._store.load(extensionId), self._optional, self.log
+        )
         self.grants = PermissionSet(self._effective().values())
 
         self.starts = 0

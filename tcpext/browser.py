@@ -20,7 +20,7 @@ import copy
 import ipaddress
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 from attrs import define, field
 from twisted.internet import defer
@@ -54,7 +54,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from tcpext._options import ConnectOptions, parseConnectOptions, parseListenOptions
+from tcpext._options import (
+    ConnectOptions,
+    ListenOptions,
+    parseConnectOptions,
+    parseListenOptions,
+)
 from tcpext.endpoints import listenSocket, startSocket
 from tcpext.permissions import (
     LOCALHOST_ADDRESSES,
@@ -77,6 +82,8 @@ __all__ = [
     "denyAll",
     "makeBrowser",
 ]
+
+_Options = TypeVar("_Options", ConnectOptions, ListenOptions)
 
 PromptPolicy = Callable[[str, list[str]], Union[bool, "Deferred[bool]"]]
 """
@@ -167,6 +174,21 @@ def _isIPLiteral(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _interfaceAddress(host: str) -> str:
+    """
+    The canonical text of a C{listen} C{host} option, which must be the IP
+    address of an interface.
+
+    @raise ValueError: For a name or an invalid address.
+    """
+    address = _stripBrackets(canonicalHost(_stripBrackets(host)))
+    if not _isIPLiteral(address):
+        raise ValueError(
+            f"listen option 'host' must be an IP address of an interface, not {host!r}"
+        )
+    return address
 
 
 def _hostPort(host: str, port: int) -> str:
@@ -664,6 +686,61 @@ def _parseOrNone(entry: str) -> Permission | None:
     return parsePermission(entry)
 
 
+def _operatorGrants(
+    extensionId: str, entries: Iterable[str], optional: Mapping[str, Permission]
+) -> dict[str, Permission]:
+    """
+    Parse the operator's grants for one extension; each must be one of the
+    optional permissions its manifest lists.
+
+    @param optional: The manifest's optional permissions by canonical text.
+    @return: The grants by canonical text.
+    @raise ValueError: For an invalid entry or one that is not optional.
+    """
+    granted: dict[str, Permission] = {}
+    for entry in entries:
+        p = parsePermission(entry)
+        if str(p) not in optional:
+            raise ValueError(
+                f"cannot grant {entry!r} to {extensionId!r}: its manifest "
+                "does not list it in optional_permissions"
+            )
+        granted[str(p)] = p
+    return granted
+
+
+def _storedGrants(
+    entries: Iterable[str], optional: Mapping[str, Permission], log: Logger
+) -> dict[str, Permission]:
+    """
+    Parse the grants a L{GrantStore} holds for one extension, skipping (with a
+    warning on C{log}) the invalid ones and those its manifest does not list as
+    optional: a stored grant never widens what the manifest allows.
+
+    @param optional: The manifest's optional permissions by canonical text.
+    @return: The grants by canonical text.
+    """
+    granted: dict[str, Permission] = {}
+    for entry in entries:
+        try:
+            p = parsePermission(entry)
+        except ValueError as e:
+            log.warn(
+                "ignoring stored grant {entry!r}: {reason}",
+                entry=entry,
+                reason=str(e),
+            )
+            continue
+        if str(p) not in optional:
+            log.warn(
+                "ignoring stored grant {entry!r}: not in optional_permissions",
+                entry=entry,
+            )
+            continue
+        granted[str(p)] = p
+    return granted
+
+
 class GrantsView:
     """
     A read-only view of an extension's live grants: it answers the same
@@ -756,34 +833,8 @@ class Browser:
         self._required = {str(p): p for p in required}
         self._optional = {str(p): p for p in optional}
 
-        operator: dict[str, Permission] = {}
-        for entry in operatorGrants:
-            p = parsePermission(entry)
-            if str(p) not in self._optional:
-                raise ValueError(
-                    f"cannot grant {entry!r} to {extensionId!r}: its manifest "
-                    "does not list it in optional_permissions"
-                )
-            operator[str(p)] = p
-
-        self._runtime: dict[str, Permission] = {}
-        for entry in grantStore.load(extensionId):
-            try:
-                p = parsePermission(entry)
-            except ValueError as e:
-                log.warn(
-                    "ignoring stored grant {entry!r}: {reason}",
-                    entry=entry,
-                    reason=str(e),
-                )
-                continue
-            if str(p) not in self._optional:
-                log.warn(
-                    "ignoring stored grant {entry!r}: not in optional_permissions",
-                    entry=entry,
-                )
-                continue
-            self._runtime[str(p)] = p
+        operator = _operatorGrants(extensionId, operatorGrants, self._optional)
+        self._runtime = _storedGrants(grantStore.load(extensionId), self._optional, log)
 
         self._grants = PermissionSet(
             [*self._required.values(), *operator.values(), *self._runtime.values()]
@@ -818,22 +869,56 @@ class Browser:
             extensionId=self._id,
         )
 
+    def _admit(
+        self,
+        verb: str,
+        *,
+        parse: Callable[[], _Options],
+        canonical: Callable[[str], str],
+        check: Callable[[str, int], None],
+    ) -> tuple[_Options, str, str]:
+        """
+        The checks that start a C{connect} or C{listen}: parse the options,
+        refuse once the namespace is closed, put the host in canonical form and
+        check the grants. A refusal is logged with the request as precisely as
+        it is known by then, and raised.
+
+        @param verb: C{"connect to"} or C{"listen on"}; its first word alone
+            names a request whose options do not parse.
+        @param parse: Parses the call's options.
+        @param canonical: The canonical form of the C{host} option; raises for
+            a host the request cannot use.
+        @param check: Raises L{PermissionDenied} unless the grants allow the
+            canonical host and the port.
+        @return: The options, the canonical host, and the request's text.
+        """
+        request = verb.partition(" ")[0]
+        try:
+            parsed = parse()
+            request = f"{verb} {_hostPort(parsed.host, parsed.port)}"
+            self._checkOpen()
+            host = canonical(parsed.host)
+            request = f"{verb} {_hostPort(host, parsed.port)}"
+            check(host, parsed.port)
+        except Exception as e:
+            self._deny(request, e)
+            raise
+        return parsed, host, request
+
     def _connect(
         self, options: Mapping[str, object] | None, keywords: Mapping[str, object]
     ) -> Deferred[Any]:
         """
         Implement C{TCPSocket.connect}: never raises.
         """
-        request = "connect"
         try:
-            parsed = parseConnectOptions(options, keywords)
-            request = f"connect to {_hostPort(parsed.host, parsed.port)}"
-            self._checkOpen()
-            host = canonicalHost(_stripBrackets(parsed.host))
-            request = f"connect to {_hostPort(host, parsed.port)}"
-            self._grants.checkConnect(host, parsed.port)
-        except Exception as e:
-            self._deny(request, e)
+            parsed, host, request = self._admit(
+                "connect to",
+                parse=lambda: parseConnectOptions(options, keywords),
+                canonical=lambda host: canonicalHost(_stripBrackets(host)),
+                check=self._grants.checkConnect,
+            )
+        except Exception:
             return defer.fail()
         d = defer.ensureDeferred(self._resolveAndDial(parsed, host, request))
         return d
@@ -922,21 +1007,14 @@ class Browser:
         """
         Implement C{TCPSocket.listen}: never raises.
         """
-        request = "listen"
         try:
-            parsed = parseListenOptions(options, keywords)
-            request = f"listen on {_hostPort(parsed.host, parsed.port)}"
-            self._checkOpen()
-            host = _stripBrackets(canonicalHost(_stripBrackets(parsed.host)))
-            if not _isIPLiteral(host):
-                raise ValueError(
-                    f"listen option 'host' must be an IP address of an "
-                    f"interface, not {parsed.host!r}"
-                )
-            request = f"listen on {_hostPort(host, parsed.port)}"
-            self._grants.checkListen(parsed.port, host)
-        except Exception as e:
-            self._deny(request, e)
+            parsed, host, request = self._admit(
+                "listen on",
+                parse=lambda: parseListenOptions(options, keywords),
+                canonical=_interfaceAddress,
+                check=lambda host, port: self._grants.checkListen(port, host),
+            )
+        except Exception:
             return defer.fail()
         endpoint: IStreamServerEndpoint
         if parsed.useSecureTransport:
