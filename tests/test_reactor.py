@@ -891,47 +891,28 @@ class ResolverTests(SynchronousTestCase):
         port, not after the grant is removed or the memory expired.
         """
         wrapper, memory, permissions, _ = build(["tcp-connect:mixed.example:443"])
-        self.assertRaises(
-            PermissionDenied,
-            wrapper.connectTCP,
-            "93.184.216.34",
-            443,
-            RecordingFactory(),
-        )
+        remembered = ("93.184.216.34", 443)
+
+        def assertRefused(*addresses: tuple[str, int]) -> None:
+            for host, port in addresses:
+                self.assertRaises(
+                    PermissionDenied,
+                    wrapper.connectTCP,
+                    host,
+                    port,
+                    RecordingFactory(),
+                )
+
+        assertRefused(remembered)
         self.resolve(wrapper, "mixed.example")
-        wrapper.connectTCP("93.184.216.34", 443, RecordingFactory())
+        wrapper.connectTCP(*remembered, RecordingFactory())
         self.assertEqual(len(memory.tcpClients), 1)
-        self.assertRaises(
-            PermissionDenied,
-            wrapper.connectTCP,
-            "93.184.216.34",
-            80,
-            RecordingFactory(),
-        )
-        self.assertRaises(
-            PermissionDenied,
-            wrapper.connectTCP,
-            "127.0.0.1",
-            443,
-            RecordingFactory(),
-        )
+        assertRefused(("93.184.216.34", 80), ("127.0.0.1", 443))
         permissions.discard("tcp-connect:mixed.example:443")
-        self.assertRaises(
-            PermissionDenied,
-            wrapper.connectTCP,
-            "93.184.216.34",
-            443,
-            RecordingFactory(),
-        )
+        assertRefused(remembered)
         permissions.add("tcp-connect:mixed.example:443")
         memory.advance(reactorModule.REMEMBER_SECONDS + 1)
-        self.assertRaises(
-            PermissionDenied,
-            wrapper.connectTCP,
-            "93.184.216.34",
-            443,
-            RecordingFactory(),
-        )
+        assertRefused(remembered)
 
     def test_ipLiteral(self) -> None:
         """

@@ -90,6 +90,23 @@ def accept(factory: ServerSocketFactory, peerPort: int = 40000) -> StringTranspo
     return transport
 
 
+async def assertSuspendHolds(
+    case: TestCase, reader: TCPClientSocket, writer: TCPClientSocket, data: bytes
+) -> None:
+    """
+    Suspend C{reader}, have C{writer} send C{data} to it, and check that none
+    of it is read over a few turns of the real reactor; then resume C{reader}
+    and check it reads all of C{data}.
+    """
+    reader.suspend()
+    await writer.write(data)
+    for _ in range(10):
+        await deferLater(globalReactor, 0.005, lambda: None)
+    case.assertEqual(reader._bufSize, 0)
+    reader.resume()
+    case.assertEqual(await reader.readExactly(len(data)), data)
+
+
 class ServerTests(SynchronousTestCase):
     """
     The server socket in memory.
@@ -380,13 +397,7 @@ class LoopbackServerTests(TestCase):
         accepted = await server.accept()
         assert accepted is not None
         self.addCleanup(accepted.closeImmediately)
-        accepted.suspend()
-        await client.write(b"held back")
-        for _ in range(10):
-            await deferLater(globalReactor, 0.005, lambda: None)
-        self.assertEqual(accepted._bufSize, 0)
-        accepted.resume()
-        self.assertEqual(await accepted.readExactly(9), b"held back")
+        await assertSuspendHolds(self, accepted, client, b"held back")
 
     async def test_closeEndsIteration(self) -> None:
         """

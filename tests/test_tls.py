@@ -38,6 +38,7 @@ from tcpext.endpoints import (
     startSocket,
 )
 from tests._certs import testPKI
+from tests.test_server import assertSuspendHolds
 from tests.test_socket import connected
 
 #: What a failed handshake may surface as, depending on which side noticed.
@@ -175,13 +176,8 @@ class TLSTests(TestCase):
         server = await self.tlsServer()
         sock = await connectSocket(self.tlsEndpoint(server, testPKI().clientOptions()))
         self.addCleanup(sock.closeImmediately)
-        sock.suspend()
-        await sock.write(b"echo while suspended")
-        for _ in range(10):
-            await deferLater(globalReactor, 0.005, lambda: None)
-        self.assertEqual(sock._bufSize, 0)
-        sock.resume()
-        self.assertEqual(await sock.readExactly(20), b"echo while suspended")
+        # The server echoes: the socket's own write comes back to it.
+        await assertSuspendHolds(self, sock, sock, b"echo while suspended")
 
     async def test_closeWhileNotReading(self) -> None:
         """
