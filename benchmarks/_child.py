@@ -24,6 +24,8 @@ from _common import BenchmarkFailure, Params
 IMPLS = {
     "twisted": ("impl_twisted", {}),
     "tcpext": ("impl_tcpext", {}),
+    # the floor of a Deferred-returning API (W4 only; not compared by run.py)
+    "floor": ("impl_floor", {}),
     "asyncio": ("impl_asyncio", {"loop": "asyncio"}),
     "uvloop": ("impl_asyncio", {"loop": "uvloop"}),
 }

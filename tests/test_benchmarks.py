@@ -239,3 +239,48 @@ class HelperTests(SynchronousTestCase):
                 "- `repetitions`: 7.00",
             ],
         )
+
+
+class FloorTests(SynchronousTestCase):
+    """
+    The floor implementation of W4 (C{benchmarks/impl_floor.py}), run by
+    hand to compare tcpext with the least a Deferred-returning API costs.
+    """
+
+    def child(self, workload: str) -> dict[str, Any]:
+        """
+        Run C{_child.py floor WORKLOAD} on tiny sizes; its JSON result.
+        """
+        done = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "benchmarks", "_child.py"),
+                "floor",
+                workload,
+                json.dumps({"scale": float(TINY)}),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=os.path.join(ROOT, "benchmarks"),
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    def test_connectionRate(self) -> None:
+        """
+        The floor runs W4's cycles and reports a positive rate.
+        """
+        result = self.child("W4")
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["unit"], "conn/s")
+        self.assertGreater(result["value"], 0)
+
+    def test_otherWorkloads(self) -> None:
+        """
+        Any other workload is refused with a message that says so.
+        """
+        result = self.child("W1")
+        self.assertFalse(result["ok"])
+        self.assertIn("no W1", result["error"])
