@@ -442,7 +442,7 @@ class TCPClientSocket:
         "_direct",
         "_watching",
         "_shutWaiter",
-        "_closeTimer",
+        "_timer",
         "__weakref__",
     )
 
@@ -451,6 +451,12 @@ class TCPClientSocket:
     #: L{twisted.internet.error.TimeoutError});
     #: L{None}: wait as long as the peer takes.
     tlsCloseTimeout: float | None = 30.0
+
+    #: Seconds a TLS handshake (TLS from the start, or C{upgradeToSecure()})
+    #: may take before the connection is aborted (C{opened} or the upgrade's
+    #: Deferred, and C{closed}, then fail with
+    #: L{twisted.internet.error.TimeoutError}); L{None}: no limit.
+    tlsHandshakeTimeout: float | None = 60.0
 
     def __init__(
         self,
@@ -523,8 +529,9 @@ class TCPClientSocket:
         self._watching = False
         # closeWrite()'s Deferred while its FIN waits for queued writes
         self._shutWaiter: Deferred[None] | None = None
-        # the timer that ends a TLS close the peer does not answer
-        self._closeTimer: Any = None
+        # the timer that ends a TLS handshake or a TLS close the peer does not
+        # answer (never both: a close waits for the handshake to finish)
+        self._timer: Any = None
 
     def __repr__(self) -> str:
         """
@@ -1343,14 +1350,48 @@ class TCPClientSocket:
             clock = _clockOf(transport)
             timeout = self.tlsCloseTimeout
             if clock is not None and timeout is not None:
-                self._closeTimer = clock.callLater(timeout, self._closeTimedOut)
+                self._timer = clock.callLater(timeout, self._closeTimedOut)
         transport.loseConnection()
+
+    def _startHandshakeTimer(self) -> None:
+        """
+        Give the TLS handshake that just started C{tlsHandshakeTimeout}
+        seconds.
+        """
+        timeout = self.tlsHandshakeTimeout
+        if timeout is None or self._timer is not None:
+            return
+        clock = _clockOf(self._transport)
+        if clock is not None:
+            self._timer = clock.callLater(timeout, self._handshakeTimedOut)
+
+    def _handshakeTimedOut(self) -> None:
+        """
+        The TLS handshake did not complete in time: abort the connection.
+        """
+        self._timer = None
+        self._abortWith(
+            UserTimeoutError(
+                string=f"the TLS handshake did not complete within "
+                f"{self.tlsHandshakeTimeout} seconds; the connection was aborted"
+            )
+        )
+
+    def _stopTimer(self) -> None:
+        """
+        Cancel the pending handshake or close timer, if any.
+        """
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            if timer.active():
+                timer.cancel()
 
     def _closeTimedOut(self) -> None:
         """
         The peer did not answer a TLS close in time: abort the connection.
         """
-        self._closeTimer = None
+        self._timer = None
         self._abortWith(
             UserTimeoutError(
                 string=f"the peer did not complete the TLS close within "
@@ -1455,11 +1496,8 @@ class TCPClientSocket:
         before any callback runs, so callbacks see a closed socket.
         """
         self._state = _CLOSED
-        timer = self._closeTimer
-        if timer is not None:
-            self._closeTimer = None
-            if timer.active():
-                timer.cancel()
+        if self._timer is not None:
+            self._stopTimer()
         if self._readEnd is None:
             self._readEnd = True if failure is None else failure
         if self._writeEnd is None:
@@ -1555,6 +1593,7 @@ class TCPClientSocket:
             self._batchRecords(tls)
         if tls is not None and not getattr(tls, "_handshakeDone", False):
             # TLS from the start: open once the handshake completed.
+            self._startHandshakeTimer()
             factory = self._protocol.factory
             if factory is not None:
                 factory._socketHandshaking(self)
@@ -1632,6 +1671,8 @@ class TCPClientSocket:
         """
         if self._state is _CLOSED:
             return
+        if self._timer is not None:
+            self._stopTimer()
         if self._opened is None:
             self._ssl = True
             self._becomeOpen()
@@ -1768,6 +1809,7 @@ class TCPClientSocket:
                 self._abortWith(e)
                 return
             self._batchRecords(_tlsLayer(self._transport))
+            self._startHandshakeTimer()
 
         self._whenWritable(start)
         return d

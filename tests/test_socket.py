@@ -1540,6 +1540,76 @@ class UpgradeTests(SynchronousTestCase):
         self.failureResultOf(sock.closed, ValueError)
         self.assertEqual(sock.readyState, "closed")
 
+    def test_handshakeTimeout(self) -> None:
+        """
+        A STARTTLS handshake that does not complete within
+        C{tlsHandshakeTimeout} seconds aborts the connection: the upgrade
+        and C{closed} fail with L{twisted.internet.error.TimeoutError},
+        which says why.  A completed handshake cancels the timer; with
+        L{None} there is none.
+        """
+        from twisted.internet.error import TimeoutError as UserTimeoutError
+        from twisted.internet.task import Clock
+
+        def upgrading() -> tuple[TCPClientSocket, Any, Any, Clock, Deferred[None]]:
+            sock, protocol, transport = connected()
+            transport.reactor = clock = Clock()
+            d = sock.upgradeToSecure(FakeTLSOptions())
+            return sock, protocol, transport, clock, d
+
+        sock, protocol, transport, clock, d = upgrading()
+        timeout = TCPClientSocket.tlsHandshakeTimeout
+        assert timeout is not None
+        clock.advance(timeout - 1)
+        self.assertNoResult(d)
+        clock.advance(1)
+        f = self.failureResultOf(d, UserTimeoutError)
+        self.assertIn("TLS handshake", str(f.value))
+        self.failureResultOf(sock.closed, UserTimeoutError)
+        self.assertTrue(transport.disconnected)
+
+        sock, protocol, transport, clock, d = upgrading()
+        protocol.handshakeCompleted()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertTrue(sock.ssl)
+
+        self.patch(TCPClientSocket, "tlsHandshakeTimeout", None)
+        sock, protocol, transport, clock, d = upgrading()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_handshakeTimeoutFromStart(self) -> None:
+        """
+        With TLS from the start, a handshake that does not complete within
+        C{tlsHandshakeTimeout} seconds fails C{opened} and C{closed} with
+        L{twisted.internet.error.TimeoutError}; a close of the socket in
+        the meantime cancels the timer.
+        """
+        from twisted.internet.error import TimeoutError as UserTimeoutError
+        from twisted.internet.interfaces import ISSLTransport
+        from twisted.internet.task import Clock
+        from zope.interface import directlyProvides
+
+        def handshaking() -> tuple[TCPClientSocket, Any, Clock]:
+            sock, protocol = connecting()
+            transport = FakeTCPTransport()
+            directlyProvides(transport, ISSLTransport)
+            transport.reactor = clock = Clock()  # type: ignore[attr-defined]
+            protocol.makeConnection(transport)
+            return sock, transport, clock
+
+        sock, transport, clock = handshaking()
+        self.assertEqual(sock.readyState, "connecting")
+        clock.advance(TCPClientSocket.tlsHandshakeTimeout)  # type: ignore[arg-type]
+        self.failureResultOf(sock.opened, UserTimeoutError)
+        self.failureResultOf(sock.closed, UserTimeoutError)
+        self.assertEqual(sock.readyState, "closed")
+        self.assertTrue(transport.disconnected)
+
+        sock, transport, clock = handshaking()
+        sock.closeImmediately()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_noTLSTransport(self) -> None:
         """
         A transport without C{startTLS} cannot be upgraded.

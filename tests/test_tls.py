@@ -267,6 +267,37 @@ class TLSTests(TestCase):
         with self.assertRaises(UserTimeoutError):
             await client.closed
 
+    async def test_silentPeersTimeOut(self) -> None:
+        """
+        Over loopback, a TLS handshake the peer never answers ends after
+        C{tlsHandshakeTimeout}: a client connecting to a server that says
+        nothing fails with L{TimeoutError}; a TLS server drops a client that
+        sends nothing.
+        """
+        from twisted.internet.error import TimeoutError as UserTimeoutError
+
+        self.patch(TCPClientSocket, "tlsHandshakeTimeout", 0.2)
+        pki = testPKI()
+        silent = await self.plainServer()
+        self.addCleanup(lambda: [s.closeImmediately() for s in silent._queue])
+        connecting = connectSocket(self.tlsEndpoint(silent, pki.clientOptions()))
+        connecting.addTimeout(10, globalReactor)
+        with self.assertRaises(UserTimeoutError):
+            await connecting
+
+        server = await self.tlsServer()
+        assert server.localPort is not None
+        plain = await connectSocket(
+            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
+        )
+        self.addCleanup(plain.closeImmediately)
+        reading = plain.read()
+        reading.addTimeout(10, globalReactor)
+        try:
+            self.assertEqual(await reading, b"")
+        except ConnectionClosed:
+            pass  # the server's abort may arrive as a reset
+
     async def test_clientCertificate(self) -> None:
         """
         A client certificate given in C{tlsOptions} satisfies a server that
