@@ -1440,13 +1440,9 @@ class IsolatedExtension(Service):
         Start the extension's process.
         """
         super().startService()
-        for entry in self._ignored:
-            self.log.warn(
-                "extension {extensionId!r}: ignoring permission {entry!r} "
-                "(not a tcp-* permission; tcpext does not implement it)",
-                extensionId=self.extensionId,
-                entry=entry,
-            )
+        from tcpext.extension import _warnIgnored
+
+        _warnIgnored(self.log, self.extensionId, self._ignored)
         self._stopping = False
         self._crashes = 0
         self._permanent = None

@@ -24,7 +24,6 @@ from typing import Any, TypeVar, Union
 
 from attrs import define, field
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
@@ -60,6 +59,7 @@ from tcpext._options import (
     parseConnectOptions,
     parseListenOptions,
 )
+from tcpext._resolution import resolveAtOnce
 from tcpext.endpoints import listenSocket, startSocket
 from tcpext.permissions import (
     LOCALHOST_ADDRESSES,
@@ -201,21 +201,6 @@ def _hostPort(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-@implementer(IHostResolution)
-@define
-class _Resolution:
-    """
-    The resolution of one name by L{_PinnedResolver}.
-    """
-
-    name: str
-
-    def cancel(self) -> None:
-        """
-        Nothing to cancel: the answer is given at once.
-        """
-
-
 @implementer(IHostnameResolver)
 @define
 class _PinnedResolver:
@@ -237,19 +222,7 @@ class _PinnedResolver:
         """
         Report the checked addresses, on C{portNumber}.
         """
-        resolution = _Resolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        for address in self.addresses:
-            if ":" in address:
-                resolutionReceiver.addressResolved(
-                    IPv6Address("TCP", address, portNumber)
-                )
-            else:
-                resolutionReceiver.addressResolved(
-                    IPv4Address("TCP", address, portNumber)
-                )
-        resolutionReceiver.resolutionComplete()
-        return resolution
+        return resolveAtOnce(resolutionReceiver, hostName, self.addresses, portNumber)
 
 
 @implementer(IReactorTCP, IReactorTime, IReactorPluggableNameResolver)

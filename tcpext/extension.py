@@ -21,7 +21,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from attrs import frozen
@@ -326,6 +326,20 @@ def extensionLogger(extensionId: str) -> Logger:
     return Logger(namespace=f"tcpext.extension.{extensionId}")
 
 
+def _warnIgnored(log: Logger, extensionId: str, entries: Iterable[str]) -> None:
+    """
+    Warn on C{log} about each manifest permission in C{entries}, which
+    tcpext does not implement (they are ignored).
+    """
+    for entry in entries:
+        log.warn(
+            "extension {extensionId!r}: ignoring permission {entry!r} "
+            "(not a tcp-* permission; tcpext does not implement it)",
+            extensionId=extensionId,
+            entry=entry,
+        )
+
+
 def _describe(failure: Failure) -> str:
     """
     C{Type: message} for a failure.
@@ -388,13 +402,7 @@ class ExtensionService(Service):
         self._stopping = False
         self.failed = None
         manifest = self.manifest
-        for entry in manifest.ignored:
-            self.log.warn(
-                "extension {extensionId!r}: ignoring permission {entry!r} "
-                "(not a tcp-* permission; tcpext does not implement it)",
-                extensionId=manifest.id,
-                entry=entry,
-            )
+        _warnIgnored(self.log, manifest.id, manifest.ignored)
         try:
             self.browser = self._makeBrowser(
                 extensionId=manifest.id, manifest=manifest.raw, log=self.log

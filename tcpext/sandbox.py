@@ -63,6 +63,7 @@ from tcpext._broker import (
     Shutdown,
     translateError,
 )
+from tcpext._resolution import ImmediateResolution, tcpAddress
 
 __all__ = [
     "EXIT_MAIN_FAILED",
@@ -301,9 +302,7 @@ class _BrokeredConnector:
         """
         Where this connector connects.
         """
-        if ":" in self.host:
-            return IPv6Address("TCP", self.host, self.port)
-        return IPv4Address("TCP", self.host, self.port)
+        return tcpAddress(self.host, self.port)
 
 
 class _AdoptingFactory(Factory):
@@ -320,17 +319,6 @@ class _AdoptingFactory(Factory):
         Delegate.
         """
         return self._factory.buildProtocol(addr)
-
-
-@implementer(IHostResolution)
-class _Resolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def cancel(self) -> None:
-        """
-        Not cancellable.
-        """
 
 
 @implementer(IHostnameResolver)
@@ -353,15 +341,15 @@ class _BrokeredResolver:
         """
         Ask the host; deliver the addresses of the wanted types.
         """
-        resolution = _Resolution(hostName)
+        resolution = ImmediateResolution(hostName)
         resolutionReceiver.resolutionBegan(resolution)
         types = tuple(addressTypes) if addressTypes else (IPv4Address, IPv6Address)
 
         def deliver(addresses: list[str]) -> None:
             for address in addresses:
-                kind = IPv6Address if ":" in address else IPv4Address
-                if kind in types:
-                    resolutionReceiver.addressResolved(kind("TCP", address, portNumber))
+                resolved = tcpAddress(address, portNumber)
+                if type(resolved) in types:
+                    resolutionReceiver.addressResolved(resolved)
             resolutionReceiver.resolutionComplete()
 
         literal = _ipLiteral(hostName)

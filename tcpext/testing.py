@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from zope.interface import directlyProvides, implementer, providedBy
 
+from tcpext._resolution import resolveAtOnce, tcpAddress
 from tcpext.browser import (
     Browser,
     GrantStore,
@@ -56,33 +57,6 @@ from tcpext.browser import (
 __all__ = ["FakeResolver", "Peer", "StubBrowser", "StubReactor", "withResolver"]
 
 _P = TypeVar("_P", bound=IProtocol)
-
-
-def _address(host: str, port: int) -> IPv4Address | IPv6Address:
-    """
-    An L{IAddress} for C{host:port}.
-    """
-    if ":" in host:
-        return IPv6Address("TCP", host, port)
-    return IPv4Address("TCP", host, port)
-
-
-@implementer(IHostResolution)
-class _Resolution:
-    """
-    One resolution by L{FakeResolver}.
-    """
-
-    def __init__(self, name: str) -> None:
-        """
-        @param name: The name being resolved.
-        """
-        self.name = name
-
-    def cancel(self) -> None:
-        """
-        Nothing to cancel: answers are immediate.
-        """
 
 
 @implementer(IHostnameResolver)
@@ -132,12 +106,12 @@ class FakeResolver:
         Report the addresses of C{hostName} at once.
         """
         self.lookups.append(hostName)
-        resolution = _Resolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        for address in self._names.get(self._key(hostName), ()):
-            resolutionReceiver.addressResolved(_address(address, portNumber))
-        resolutionReceiver.resolutionComplete()
-        return resolution
+        return resolveAtOnce(
+            resolutionReceiver,
+            hostName,
+            self._names.get(self._key(hostName), ()),
+            portNumber,
+        )
 
 
 @implementer(IListeningPort)
@@ -217,7 +191,7 @@ class StubReactor(MemoryReactorClock):
         """
         if port == 0:
             port = next(self._nextPort)
-        stub = _StubPort(factory, _address(interface or "0.0.0.0", port))
+        stub = _StubPort(factory, tcpAddress(interface or "0.0.0.0", port))
         self.ports.append(stub)
         return stub
 
@@ -488,8 +462,8 @@ class StubBrowser:
         index, host, port = self._take(host, port)
         factory = self.reactor.tcpClients[index][2]
         server: Any = protocol if protocol is not None else Peer()
-        serverAddress = _address(host, port)
-        clientAddress = _address(
+        serverAddress = tcpAddress(host, port)
+        clientAddress = tcpAddress(
             "::1" if ":" in host else "127.0.0.1", next(self._ephemeral)
         )
         client = factory.buildProtocol(serverAddress)
@@ -563,7 +537,7 @@ class StubBrowser:
                 f"listening: {self.listening()}"
             )
         client: Any = protocol if protocol is not None else Peer()
-        clientAddress = _address(peerAddress, next(self._ephemeral))
+        clientAddress = tcpAddress(peerAddress, next(self._ephemeral))
         server = listening.factory.buildProtocol(clientAddress)
         if server is None:
             raise ConnectionRefusedError(f"the server on port {port} refused")
