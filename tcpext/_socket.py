@@ -133,22 +133,30 @@ def _settle(waiters: list[Deferred[Any]] | None, outcome: Failure | None) -> Non
 
 
 def _observe(
-    outcome: _Outcome, waiters: list[Deferred[None]] | None
-) -> tuple[Deferred[None], list[Deferred[None]] | None]:
+    outcome: _Outcome,
+    waiters: list[Deferred[Any]] | None,
+    waiter: type[Deferred[Any]] = Deferred,
+    value: object = None,
+) -> tuple[Deferred[Any], list[Deferred[Any]] | None]:
     """
     A new Deferred for a many-times observable outcome.
+
+    @param waiter: The class of the Deferred to queue while the outcome is
+        not known yet.
+    @param value: What the Deferred fires with on success (the queued one:
+        whatever its settler gives it).
 
     @return: The Deferred and the (possibly new) waiter list.
     """
     if outcome is None:
-        d: Deferred[None] = Deferred()
+        d: Deferred[Any] = waiter()
         if waiters is None:
             waiters = [d]
         else:
             waiters.append(d)
         return d, waiters
     if outcome is True:
-        return succeed(None), waiters
+        return succeed(value), waiters
     assert isinstance(outcome, Failure)
     return _quietFail(outcome), waiters
 
@@ -629,19 +637,10 @@ class TCPClientSocket:
         A Deferred that fires with this socket once it is open, or fails as
         C{opened} does (without logging the failure if it is not consumed).
         """
-        outcome = self._opened
-        if outcome is None:
-            d: Deferred[TCPClientSocket] = _SocketWaiter()
-            waiters = self._openedWaiters
-            if waiters is None:
-                self._openedWaiters = [d]  # type: ignore[list-item]
-            else:
-                waiters.append(d)  # type: ignore[arg-type]
-            return d
-        if outcome is True:
-            return succeed(self)
-        assert isinstance(outcome, Failure)
-        return _quietFail(outcome)
+        d, self._openedWaiters = _observe(
+            self._opened, self._openedWaiters, _SocketWaiter, self
+        )
+        return d
 
     # -- reading
 
@@ -693,12 +692,12 @@ class TCPClientSocket:
             self._updateReading()
         return data
 
-    def _deliver(self) -> None:
+    def _deliver(self, readers: list[Deferred[bytes]]) -> None:
         """
-        Give what is buffered to the oldest pending read (after a batch of
-        TLS records): no read waits while bytes are buffered.
+        Give what is buffered to the oldest of C{readers}, the pending reads
+        (after a batch of TLS records): no read waits while bytes are
+        buffered.
         """
-        readers = self._readers
         while readers and self._buf:
             d = readers.pop(0)
             if not d.called:  # else cancelled by its user
@@ -726,7 +725,7 @@ class TCPClientSocket:
             finally:
                 protocol.batching = False
                 if self._readers and self._buf:
-                    self._deliver()
+                    self._deliver(self._readers)
 
         layer.dataReceived = dataReceived  # type: ignore[method-assign]
 
@@ -1062,13 +1061,9 @@ class TCPClientSocket:
                         # An error: the transport reports it on its next try.
                         transport.write(chunk)
                     elif sent < len(chunk):
-                        transport.write(chunk[sent:])
-                        if not self._watching:
-                            self._watch(transport)
+                        self._queue(transport, chunk[sent:])
                 else:
-                    transport.write(chunk)
-                    if not self._watching:
-                        self._watch(transport)
+                    self._queue(transport, chunk)
             if self._writePaused:
                 d: Deferred[None] = Deferred()
                 if self._drainWaiters is None:
@@ -1092,6 +1087,15 @@ class TCPClientSocket:
         self._held.append((chunk, what))
         if chunk:
             self._heldSize += len(chunk)
+
+    def _queue(self, transport: Any, chunk: bytes) -> None:
+        """
+        Hand C{chunk} to the transport to send when it can, and from then on
+        learn when its buffer fills and drains.
+        """
+        transport.write(chunk)
+        if not self._watching:
+            self._watch(transport)
 
     def _watch(self, transport: Any) -> None:
         """
@@ -1146,9 +1150,7 @@ class TCPClientSocket:
                 continue
             self._heldSize -= len(chunk)
             if chunk:
-                transport.write(chunk)
-                if not self._watching:
-                    self._watch(transport)
+                self._queue(transport, chunk)
             if self._writePaused:
                 if self._drainWaiters is None:
                     self._drainWaiters = [what]
@@ -1278,13 +1280,10 @@ class TCPClientSocket:
             self._state = _CLOSING
             if self._writeEnd is None:
                 self._writeEnd = "write() after close()"
-            if self._held is None and not self._writePaused and self._opened is True:
-                self._loseConnection()
-                if self._state is _CLOSED:
-                    # closed at once (the peer had closed, nothing to send)
-                    return succeed(None)
-            else:
-                self._hold(None, self._loseConnection)
+            self._whenWritable(self._loseConnection)
+            if self._state is _CLOSED:
+                # closed at once (the peer had closed, nothing to send)
+                return succeed(None)
         d: Deferred[None] = Deferred()
         if self._closeWaiters is None:
             self._closeWaiters = [d]
@@ -1320,10 +1319,8 @@ class TCPClientSocket:
 
             upgrading.addBoth(afterHandshake)
             return
-        if self._producer is not None:
-            self._stopProducer()
-        if self._watching:
-            self._unwatch(transport)
+        self._stopProducer()
+        self._unwatch(transport)
         if (
             self._direct
             and self._readEnd is True
@@ -1496,8 +1493,7 @@ class TCPClientSocket:
         before any callback runs, so callbacks see a closed socket.
         """
         self._state = _CLOSED
-        if self._timer is not None:
-            self._stopTimer()
+        self._stopTimer()
         if self._readEnd is None:
             self._readEnd = True if failure is None else failure
         if self._writeEnd is None:
@@ -1555,9 +1551,7 @@ class TCPClientSocket:
         if readers:
             if self._buf:
                 # the end came in the same TLS batch as the last data
-                self._readers = readers
-                self._deliver()
-                self._readers = None
+                self._deliver(readers)
             for d in readers:
                 if failure is None:
                     _endOfStream(d)
@@ -1671,8 +1665,7 @@ class TCPClientSocket:
         """
         if self._state is _CLOSED:
             return
-        if self._timer is not None:
-            self._stopTimer()
+        self._stopTimer()
         if self._opened is None:
             self._ssl = True
             self._becomeOpen()
@@ -1693,7 +1686,7 @@ class TCPClientSocket:
         self._readEnd = True
         if self._buf and self._readers:
             # the peer's close came in the same TLS batch as the last data
-            self._deliver()
+            self._deliver(self._readers)
         readers = self._readers
         if readers:
             self._readers = None
