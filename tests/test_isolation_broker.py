@@ -114,14 +114,17 @@ def _adopt(sock: socket.socket, protocol: Any) -> None:
     sock.close()
 
 
-class BrokerLoopbackTests(TestCase):
+class _BrokerPairTestCase(TestCase):
     """
-    A broker and a child's connection in one process, real loopback sockets.
+    A broker and a child's connection in one process, over a socket pair.
     """
 
-    def setUp(self) -> None:
-        self.grants = _Grants()
-        self.broker = BrokerProtocol(reactor, self.grants, Logger())
+    def connectBroker(self, broker: BrokerProtocol) -> None:
+        """
+        Connect C{broker} to a new child connection, C{self.child};
+        disconnected at cleanup.
+        """
+        self.broker = broker
         self.child = HostConnection()
         hostEnd, childEnd = socket.socketpair()
         _adopt(hostEnd, self.broker)
@@ -134,11 +137,24 @@ class BrokerLoopbackTests(TestCase):
         self.addCleanup(cleanUp)
 
     def echoServer(self) -> int:
+        """
+        An echo server on 127.0.0.1, stopped at cleanup; its port.
+        """
         port = reactor.listenTCP(  # type: ignore[attr-defined]
             0, Factory.forProtocol(_Echo), interface="127.0.0.1"
         )
         self.addCleanup(port.stopListening)
         return int(port.getHost().port)
+
+
+class BrokerLoopbackTests(_BrokerPairTestCase):
+    """
+    A broker and a child's connection in one process, real loopback sockets.
+    """
+
+    def setUp(self) -> None:
+        self.grants = _Grants()
+        self.connectBroker(BrokerProtocol(reactor, self.grants, Logger()))
 
     def adoptClient(self, answer: dict[str, Any]) -> _Collect:
         protocol = _Collect()
@@ -968,7 +984,7 @@ class _ResolvingReactor:
         return getattr(reactor, name)
 
 
-class BrokerRealPermissionsTests(TestCase):
+class BrokerRealPermissionsTests(_BrokerPairTestCase):
     """
     The broker with the real L{tcpext.permissions.PermissionSet}: the same
     grammar, matching and rebinding rule as in-process code.
@@ -978,28 +994,13 @@ class BrokerRealPermissionsTests(TestCase):
         from tcpext.permissions import PermissionSet, parsePermission
 
         self.resolver = _FakeResolver(addresses)
-        self.broker = BrokerProtocol(
-            _ResolvingReactor(self.resolver),
-            PermissionSet([parsePermission(g) for g in grants]),
-            Logger(),
+        self.connectBroker(
+            BrokerProtocol(
+                _ResolvingReactor(self.resolver),
+                PermissionSet([parsePermission(g) for g in grants]),
+                Logger(),
+            )
         )
-        self.child = HostConnection()
-        hostEnd, childEnd = socket.socketpair()
-        _adopt(hostEnd, self.broker)
-        _adopt(childEnd, self.child)
-
-        def cleanUp() -> defer.Deferred[Any]:
-            self.child.transport.loseConnection()  # type: ignore[union-attr]
-            return defer.DeferredList([self.broker.lost, self.child.lost])
-
-        self.addCleanup(cleanUp)
-
-    def echoServer(self) -> int:
-        port = reactor.listenTCP(  # type: ignore[attr-defined]
-            0, Factory.forProtocol(_Echo), interface="127.0.0.1"
-        )
-        self.addCleanup(port.stopListening)
-        return int(port.getHost().port)
 
     async def test_rebindingRefused(self) -> None:
         """
