@@ -236,6 +236,27 @@ def peakRssKiB(pid: int) -> int | None:
     return None
 
 
+def runProcess(
+    command: list[str], cwd: str, timeout: float
+) -> subprocess.CompletedProcess[str] | dict[str, Any]:
+    """
+    Run C{command} with the benchmark environment, capturing its output.
+
+    @return: The finished process, or a failed result if it timed out.
+    """
+    try:
+        return subprocess.run(
+            command,
+            env=childEnvironment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
+
+
 def runChild(
     impl: str, workload: str, params: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
@@ -243,17 +264,9 @@ def runChild(
     Run one (implementation, workload) in a fresh process; return its result.
     """
     command = [sys.executable, CHILD, impl, workload, json.dumps(params)]
-    try:
-        done = subprocess.run(
-            command,
-            env=childEnvironment(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=HERE,
-        )
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
+    done = runProcess(command, HERE, timeout)
+    if isinstance(done, dict):
+        return done
     try:
         result = lastJsonLine(done.stdout)
     except ValueError:
@@ -384,17 +397,9 @@ def runPermissions(timeout: float) -> dict[str, Any]:
     """
     if not os.path.exists(PERMISSIONS):
         return {"ok": False, "skipped": True, "error": "bench_permissions.py missing"}
-    try:
-        done = subprocess.run(
-            [sys.executable, PERMISSIONS, "--json"],
-            env=childEnvironment(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=ROOT,
-        )
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
+    done = runProcess([sys.executable, PERMISSIONS, "--json"], ROOT, timeout)
+    if isinstance(done, dict):
+        return done
     try:
         report = json.loads(done.stdout)
     except ValueError:
