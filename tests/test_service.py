@@ -537,9 +537,20 @@ class TTYPromptTests(TestCase):
     def readQuestion(self) -> str:
         """
         What the prompt wrote on the terminal (it is written before the
-        prompt returns).
+        prompt returns), up to its closing C{[y/N] }: the terminal may hand
+        it over in pieces.  At most 100 reads, each waiting up to 5 seconds.
         """
-        return os.read(self.parent, 4096).decode("utf-8")
+        import select
+
+        text = b""
+        for _ in range(100):
+            if text.endswith(b"[y/N] "):
+                break
+            ready, _, _ = select.select([self.parent], [], [], 5)
+            if not ready:
+                break
+            text += os.read(self.parent, 4096)
+        return text.decode("utf-8")
 
     async def test_yes(self) -> None:
         """
