@@ -95,8 +95,8 @@ def host(mode: str, folder: str) -> int:
         manifest = json.load(f)
     log = Logger(namespace="bench", observer=lambda event: None)
     if mode == "isolated":
-        from tcpext._broker import IsolatedExtension
         from tcpext._isolation import checkNetworkNamespace
+        from tcpext._supervisor import IsolatedExtension
 
         checkNetworkNamespace()
         service = IsolatedExtension(

@@ -2,9 +2,10 @@
 """
 The child side of process isolation: C{python -m tcpext.sandbox}.
 
-The host (L{tcpext._broker.IsolatedExtension}) starts this module in a
+The host (L{tcpext._supervisor.IsolatedExtension}) starts this module in a
 new process with two UNIX sockets inherited as descriptors 3 (an AMP
-connection) and 4 (a synchronous channel for listening sockets).  It:
+connection) and 4 (a synchronous channel for listening sockets); their
+format is L{tcpext._wire}.  It:
 
  1. asks to be killed if the host dies, applies its resource limits, and
     enters an empty network namespace (L{tcpext._isolation}), or exits
@@ -29,7 +30,6 @@ import argparse
 import json
 import os
 import socket
-import struct
 import sys
 from collections.abc import Callable
 from typing import Any, cast
@@ -50,8 +50,15 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from tcpext._broker import (
+from tcpext._resolution import ImmediateResolution, tcpAddress
+from tcpext._wire import (
+    AMP_FD,
+    EXIT_MAIN_FAILED,
+    EXIT_NO_NAMESPACE,
+    SYNC_FD,
+    BadRequest,
     Connect,
+    Denied,
     Hello,
     MainFailed,
     Ping,
@@ -61,9 +68,13 @@ from tcpext._broker import (
     Revoke,
     SaveGrants,
     Shutdown,
+    SyncChannel,
+    errorFromCode,
     translateError,
 )
-from tcpext._resolution import ImmediateResolution, tcpAddress
+from tcpext.browser import makeBrowser
+from tcpext.extension import ExtensionError, loadMain, loadManifest
+from tcpext.permissions import PermissionDenied, parsePermission
 
 __all__ = [
     "EXIT_MAIN_FAILED",
@@ -76,12 +87,6 @@ __all__ = [
     "installGlobalReactor",
     "main",
 ]
-
-EXIT_NO_NAMESPACE = 3
-"""Exit status: confinement was required and the kernel refused it."""
-
-EXIT_MAIN_FAILED = 4
-"""Exit status: the extension could not be loaded or its C{main} failed."""
 
 _log = Logger(namespace="tcpext.sandbox")
 
@@ -141,45 +146,6 @@ class HostConnection(amp.AMP):
         super().connectionLost(reason)
         if not self.lost.called:
             self.lost.callback(None)
-
-
-class SyncChannel:
-    """
-    The blocking request channel with the host, for the calls Twisted expects
-    to be synchronous (C{listenTCP} returns a listening port at once).  The
-    host opens the socket at once, so the wait is one local round trip.
-    """
-
-    timeout = 30.0
-    """Seconds to wait for the host's answer."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._sock.settimeout(self.timeout)
-
-    def call(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-        """
-        Send one JSON request and wait for its answer and any descriptors.
-
-        @raise OSError: if the host went away (C{ConnectionError}) or did
-            not answer in time (C{TimeoutError}).
-        """
-        payload = json.dumps(request).encode("utf-8")
-        self._sock.sendall(struct.pack("!I", len(payload)) + payload)
-        data = b""
-        fds: list[int] = []
-        needed = 4
-        while len(data) < needed:
-            chunk, received, _, _ = socket.recv_fds(self._sock, 65536, 4)
-            if not chunk:
-                for fd in fds + list(received):
-                    os.close(fd)
-                raise ConnectionError("the host closed the listen channel")
-            data += chunk
-            fds.extend(received)
-            if len(data) >= 4:
-                needed = 4 + struct.unpack("!I", data[:4])[0]
-        return json.loads(data[4:needed].decode("utf-8")), fds
 
 
 @implementer(IConnector)
@@ -276,7 +242,7 @@ class _BrokeredConnector:
         if self.state != "connecting":
             return
         self.state = "disconnected"
-        self.factory.clientConnectionFailed(self, translateError(failure, "connect"))
+        self.factory.clientConnectionFailed(self, translateError(failure))
         self.factory.doStop()
 
     def stopConnecting(self) -> None:
@@ -454,12 +420,11 @@ class BrokeredReactor:
         if not answer.get("ok"):
             for fd in fds:
                 os.close(fd)
-            code, message = answer.get("error"), answer.get("message", "")
-            if code == "DENIED":
-                from tcpext.permissions import PermissionDenied
-
+            message = str(answer.get("message", ""))
+            error = errorFromCode(answer.get("error"), message)
+            if isinstance(error, Denied):
                 raise PermissionDenied(message)
-            if code == "BAD_REQUEST":
+            if isinstance(error, BadRequest):
                 raise ValueError(message)
             raise CannotListenError(interface, port, OSError(message))
         if len(fds) != 1:
@@ -598,8 +563,6 @@ class ChildRunner:
         d.addErrback(self._failed)
 
     async def _run(self, answer: dict[str, Any]) -> None:
-        from tcpext.browser import makeBrowser
-
         extensionId = answer["extensionId"]
         manifest = json.loads(answer["manifest"])
         brokered = BrokeredReactor(self._reactor, self._host, self._sync)
@@ -615,8 +578,6 @@ class ChildRunner:
         self._host.onRevoke = self._revoke
         self._host.onShutdown = self._shutdown
         installGlobalReactor(browser.reactor)
-        from tcpext.extension import loadMain, loadManifest
-
         mainFunction = loadMain(loadManifest(answer["path"]))
         result = mainFunction(browser)
         if isinstance(result, Deferred):
@@ -630,8 +591,6 @@ class ChildRunner:
         ).addCallback(lambda answer: bool(answer["granted"]))
 
     def _revoke(self, entries: list[str]) -> None:
-        from tcpext.permissions import parsePermission
-
         browser = self.browser
         if browser is None:
             return
@@ -656,8 +615,6 @@ class ChildRunner:
             return
         _log.failure("the extension failed", failure)
         self.exitCode = EXIT_MAIN_FAILED
-        from tcpext.extension import ExtensionError
-
         if isinstance(failure.value, ExtensionError):
             reason = str(failure.value)
         else:
@@ -687,8 +644,8 @@ def _dieWithParent() -> None:
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tcpext.sandbox")
     parser.add_argument("--namespace", choices=["require", "try", "none"])
-    parser.add_argument("--amp-fd", type=int, default=3)
-    parser.add_argument("--sync-fd", type=int, default=4)
+    parser.add_argument("--amp-fd", type=int, default=AMP_FD)
+    parser.add_argument("--sync-fd", type=int, default=SYNC_FD)
     parser.add_argument(
         "--rlimit",
         action="append",

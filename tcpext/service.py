@@ -386,7 +386,7 @@ class TCPExtService(MultiService):
 
         reactor = self._getReactor()
         if self.isolation != "none":
-            from tcpext._broker import IsolatedExtension
+            from tcpext._supervisor import IsolatedExtension
 
             return IsolatedExtension(
                 path=manifest.path,

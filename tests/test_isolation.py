@@ -1,6 +1,6 @@
 """
 Tests for process isolation: L{tcpext._isolation} (the network namespace),
-L{tcpext.sandbox} (the child) and L{tcpext._broker.IsolatedExtension} (the
+L{tcpext.sandbox} (the child) and L{tcpext._supervisor.IsolatedExtension} (the
 host), with real child processes over loopback.
 """
 
@@ -20,13 +20,13 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tcpext._broker import IsolatedExtension, RestartPolicy, Revoke
 from tcpext._isolation import (
     NamespaceUnavailable,
     _childEnvironment,
     checkNetworkNamespace,
 )
-from tcpext.sandbox import EXIT_NO_NAMESPACE
+from tcpext._supervisor import IsolatedExtension, RestartPolicy
+from tcpext._wire import EXIT_NO_NAMESPACE, Revoke
 
 
 def _namespaceWorks() -> str | None:
@@ -228,7 +228,7 @@ import os
 import socket
 
 from tcpext import sandbox
-from tcpext._broker import Connect, Denied
+from tcpext._wire import Connect, Denied
 from tcpext.permissions import PermissionDenied
 
 _kept = []

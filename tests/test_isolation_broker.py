@@ -1,7 +1,8 @@
 """
-Tests for L{tcpext._broker}: the host side of process isolation, and the
-child's brokered reactor (L{tcpext.sandbox.BrokeredReactor}), connected over
-a real UNIX socket pair in this process.
+Tests for L{tcpext._broker} and L{tcpext._supervisor}: the host side of
+process isolation, and the child's brokered reactor
+(L{tcpext.sandbox.BrokeredReactor}), connected over real UNIX socket pairs
+in this process (the wire format is L{tcpext._wire}).
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -19,20 +22,28 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpext._broker import (
-    BadRequest,
     BrokerProtocol,
+    SyncListenProtocol,
+    dialTCP,
+    openListener,
+)
+from tcpext._supervisor import IsolatedExtension, RestartPolicy, _ChildProcess
+from tcpext._wire import (
+    ERRORS,
+    EXIT_NO_NAMESPACE,
+    SYNC_MAX_LENGTH,
+    BadRequest,
     Connect,
     Denied,
-    IsolatedExtension,
-    Listen,
+    DialFailed,
+    ListenFailed,
     Refused,
     Release,
     Resolve,
-    RestartPolicy,
-    SyncListenProtocol,
+    SyncChannel,
     TimedOut,
-    dialTCP,
-    openListener,
+    errorCode,
+    errorFromCode,
 )
 from tcpext.permissions import PermissionDenied
 from tcpext.sandbox import BrokeredReactor, HostConnection
@@ -129,12 +140,43 @@ class _BrokerPairTestCase(TestCase):
         hostEnd, childEnd = socket.socketpair()
         _adopt(hostEnd, self.broker)
         _adopt(childEnd, self.child)
+        syncHost, syncChild = socket.socketpair()
+        _adopt(syncHost, SyncListenProtocol(broker))
+        self.sync = SyncChannel(syncChild)
+        self.sync.timeout = 10.0
 
         def cleanUp() -> defer.Deferred[Any]:
+            syncChild.close()
             self.child.transport.loseConnection()  # type: ignore[union-attr]
             return defer.DeferredList([self.broker.lost, self.child.lost])
 
         self.addCleanup(cleanUp)
+
+    async def listen(self, port: int, interface: str, backlog: int) -> dict[str, Any]:
+        """
+        Ask for a listening socket over the synchronous channel, as the
+        child's reactor does (its blocking call runs in a thread here, so
+        that this reactor can answer it).
+
+        @return: C{socketId}, C{descriptor} and C{family}.
+        @raise Exception: the error of L{tcpext._wire.ERRORS} answered.
+        """
+        request = {
+            "op": "listen",
+            "port": port,
+            "interface": interface,
+            "backlog": backlog,
+        }
+        answer, fds = await threads.deferToThread(self.sync.call, request)
+        if not answer["ok"]:
+            self.assertEqual(fds, [])
+            raise errorFromCode(answer["error"], answer["message"])
+        self.assertEqual(len(fds), 1)
+        return {
+            "socketId": answer["socketId"],
+            "descriptor": fds[0],
+            "family": answer["family"],
+        }
 
     def echoServer(self) -> int:
         """
@@ -280,9 +322,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         portNumber = s.getsockname()[1]
         s.close()
         self.grants.listenPorts.add(portNumber)
-        answer = await self.child.callRemote(
-            Listen, port=portNumber, interface="127.0.0.1", backlog=5
-        )
+        answer = await self.listen(port=portNumber, interface="127.0.0.1", backlog=5)
         port = reactor.adoptStreamPort(  # type: ignore[attr-defined]
             answer["descriptor"], answer["family"], Factory.forProtocol(_Echo)
         )
@@ -303,7 +343,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         """
         A listen outside the grants fails with L{Denied}.
         """
-        d = self.child.callRemote(Listen, port=7, interface="127.0.0.1", backlog=5)
+        d = defer.ensureDeferred(self.listen(port=7, interface="127.0.0.1", backlog=5))
         await self.assertFailure(d, Denied)
 
     async def test_listenBadInterface(self) -> None:
@@ -311,7 +351,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         An interface that is not an IP literal is a L{BadRequest}.
         """
         self.grants.listenPorts.add(7000)
-        d = self.child.callRemote(Listen, port=7000, interface="eth0", backlog=5)
+        d = defer.ensureDeferred(self.listen(port=7000, interface="eth0", backlog=5))
         await self.assertFailure(d, BadRequest)
 
     async def test_brokeredConnectTCP(self) -> None:
@@ -381,9 +421,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         answer = await self.child.callRemote(
             Connect, host="127.0.0.1", port=port, timeout=5.0
         )
-        listening = await self.child.callRemote(
-            Listen, port=0, interface="127.0.0.1", backlog=5
-        )
+        listening = await self.listen(port=0, interface="127.0.0.1", backlog=5)
         os.close(listening["descriptor"])
         protocol = self.adoptClient(answer)
         lost: defer.Deferred[None] = defer.Deferred()
@@ -533,8 +571,6 @@ class DialTests(SynchronousTestCase):
         """
         L{openListener} on a port in use fails with a message naming it.
         """
-        from tcpext._broker import ListenFailed
-
         listener = openListener("127.0.0.1", 0, 1)
         self.addCleanup(listener.close)
         port = listener.getsockname()[1]
@@ -789,8 +825,6 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
         """
         Exit status 3 (no namespace) is reported and never restarted.
         """
-        from tcpext.sandbox import EXIT_NO_NAMESPACE
-
         service = self.make()
         service.startService()
         self.reactor.processes[0].end(exitCode=EXIT_NO_NAMESPACE)
@@ -1128,9 +1162,11 @@ class BrokerRealPermissionsTests(_BrokerPairTestCase):
         C{tcp-listen:PORT} allows that port only; port 0 needs C{*}.
         """
         self.connect(["tcp-listen:7999"], [])
-        d = self.child.callRemote(Listen, port=0, interface="127.0.0.1", backlog=5)
+        d = defer.ensureDeferred(self.listen(port=0, interface="127.0.0.1", backlog=5))
         await self.assertFailure(d, Denied)
-        d = self.child.callRemote(Listen, port=7998, interface="127.0.0.1", backlog=5)
+        d = defer.ensureDeferred(
+            self.listen(port=7998, interface="127.0.0.1", backlog=5)
+        )
         await self.assertFailure(d, Denied)
 
 
@@ -1429,8 +1465,6 @@ class ChildOutputTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        from tcpext._broker import _ChildProcess
-
         self.reactor = MemoryReactorClock()
         self.events: list[dict[str, Any]] = []
 
@@ -1473,3 +1507,74 @@ class ChildOutputTests(SynchronousTestCase):
         self.assertEqual(self.lines()[-1], "later")
         dropped = [e for e in self.events if "count" in e]
         self.assertEqual(dropped[0]["count"], 1000 - self.process.maxLinesPerSecond)
+
+
+class WireTests(SynchronousTestCase):
+    """
+    L{tcpext._wire}: one error table, the synchronous channel's framing, and
+    an import graph without a cycle between the host and the child.
+    """
+
+    def test_errorCodes(self) -> None:
+        """
+        Every error of L{ERRORS} survives the synchronous channel's code; an
+        unknown code is a failure, never a success.
+        """
+        for kind, code in ERRORS.items():
+            error = kind("why")
+            self.assertEqual(errorCode(error), code.decode())
+            back = errorFromCode(errorCode(error), "why")
+            self.assertIs(type(back), kind)
+            self.assertEqual(str(back), "why")
+        self.assertIsInstance(errorFromCode("NONSENSE", "x"), DialFailed)
+        self.assertIsInstance(errorFromCode(None, "x"), DialFailed)
+        self.assertRaises(ValueError, errorCode, RuntimeError("not ours"))
+
+    def test_answerTooLong(self) -> None:
+        """
+        The child's L{SyncChannel} refuses an answer frame longer than
+        L{SYNC_MAX_LENGTH} without reading it, and closes any descriptor
+        that came with it.
+        """
+        mine, theirs = socket.socketpair()
+        self.addCleanup(mine.close)
+        self.addCleanup(theirs.close)
+        channel = SyncChannel(theirs)
+        channel.timeout = 10.0
+        passed = os.open(os.devnull, os.O_RDONLY)
+        self.addCleanup(os.close, passed)
+        header = (SYNC_MAX_LENGTH + 1).to_bytes(4, "big")
+        socket.send_fds(mine, [header], [passed])
+        before = set(os.listdir("/proc/self/fd"))
+        error = self.assertRaises(ConnectionError, channel.call, {"op": "listen"})
+        # The descriptor received with the frame was closed.
+        self.assertEqual(set(os.listdir("/proc/self/fd")), before)
+        self.assertIn(f"{SYNC_MAX_LENGTH + 1}-byte answer", str(error))
+        # The request went out, framed.
+        request = mine.recv(65536)
+        self.assertEqual(json.loads(request[4:]), {"op": "listen"})
+        self.assertEqual(int.from_bytes(request[:4], "big"), len(request) - 4)
+
+    def test_noImportCycle(self) -> None:
+        """
+        The child's modules import no host module: importing
+        L{tcpext.sandbox} loads neither L{tcpext._broker} nor
+        L{tcpext._supervisor}, and L{tcpext._wire} loads neither side.
+        """
+        code = (
+            "import sys\n"
+            "import tcpext._wire\n"
+            "print(sorted(m for m in sys.modules if m in "
+            "('tcpext._broker', 'tcpext._supervisor', 'tcpext.sandbox')))\n"
+            "import tcpext.sandbox\n"
+            "print(sorted(m for m in sys.modules if m in "
+            "('tcpext._broker', 'tcpext._supervisor')))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.split("\n")
+        self.assertEqual(out[:2], ["[]", "[]"])

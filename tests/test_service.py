@@ -828,9 +828,9 @@ class HostingTests(SynchronousTestCase):
     def test_isolationChild(self) -> None:
         """
         With an isolation mode, each extension runs under an
-        L{tcpext._broker.IsolatedExtension} (not started here).
+        L{tcpext._supervisor.IsolatedExtension} (not started here).
         """
-        from tcpext._broker import IsolatedExtension
+        from tcpext._supervisor import IsolatedExtension
 
         self.listener("one", 7001)
         service = self.service(isolation="process-unconfined")

@@ -1,0 +1,451 @@
+# -*- test-case-name: tests.test_isolation_broker -*-
+"""
+The wire between the host and an isolated extension's process.
+
+Everything both ends must agree on lives here, and nothing else: the host
+(L{tcpext._broker}, L{tcpext._supervisor}) and the child (L{tcpext.sandbox})
+both import this module, and it imports neither.
+
+ - The AMP commands spoken over the child's descriptor L{AMP_FD}: child to
+   host (L{Hello}, L{Connect}, L{Resolve}, L{Release},
+   L{RequestPermissions}, L{SaveGrants}, L{MainFailed}) and host to child
+   (L{Revoke}, L{Shutdown}, L{Ping}).
+ - One error table, L{ERRORS}: the exceptions a request may fail with and
+   their codes on the wire, shared by the AMP commands and the synchronous
+   channel; L{translateError} turns them into the exceptions in-process code
+   sees.
+ - The synchronous channel on descriptor L{SYNC_FD}, for the calls Twisted
+   expects to return at once (C{listenTCP}): one request at a time, each a
+   JSON object in a frame of a 4-byte big-endian length and the payload (at
+   most L{SYNC_MAX_LENGTH} bytes); the answer is one such frame, and a
+   successful answer's descriptor travels with it (C{SCM_RIGHTS}).
+   L{SyncChannel} is the child's blocking end, L{SyncServerProtocol} the
+   host's.
+ - The child's exit codes (L{EXIT_NO_NAMESPACE}, L{EXIT_MAIN_FAILED}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError,
+)
+from twisted.protocols import amp
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
+
+from tcpext.permissions import PermissionDenied
+
+__all__ = [
+    "AMP_FD",
+    "BadRequest",
+    "BrokerLimit",
+    "Connect",
+    "Denied",
+    "DialFailed",
+    "ERRORS",
+    "EXIT_MAIN_FAILED",
+    "EXIT_NO_NAMESPACE",
+    "Hello",
+    "ListenFailed",
+    "LookupFailed",
+    "MainFailed",
+    "Ping",
+    "Refused",
+    "Release",
+    "RequestPermissions",
+    "Resolve",
+    "Revoke",
+    "SYNC_FD",
+    "SYNC_MAX_LENGTH",
+    "SaveGrants",
+    "Shutdown",
+    "SyncChannel",
+    "SyncServerProtocol",
+    "TimedOut",
+    "errorCode",
+    "errorFromCode",
+    "translateError",
+]
+
+
+AMP_FD = 3
+"""The child's descriptor for its AMP connection with the host."""
+
+SYNC_FD = 4
+"""The child's descriptor for the synchronous channel."""
+
+
+# Exit codes of the child process.
+
+EXIT_NO_NAMESPACE = 3
+"""Exit status: confinement was required and the kernel refused it."""
+
+EXIT_MAIN_FAILED = 4
+"""Exit status: the extension could not be loaded or its C{main} failed."""
+
+
+# The error table.
+
+
+class Denied(Exception):
+    """
+    The host's grants do not allow the request.
+    """
+
+
+class BadRequest(Exception):
+    """
+    The request was malformed (an invalid host or port).
+    """
+
+
+class Refused(Exception):
+    """
+    The connection was refused.
+    """
+
+
+class TimedOut(Exception):
+    """
+    The connection attempt timed out.
+    """
+
+
+class LookupFailed(Exception):
+    """
+    The name did not resolve.
+    """
+
+
+class DialFailed(Exception):
+    """
+    The connection failed for another reason.
+    """
+
+
+class ListenFailed(Exception):
+    """
+    The listening socket could not be opened.
+    """
+
+
+class BrokerLimit(Exception):
+    """
+    The extension has too many requests or sockets in flight.
+    """
+
+
+ERRORS: dict[type[Exception], bytes] = {
+    Denied: b"DENIED",
+    BadRequest: b"BAD_REQUEST",
+    Refused: b"REFUSED",
+    TimedOut: b"TIMEOUT",
+    LookupFailed: b"LOOKUP",
+    DialFailed: b"DIAL",
+    ListenFailed: b"LISTEN",
+    BrokerLimit: b"LIMIT",
+}
+"""Every error a request may fail with, and its code on the wire."""
+
+_BY_CODE = {code.decode("ascii"): error for error, code in ERRORS.items()}
+
+
+def _errors(*kinds: type[Exception]) -> dict[type[Exception], bytes]:
+    """
+    The part of L{ERRORS} a command may fail with.
+    """
+    return {kind: ERRORS[kind] for kind in kinds}
+
+
+def errorCode(error: Exception) -> str:
+    """
+    The code of an error of L{ERRORS} (or of a subclass of one).
+    """
+    for kind in type(error).__mro__:
+        if kind in ERRORS:
+            return ERRORS[kind].decode("ascii")
+    raise ValueError(f"{error!r} is not an error of the wire")
+
+
+def errorFromCode(code: object, message: str) -> Exception:
+    """
+    The error a synchronous-channel answer carries (an unknown code is a
+    L{DialFailed}, so that nothing unexpected passes for success).
+    """
+    kind = _BY_CODE.get(code) if isinstance(code, str) else None
+    return (kind or DialFailed)(message)
+
+
+def translateError(failure: Failure) -> Failure:
+    """
+    Turn a request's failure received by the child into the exception
+    in-process code would see.
+    """
+    error = failure.value
+    text = str(error)
+    if isinstance(error, Denied):
+        return Failure(PermissionDenied(text))
+    if isinstance(error, BadRequest):
+        return Failure(ValueError(text))
+    if isinstance(error, Refused):
+        return Failure(ConnectionRefusedError(text))
+    if isinstance(error, TimedOut):
+        return Failure(TimeoutError(text))
+    if isinstance(error, LookupFailed):
+        return Failure(DNSLookupError(text))
+    if isinstance(error, (DialFailed, BrokerLimit)):
+        return Failure(ConnectError(text))
+    return failure
+
+
+# Child to host.
+
+
+class Hello(amp.Command):
+    """
+    The child's first message: whether it is confined to its own network
+    namespace.  The answer carries what it needs to build its C{browser}.
+    """
+
+    arguments = [
+        (b"confined", amp.Boolean()),
+        (b"reason", amp.Unicode()),
+        (b"pid", amp.Integer()),
+    ]
+    response = [
+        (b"extensionId", amp.Unicode()),
+        (b"path", amp.Unicode()),
+        (b"manifest", amp.Unicode()),
+        (b"runtimeGrants", amp.ListOf(amp.Unicode())),
+        (b"operatorGrants", amp.ListOf(amp.Unicode())),
+    ]
+    errors = _errors(BadRequest)
+
+
+class Connect(amp.Command):
+    """
+    Open a TCP connection to C{host}:C{port} (a name or an IP literal) and
+    hand over the connected socket.
+
+    C{name}, with an IP literal C{host}, is the name the child dials that
+    address for (its browser resolved the name through L{Resolve}, or mapped
+    a C{localhost} name to loopback itself).  The host does not take it on
+    trust: the name must map to that address as far as the host knows (a
+    C{localhost} name to L{tcpext.permissions.LOCALHOST_ADDRESSES}, any other
+    name through the host's own earlier L{Resolve}), and the host's grants
+    must allow the name and, under the rebinding rule, the address.
+    """
+
+    arguments = [
+        (b"host", amp.Unicode()),
+        (b"port", amp.Integer()),
+        (b"timeout", amp.Float()),
+        (b"name", amp.Unicode(optional=True)),
+    ]
+    response = [
+        (b"socketId", amp.Integer()),
+        (b"descriptor", amp.Descriptor()),
+        (b"family", amp.Integer()),
+    ]
+    errors = _errors(
+        Denied, BadRequest, Refused, TimedOut, LookupFailed, DialFailed, BrokerLimit
+    )
+
+
+class Resolve(amp.Command):
+    """
+    Resolve a name for a port the extension may connect to; answers every
+    address found (the child applies the rebinding rule as in-process code
+    does, and the host applies it again on L{Connect}).
+    """
+
+    arguments = [(b"name", amp.Unicode()), (b"port", amp.Integer())]
+    response = [(b"addresses", amp.ListOf(amp.Unicode()))]
+    errors = _errors(Denied, BadRequest, LookupFailed, BrokerLimit)
+
+
+class Release(amp.Command):
+    """
+    The child has closed these sockets: the host closes its copies.  (The
+    host keeps a copy of every socket it handed over, so that it can shut a
+    socket down itself when a grant is revoked.)
+    """
+
+    arguments = [(b"socketIds", amp.ListOf(amp.Integer()))]
+
+
+class RequestPermissions(amp.Command):
+    """
+    C{browser.permissions.request}: the host asks its prompt policy and, if
+    granted, adds and persists the grants itself.
+    """
+
+    arguments = [(b"permissions", amp.ListOf(amp.Unicode()))]
+    response = [(b"granted", amp.Boolean())]
+    errors = _errors(BadRequest)
+
+
+class SaveGrants(amp.Command):
+    """
+    The child's grant store saves its runtime grants: the host accepts
+    removals only (a child cannot grant itself anything).
+    """
+
+    arguments = [(b"entries", amp.ListOf(amp.Unicode()))]
+
+
+class MainFailed(amp.Command):
+    """
+    The extension's script could not be loaded or its C{main} failed.
+    """
+
+    arguments = [(b"reason", amp.Unicode())]
+
+
+# Host to child.
+
+
+class Revoke(amp.Command):
+    """
+    These grants were withdrawn: the child removes them and closes what no
+    remaining grant allows.
+    """
+
+    arguments = [(b"permissions", amp.ListOf(amp.Unicode()))]
+
+
+class Shutdown(amp.Command):
+    """
+    Close every socket of the extension and exit.
+    """
+
+
+class Ping(amp.Command):
+    """
+    Is the child's reactor running?
+    """
+
+
+# The synchronous channel.
+
+SYNC_MAX_LENGTH = 4096
+"""The longest frame (payload bytes) either end of the channel accepts."""
+
+_LENGTH = struct.Struct("!I")
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    payload = json.dumps(message).encode("utf-8")
+    return _LENGTH.pack(len(payload)) + payload
+
+
+class SyncChannel:
+    """
+    The child's blocking end of the synchronous channel: the host opens the
+    socket at once, so the wait is one local round trip.
+    """
+
+    timeout = 30.0
+    """Seconds to wait for the host's answer."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._sock.settimeout(self.timeout)
+
+    def call(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """
+        Send one JSON request and wait for its answer and any descriptors.
+
+        @raise OSError: if the host went away (C{ConnectionError}), did not
+            answer in time (C{TimeoutError}) or answered with a frame longer
+            than L{SYNC_MAX_LENGTH} (C{ConnectionError}).
+        """
+        self._sock.sendall(_frame(request))
+        data = b""
+        fds: list[int] = []
+        needed = _LENGTH.size
+        try:
+            while len(data) < needed:
+                chunk, received, _, _ = socket.recv_fds(
+                    self._sock, needed - len(data), 4
+                )
+                fds.extend(received)
+                if not chunk:
+                    raise ConnectionError("the host closed the listen channel")
+                data += chunk
+                if needed == _LENGTH.size and len(data) >= needed:
+                    (length,) = _LENGTH.unpack(data[: _LENGTH.size])
+                    if length > SYNC_MAX_LENGTH:
+                        raise ConnectionError(
+                            f"the host sent a {length}-byte answer "
+                            f"(at most {SYNC_MAX_LENGTH})"
+                        )
+                    needed += length
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return json.loads(data[_LENGTH.size :].decode("utf-8")), fds
+
+
+class SyncServerProtocol(Int32StringReceiver):
+    """
+    The host's end of the synchronous channel: decodes each request frame,
+    answers it with L{handle}'s result (and its descriptor) or with the
+    request's error from L{ERRORS}.  A frame longer than L{SYNC_MAX_LENGTH}
+    ends the channel (L{tooLong} is told first).
+    """
+
+    MAX_LENGTH = SYNC_MAX_LENGTH
+
+    def handle(self, request: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        """
+        Answer one request: the answer's fields and the descriptor to pass
+        with it (or L{None}).  Raise an error of L{ERRORS} to refuse.
+        """
+        raise NotImplementedError(type(self).__name__ + ".handle")
+
+    def tooLong(self, length: int) -> None:
+        """
+        Called with the announced length of a frame that is too long, before
+        the channel is closed.
+        """
+
+    def stringReceived(self, data: bytes) -> None:
+        """
+        Answer one request.
+        """
+        try:
+            request = json.loads(data.decode("utf-8"))
+            if not isinstance(request, dict):
+                raise BadRequest(f"unknown request {request!r}")
+            fields, descriptor = self.handle(request)
+        except tuple(ERRORS) as e:
+            self._answer({"ok": False, "error": errorCode(e), "message": str(e)})
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+            self._answer({"ok": False, "error": "BAD_REQUEST", "message": str(e)})
+        else:
+            if descriptor is not None:
+                self.transport.sendFileDescriptor(  # type: ignore[union-attr]
+                    descriptor
+                )
+            self._answer({"ok": True, **fields})
+
+    def _answer(self, answer: dict[str, Any]) -> None:
+        self.transport.write(_frame(answer))  # type: ignore[union-attr]
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        """
+        A frame this long is not a request: hang up.
+        """
+        self.tooLong(length)
+        self.transport.abortConnection()  # type: ignore[union-attr]
