@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -122,9 +123,27 @@ class Twistd:
                 pass
         return text
 
-    def check(self, condition: Callable[[], bool], what: str) -> bool:
+    def failure(self, extension: str) -> str | None:
         """
-        Evaluate C{condition}; fail if twistd has exited instead.
+        The first log line saying that C{extension}'s C{main} failed (in
+        process or isolated), or L{None}.
+        """
+        for line in self.log().splitlines():
+            if not (
+                f"tcpext.extension.{extension}#" in line
+                or f"extension {extension!r}" in line
+            ):
+                continue
+            if "main(browser) failed" in line or "extension failed" in line:
+                return line
+        return None
+
+    def check(
+        self, condition: Callable[[], bool], what: str, extensions: Sequence[str] = ()
+    ) -> bool:
+        """
+        Evaluate C{condition}; fail at once if twistd has exited instead, or
+        if one of C{extensions} has failed.
         """
         if condition():
             return True
@@ -132,6 +151,13 @@ class Twistd:
             raise AssertionError(
                 f"twistd exited ({self.process.returncode}) before {what}:\n{self.log()}"
             )
+        for extension in extensions:
+            line = self.failure(extension)
+            if line is not None:
+                raise AssertionError(
+                    f"extension {extension!r} failed before {what}: {line}\n"
+                    f"log:\n{self.log()}"
+                )
         return False
 
     def timedOut(self, what: str) -> AssertionError:
@@ -142,25 +168,31 @@ class Twistd:
             f"no {what} within {STARTUP_TIMEOUT} s; log:\n{self.log()}"
         )
 
-    def waitFor(self, condition: Callable[[], bool], what: str) -> None:
+    def waitFor(
+        self, condition: Callable[[], bool], what: str, extensions: Sequence[str] = ()
+    ) -> None:
         """
-        Block until C{condition()} is true (bounded).
+        Block until C{condition()} is true (bounded); stop at once if twistd
+        exits or one of C{extensions} fails first.
         """
         for _ in range(int(STARTUP_TIMEOUT / POLL)):
-            if self.check(condition, what):
+            if self.check(condition, what, extensions):
                 return
             time.sleep(POLL)
         raise self.timedOut(what)
 
-    async def waitForAsync(self, condition: Callable[[], bool], what: str) -> None:
+    async def waitForAsync(
+        self, condition: Callable[[], bool], what: str, extensions: Sequence[str] = ()
+    ) -> None:
         """
         Wait, letting the test's reactor run, until C{condition()} is true
-        (bounded).
+        (bounded); stop at once if twistd exits or one of C{extensions}
+        fails first.
         """
         from twisted.internet import reactor
 
         for _ in range(int(STARTUP_TIMEOUT / POLL)):
-            if self.check(condition, what):
+            if self.check(condition, what, extensions):
                 return
             await task.deferLater(reactor, POLL, lambda: None)
         raise self.timedOut(what)
@@ -219,39 +251,143 @@ def readLine(sock: socket.socket) -> bytes:
     return data
 
 
+def freePorts(count: int) -> list[int]:
+    """
+    C{count} different ports that were free on 127.0.0.1 a moment ago.
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def freePort() -> int:
     """
     A port that was free on 127.0.0.1 a moment ago.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    [port] = freePorts(1)
+    return port
 
 
-def assertEchoes(case: SynchronousTestCase, twistd: Twistd, line: bytes) -> None:
+_SINGLE_PORT = re.compile(r"^(tcp-(?:listen|connect):(?:.*:)?)(\d+)$")
+
+
+def fixedPorts(folder: str) -> set[int]:
+    """
+    The single ports (not C{*}, not ranges) that the C{permissions} of the
+    extension in C{folder} name: the ports it listens on or dials as
+    shipped.
+    """
+    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    ports = set()
+    for entry in manifest.get("permissions", []):
+        match = _SINGLE_PORT.match(entry)
+        if match is not None:
+            ports.add(int(match.group(2)))
+    return ports
+
+
+def relocate(folder: str, ports: dict[int, int]) -> None:
+    """
+    Move the extension in C{folder} to other ports: every port of C{ports}
+    named in its C{permissions} and in its C{config.json} (a number, or
+    C{:PORT} inside a string such as a URL) becomes the port it maps to.
+    """
+
+    def mapPort(match: re.Match[str]) -> str:
+        port = int(match.group(2))
+        return match.group(1) + str(ports.get(port, port))
+
+    path = os.path.join(folder, "manifest.json")
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    manifest["permissions"] = [
+        _SINGLE_PORT.sub(mapPort, entry) for entry in manifest.get("permissions", [])
+    ]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(manifest, f)
+
+    def mapValue(value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return ports.get(value, value)
+        if isinstance(value, str):
+            return re.sub(r"(:)(\d+)\b", mapPort, value)
+        if isinstance(value, list):
+            return [mapValue(v) for v in value]
+        if isinstance(value, dict):
+            return {k: mapValue(v) for k, v in value.items()}
+        return value
+
+    path = os.path.join(folder, "config.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            config = mapValue(json.load(f))
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(config, f)
+
+
+def copyExamples(
+    case: SynchronousTestCase, names: Sequence[str] | None = None
+) -> tuple[str, dict[int, int]]:
+    """
+    Copy the examples C{names} (default: every extension in C{examples/})
+    into a scratch folder, each moved from the fixed ports it ships with to
+    ports that were free a moment ago, so that the test does not depend on
+    (or disturb) whatever runs on the shipped ports.
+
+    @return: The folder holding the copies, and the map from each shipped
+        port to the port the copies use.
+    """
+    from tcpext.service import findExtensions
+
+    base = os.path.abspath(case.mktemp())
+    if names is None:
+        names = [os.path.basename(p) for p in findExtensions(EXAMPLES)]
+    for name in names:
+        shutil.copytree(
+            os.path.join(EXAMPLES, name),
+            os.path.join(base, name),
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    shipped = sorted(set().union(*(fixedPorts(f"{base}/{n}") for n in names)))
+    ports = dict(zip(shipped, freePorts(len(shipped)), strict=True))
+    for name in names:
+        relocate(os.path.join(base, name), ports)
+    return base, ports
+
+
+def assertEchoes(
+    case: SynchronousTestCase, twistd: Twistd, port: int, line: bytes
+) -> None:
     """
     Wait (bounded) for the C{echo-server} example in C{twistd} to listen on
-    127.0.0.1:7001, then check that it sends C{line} back.
+    127.0.0.1:C{port} (stopping at once if it fails), then check that it
+    sends C{line} back.
     """
-    twistd.waitFor(twistd.logged("echo server listening"), "the echo server")
-    twistd.waitFor(lambda: canConnect(7001), "port 7001")
-    with connect(7001) as echo:
+    twistd.waitFor(
+        twistd.logged(f"echo server listening on 127.0.0.1:{port}"),
+        "the echo server",
+        ["echo-server"],
+    )
+    with connect(port) as echo:
         echo.sendall(line)
         case.assertEqual(readLine(echo), line)
 
 
 def copyExample(case: SynchronousTestCase, name: str, **config: Any) -> str:
     """
-    Copy the example C{name} into a scratch folder and update its
-    C{config.json} with C{config}.
+    Copy the example C{name} into a scratch folder, moved to free ports (see
+    L{copyExamples}), and update its C{config.json} with C{config}.
     """
-    target = os.path.join(os.path.abspath(case.mktemp()), name)
-    shutil.copytree(
-        os.path.join(EXAMPLES, name),
-        target,
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    base, ports = copyExamples(case, [name])
+    target = os.path.join(base, name)
     if config:
         path = os.path.join(target, "config.json")
         with open(path, encoding="utf-8") as f:
@@ -264,7 +400,8 @@ def copyExample(case: SynchronousTestCase, name: str, **config: Any) -> str:
 
 class ExamplesFolderTests(SynchronousTestCase):
     """
-    C{twistd -n tcpext --extensions examples/}, the README's command.
+    C{twistd -n tcpext --extensions examples/}, the README's command, on a
+    copy of C{examples/} moved to free ports.
     """
 
     def test_echoAndChat(self) -> None:
@@ -273,21 +410,27 @@ class ExamplesFolderTests(SynchronousTestCase):
         client leaving mid-line does not disturb the others; C{SIGTERM} stops
         the service with exit status 0 after closing the servers.
         """
-        twistd = Twistd(self, ["--extensions", "examples/"], cwd=REPO)
+        examples, ports = copyExamples(self)
+        echoPort, chatPort = ports[7001], ports[7002]
+        twistd = Twistd(self, ["--extensions", examples])
         twistd.waitFor(
-            twistd.logged("echo server listening", "chat server listening"),
+            twistd.logged(
+                f"echo server listening on 127.0.0.1:{echoPort}",
+                f"chat server listening on 127.0.0.1:{chatPort}",
+            ),
             "echo and chat servers",
+            ["echo-server", "chat-server"],
         )
         # The servers log that line once they listen. (No probe connection
         # to the chat room: it would count as a member coming and going.)
 
-        with connect(7001) as echo:
+        with connect(echoPort) as echo:
             echo.sendall(b"hello echo\n")
             self.assertEqual(readLine(echo), b"hello echo\n")
             echo.sendall(b"again\n")
             self.assertEqual(readLine(echo), b"again\n")
 
-        clients = [connect(7002) for _ in range(3)]
+        clients = [connect(chatPort) for _ in range(3)]
         self.addCleanup(lambda: [c.close() for c in clients])
         twistd.waitFor(twistd.logged("(3 online)"), "three chat clients")
         a, b, c = clients
@@ -296,7 +439,7 @@ class ExamplesFolderTests(SynchronousTestCase):
             line = readLine(other)
             self.assertTrue(line.endswith(b"> hello room\n"), line)
 
-        leaver = connect(7002)
+        leaver = connect(chatPort)
         twistd.waitFor(twistd.logged("(4 online)"), "a fourth chat client")
         leaver.sendall(b"half a mess")
         leaver.setsockopt(
@@ -315,7 +458,7 @@ class ExamplesFolderTests(SynchronousTestCase):
         self.assertIn("extension 'echo-server' stopped", log)
         self.assertIn("extension 'chat-server' stopped", log)
         self.assertIn("tcpext: stopped", log)
-        self.assertFalse(canConnect(7001))
+        self.assertFalse(canConnect(echoPort))
 
     def test_isolated(self) -> None:
         """
@@ -323,16 +466,17 @@ class ExamplesFolderTests(SynchronousTestCase):
         process of its own and still serves; C{SIGTERM} stops everything
         with status 0.
         """
+        examples, ports = copyExamples(self, ["echo-server"])
         twistd = Twistd(
             self,
             [
                 "--extension",
-                os.path.join(EXAMPLES, "echo-server"),
+                os.path.join(examples, "echo-server"),
                 "--isolation",
                 "process-unconfined",
             ],
         )
-        assertEchoes(self, twistd, b"isolated\n")
+        assertEchoes(self, twistd, ports[7001], b"isolated\n")
         self.assertIn("extension process", twistd.log())
         self.assertEqual(twistd.terminate(), 0)
         self.assertIn("tcpext: stopped", twistd.log())
@@ -343,8 +487,7 @@ class ExamplesFolderTests(SynchronousTestCase):
         be imported, an invalid permission and a bad grant, a good extension
         keeps serving; each problem is logged with the extension's name.
         """
-        base = os.path.abspath(self.mktemp())
-        shutil.copytree(os.path.join(EXAMPLES, "echo-server"), f"{base}/echo-server")
+        base, ports = copyExamples(self, ["echo-server"])
 
         def make(folder: str, manifest: bytes | dict[str, Any], script: str) -> None:
             os.makedirs(f"{base}/{folder}")
@@ -387,7 +530,7 @@ class ExamplesFolderTests(SynchronousTestCase):
                 "ghost=tcp-listen:9",
             ],
         )
-        assertEchoes(self, twistd, b"ping\n")
+        assertEchoes(self, twistd, ports[7001], b"ping\n")
         twistd.waitFor(twistd.logged("raiser exploded"), "the raiser's failure")
         log = twistd.log()
         for expected in [
@@ -407,6 +550,56 @@ class ExamplesFolderTests(SynchronousTestCase):
         ]:
             self.assertIn(expected, log)
         self.assertEqual(twistd.terminate(), 0)
+
+
+class TwistdHelperTests(SynchronousTestCase):
+    """
+    The helpers these tests use to run the examples away from their shipped
+    ports and to wait for them.
+    """
+
+    def test_relocated(self) -> None:
+        """
+        L{copyExamples} moves every single port the examples' manifests name
+        to a free one, in the manifests and in the configurations the
+        scripts read: no copy names a shipped port.
+        """
+        examples, ports = copyExamples(self)
+        self.assertTrue({7001, 7002}.issubset(ports))
+        self.assertEqual(len(set(ports.values())), len(ports))
+        for name in os.listdir(examples):
+            self.assertFalse(
+                fixedPorts(os.path.join(examples, name)) & set(ports), name
+            )
+            path = os.path.join(examples, name, "config.json")
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+                for shipped in ports:
+                    self.assertNotRegex(text, rf"\b{shipped}\b", path)
+
+    def test_waitStopsAtFailure(self) -> None:
+        """
+        Waiting for an extension that has already failed (its port is taken)
+        stops as soon as the log says so, with that line and the log, instead
+        of waiting out the timeout.
+        """
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            examples, ports = copyExamples(self, ["echo-server"])
+            relocate(os.path.join(examples, "echo-server"), {ports[7001]: port})
+            twistd = Twistd(
+                self, ["--extension", os.path.join(examples, "echo-server")]
+            )
+            error = self.assertRaises(
+                AssertionError, assertEchoes, self, twistd, port, b"never\n"
+            )
+        message = str(error)
+        self.assertIn("extension 'echo-server' failed before the echo server", message)
+        self.assertIn(str(port), message)
+        self.assertNotIn(f"within {STARTUP_TIMEOUT} s", message)
 
 
 class ExampleExtensionTests(TestCase):
@@ -459,7 +652,9 @@ class ExampleExtensionTests(TestCase):
                 "http-fetcher=tcp-connect:127.0.0.1:1024-65535",
             ],
         )
-        await twistd.waitForAsync(twistd.logged("http-fetcher done"), "the fetches")
+        await twistd.waitForAsync(
+            twistd.logged("http-fetcher done"), "the fetches", ["http-fetcher"]
+        )
         log = twistd.log()
         self.assertIn(f"fetched {allowed}: 200, 12 bytes: b'allowed page'", log)
         self.assertIn(f"not fetching {denied}", log)
@@ -529,7 +724,9 @@ class ExampleExtensionTests(TestCase):
         its C{caFile}), sends its line and logs the reply.
         """
         twistd, port, lines = self.runTLSClient(trusted=True)
-        await twistd.waitForAsync(twistd.logged("TLS reply from"), "the TLS reply")
+        await twistd.waitForAsync(
+            twistd.logged("TLS reply from"), "the TLS reply", ["tls-client"]
+        )
         self.assertIn(
             f"TLS reply from localhost:{port}: 'you said: hello over TLS'",
             twistd.log(),
@@ -543,7 +740,9 @@ class ExampleExtensionTests(TestCase):
         the client sends nothing and gives up after its bounded retries.
         """
         twistd, port, lines = self.runTLSClient(trusted=False, attempts=2)
-        await twistd.waitForAsync(twistd.logged("giving up on localhost"), "giving up")
+        await twistd.waitForAsync(
+            twistd.logged("giving up on localhost"), "giving up", ["tls-client"]
+        )
         self.assertIn("TLS exchange failed (attempt 2 of 2)", twistd.log())
         self.assertEqual(lines, [])
         self.assertEqual(twistd.terminate(), 0)
@@ -583,6 +782,7 @@ class ExampleExtensionTests(TestCase):
                 "gossip-b learned 'gossip-a#2: hello from gossip-a'",
             ),
             "rumours from both sides",
+            ["gossip-a", "gossip-b"],
         )
         self.assertEqual(twistd.terminate(), 0)
         self.assertIn("extension 'gossip-a' stopped", twistd.log())
@@ -652,12 +852,14 @@ class PromptTests(SynchronousTestCase):
         self.assertIn(b"extension 'asker' asks for:", shown)
         self.assertIn(b"tcp-connect:example.com:443", shown)
         os.write(master, b"y\n")
-        twistd.waitFor(twistd.logged("request answered True"), "the grant")
+        twistd.waitFor(twistd.logged("request answered True"), "the grant", ["asker"])
         self.assertEqual(twistd.terminate(), 0)
         with open(os.path.join(state, "grants", "asker.json")) as f:
             self.assertEqual(json.load(f)["grants"], ["tcp-connect:example.com:443"])
 
         again = Twistd(self, ["--extension", f"{base}/asker"], state=state)
-        again.waitFor(again.logged("request answered True"), "the stored grant")
+        again.waitFor(
+            again.logged("request answered True"), "the stored grant", ["asker"]
+        )
         self.assertNotIn("denied", again.log())
         self.assertEqual(again.terminate(), 0)

@@ -125,6 +125,30 @@ def _adopt(sock: socket.socket, protocol: Any) -> None:
     sock.close()
 
 
+def _freePorts(count: int) -> list[int]:
+    """
+    C{count} different ports that were free on 127.0.0.1 a moment ago (for
+    requests that must be refused, so that a broker that wrongly allowed one
+    would not collide with, or reach, whatever runs on a fixed port).
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _freePort() -> int:
+    """
+    A port that was free on 127.0.0.1 a moment ago.
+    """
+    [port] = _freePorts(1)
+    return port
+
+
 class _BrokerPairTestCase(TestCase):
     """
     A broker and a child's connection in one process, over a socket pair.
@@ -343,15 +367,18 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         """
         A listen outside the grants fails with L{Denied}.
         """
-        d = defer.ensureDeferred(self.listen(port=7, interface="127.0.0.1", backlog=5))
+        d = defer.ensureDeferred(
+            self.listen(port=_freePort(), interface="127.0.0.1", backlog=5)
+        )
         await self.assertFailure(d, Denied)
 
     async def test_listenBadInterface(self) -> None:
         """
         An interface that is not an IP literal is a L{BadRequest}.
         """
-        self.grants.listenPorts.add(7000)
-        d = defer.ensureDeferred(self.listen(port=7000, interface="eth0", backlog=5))
+        port = _freePort()
+        self.grants.listenPorts.add(port)
+        d = defer.ensureDeferred(self.listen(port=port, interface="eth0", backlog=5))
         await self.assertFailure(d, BadRequest)
 
     async def test_brokeredConnectTCP(self) -> None:
@@ -1161,11 +1188,12 @@ class BrokerRealPermissionsTests(_BrokerPairTestCase):
         """
         C{tcp-listen:PORT} allows that port only; port 0 needs C{*}.
         """
-        self.connect(["tcp-listen:7999"], [])
+        granted, other = _freePorts(2)
+        self.connect([f"tcp-listen:{granted}"], [])
         d = defer.ensureDeferred(self.listen(port=0, interface="127.0.0.1", backlog=5))
         await self.assertFailure(d, Denied)
         d = defer.ensureDeferred(
-            self.listen(port=7998, interface="127.0.0.1", backlog=5)
+            self.listen(port=other, interface="127.0.0.1", backlog=5)
         )
         await self.assertFailure(d, Denied)
 

@@ -1,5 +1,7 @@
 """
-The chat-server extension: a chat room on 127.0.0.1:7002.
+The chat-server extension: a chat room on 127.0.0.1, on the port its
+C{config.json} names (7002 as shipped; another unprivileged port needs a
+grant, e.g. C{--grant chat-server=tcp-listen:1024-65535}).
 
 Every complete line a client sends is broadcast to every other client as
 C{<host:port> line}.  A client that leaves in the middle of a line loses
@@ -8,12 +10,23 @@ than 4 KiB and clients that stop reading (more than 1 MiB waiting for them)
 are disconnected, so one bad client cannot stall or exhaust the room.
 """
 
+import json
+import os
+
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-PORT = 7002
 MAX_LINE = 4096
 MAX_PENDING = 1 << 20
+
+
+def loadConfig():
+    """
+    Read C{config.json} next to this script.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.json")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 class Room:
@@ -74,7 +87,8 @@ async def main(browser):
     Open the room.
     """
     log = Logger(namespace=f"tcpext.extension.{browser.runtime.id}")
-    server = await browser.TCPSocket.listen({"port": PORT, "host": "127.0.0.1"})
+    port = loadConfig()["port"]
+    server = await browser.TCPSocket.listen({"port": port, "host": "127.0.0.1"})
     log.info("chat server listening on 127.0.0.1:{port}", port=server.localPort)
     room = Room(log)
     sessions = set()
