@@ -43,7 +43,7 @@ __all__ = [
     "makeService",
 ]
 
-PROMPTS = ("deny", "tty")
+PROMPTS = ("deny", "tty", "admin")
 """
 The values of C{--prompt}.
 """
@@ -89,8 +89,9 @@ class Options(usage.Options):
 
     synopsis = (
         "[--extension PATH ...] [--extensions DIR ...] [--state DIR] "
-        "[--grant NAME=PERMISSION ...] [--prompt deny|tty] "
-        "[--isolation none|process|process-unconfined]"
+        "[--grant NAME=PERMISSION ...] [--prompt deny|tty|admin] "
+        "[--prompt-timeout SECONDS] [--isolation none|process|process-unconfined] "
+        "[--admin ENDPOINT|none] [--admin-token-file PATH] [--audit-log PATH]"
     )
     longdesc = (
         "Run tcpext extensions (folders with a manifest.json and a Python "
@@ -111,7 +112,36 @@ class Options(usage.Options):
             None,
             "deny",
             "How runtime permission requests are answered: 'deny' refuses "
-            "them all, 'tty' asks on the controlling terminal.",
+            "them all, 'tty' asks on the controlling terminal, 'admin' waits "
+            "for the operator console. A refused request is remembered for "
+            "the service's lifetime.",
+        ],
+        [
+            "prompt-timeout",
+            None,
+            "300",
+            "Seconds a request waits for the console under --prompt admin "
+            "before it is denied.",
+        ],
+        [
+            "admin",
+            None,
+            None,
+            "Where the operator console listens (a Twisted server endpoint, "
+            "or 'none') [default: unix:<state>/admin.sock, mode 0600].",
+        ],
+        [
+            "admin-token-file",
+            None,
+            None,
+            "A file holding the token every admin API request must carry "
+            "(Authorization: Bearer TOKEN); required for a TCP --admin.",
+        ],
+        [
+            "audit-log",
+            None,
+            None,
+            "Append every permission decision to PATH as one JSON line.",
         ],
         [
             "isolation",
@@ -183,6 +213,16 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--prompt must be one of {', '.join(PROMPTS)}, not {self['prompt']!r}"
             )
+        try:
+            timeout = float(self["prompt-timeout"])
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout < float("inf"):
+            raise usage.UsageError(
+                f"--prompt-timeout must be a number of seconds > 0, "
+                f"not {self['prompt-timeout']!r}"
+            )
+        self["prompt-timeout"] = timeout
         if self["isolation"] not in ISOLATION_MODES:
             raise usage.UsageError(
                 f"--isolation must be one of {', '.join(ISOLATION_MODES)}, "
@@ -198,6 +238,7 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--state: {self['state']!r} exists and is not a directory"
             )
+        self._checkConsole()
         if self["isolation"] == "process":
             from tcpext._isolation import NamespaceUnavailable, checkNetworkNamespace
 
@@ -209,6 +250,43 @@ class Options(usage.Options):
                     f"({e}); refusing to start (--isolation process-unconfined "
                     "runs without one)"
                 )
+
+    def _checkConsole(self) -> None:
+        """
+        Check the console's options: the endpoint, the token file, the
+        audit log's folder.
+        """
+        from tcpext._admin import AdminSetupError, parseAdminEndpoint, readTokenFile
+
+        try:
+            endpoint = parseAdminEndpoint(self["admin"] or "", self["state"])
+            token = (
+                readTokenFile(self["admin-token-file"])
+                if self["admin-token-file"]
+                else None
+            )
+        except AdminSetupError as e:
+            raise usage.UsageError(str(e))
+        if endpoint is None and self["prompt"] == "admin":
+            raise usage.UsageError(
+                "--prompt admin needs the console: it cannot be used with --admin none"
+            )
+        if endpoint is not None and endpoint.needsToken and token is None:
+            raise usage.UsageError(
+                f"--admin {endpoint.description!r}: a TCP admin endpoint "
+                "needs --admin-token-file (the API is refused without a token)"
+            )
+        self["admin-endpoint"] = endpoint
+        self["admin-token"] = token
+        audit = self["audit-log"]
+        if audit is not None:
+            folder = os.path.dirname(os.path.abspath(audit)) or "."
+            if not os.path.isdir(folder):
+                raise usage.UsageError(
+                    f"--audit-log: the folder {folder!r} does not exist"
+                )
+            if os.path.isdir(audit):
+                raise usage.UsageError(f"--audit-log: {audit!r} is a directory")
 
 
 class TCPExtService(MultiService):
@@ -234,6 +312,10 @@ class TCPExtService(MultiService):
         prompt: str = "deny",
         isolation: str = "none",
         reactor: Any = None,
+        admin: Any = None,
+        adminToken: str | None = None,
+        promptTimeout: float = 300.0,
+        auditLog: str | None = None,
     ) -> None:
         """
         @param extensionPaths: Extension folders.
@@ -242,9 +324,15 @@ class TCPExtService(MultiService):
         @param grants: C{(extensionId, permission)} pairs pre-granted by the
             operator (each must be in that extension's
             C{optional_permissions}, else it is reported and not granted).
-        @param prompt: C{"deny"} or C{"tty"}.
+        @param prompt: One of L{PROMPTS}.
         @param isolation: One of L{ISOLATION_MODES}.
         @param reactor: The reactor (the global one by default).
+        @param admin: Where the operator console listens (a
+            L{tcpext._admin.AdminEndpoint}), or L{None} for no console.
+        @param adminToken: The token the console's API requires, if any.
+        @param promptTimeout: Seconds a request waits under
+            C{--prompt admin}.
+        @param auditLog: A file to append every decision to (JSON lines).
         """
         super().__init__()
         if prompt not in PROMPTS:
@@ -264,6 +352,16 @@ class TCPExtService(MultiService):
         self.errors: list[ExtensionError] = []
         self.grantStore: Any = None
         self.prompt: Any = None
+        if prompt == "admin" and admin is None:
+            raise ValueError("prompt 'admin' needs the console (an admin endpoint)")
+        self.adminEndpoint = admin
+        self.adminToken = adminToken
+        self.promptTimeout = promptTimeout
+        self.auditLogPath = auditLog
+        self.audit: Any = None
+        self.console: Any = None
+        self.adminPrompt: Any = None
+        self.adminPort: Any = None
 
     def _getReactor(self) -> Any:
         """
@@ -415,6 +513,7 @@ class TCPExtService(MultiService):
         Load every extension and start them.
         """
         from tcpext._grantstore import JSONGrantStore
+        from tcpext._requests import AdminPrompt, RememberingPrompt
         from tcpext.browser import denyAll
 
         # A restart loads everything afresh.
@@ -423,12 +522,18 @@ class TCPExtService(MultiService):
         self.extensions = {}
         self.errors = []
         self.grantStore = JSONGrantStore(self.stateDirectory)
+        self.adminPrompt = None
         if self.promptMode == "tty":
             from tcpext._prompt import TTYPrompt
 
-            self.prompt = TTYPrompt(self._getReactor())
+            ask: Any = TTYPrompt(self._getReactor())
+        elif self.promptMode == "admin":
+            self.adminPrompt = AdminPrompt(self._getReactor(), self.promptTimeout)
+            ask = self.adminPrompt
         else:
-            self.prompt = denyAll
+            ask = denyAll
+        self.prompt = RememberingPrompt(ask)
+        self._startConsole()
         for manifest in self.loadExtensions():
             grants = self._grantsFor(manifest)
             try:
@@ -453,7 +558,94 @@ class TCPExtService(MultiService):
             state=self.stateDirectory,
             problems=len(self.errors),
         )
+        self._logGrants()
         super().startService()
+        self._listenConsole()
+
+    def _startConsole(self) -> None:
+        """
+        Set up the audit trail and the console (before the extensions
+        start, so that their first decisions are recorded).
+        """
+        from tcpext._audit import AuditLog, openAuditFile
+        from tcpext._serviceconsole import ServiceConsole
+
+        output = None
+        if self.auditLogPath is not None:
+            output = openAuditFile(self.auditLogPath)
+        self.audit = AuditLog(output=output)
+        self.console = ServiceConsole(
+            self, audit=self.audit, prompt=self.prompt, admin=self.adminPrompt
+        )
+        if self.adminPrompt is not None:
+            audit = self.audit
+
+            def answered(request: Any, outcome: str) -> None:
+                approved = outcome == "approved"
+                audit.record(
+                    request.extension,
+                    "request",
+                    " ".join(request.permissions),
+                    approved,
+                    grant="approved by the operator" if approved else None,
+                    reason=None if approved else f"request {outcome}",
+                )
+
+            self.adminPrompt.addListener(answered)
+
+    def _listenConsole(self) -> None:
+        """
+        Start listening for the console, if there is one; a failure stops
+        the service (the console was asked for).
+        """
+        endpoint = self.adminEndpoint
+        if endpoint is None:
+            return
+        from tcpext._admin import AdminSetupError, makeAdminSite
+
+        reactor = self._getReactor()
+        try:
+            site = makeAdminSite(self.console, endpoint, self.adminToken)
+            d = endpoint.listen(reactor, site)
+        except AdminSetupError as e:
+            d = defer.fail(e)
+
+        def listening(port: Any) -> None:
+            self.adminPort = port
+            self.log.info(
+                "tcpext: operator console on {where}",
+                where=endpoint.unixPath or endpoint.description,
+            )
+
+        def failed(reason: Any) -> None:
+            self.log.critical(
+                "tcpext: cannot start the operator console on {where}: "
+                "{reason}; stopping",
+                where=endpoint.unixPath or endpoint.description,
+                reason=reason.getErrorMessage(),
+            )
+            if reactor.running:
+                reactor.stop()
+
+        d.addCallbacks(listening, failed)
+
+    def _logGrants(self) -> None:
+        """
+        Log, for each extension, the grants in effect by source.
+        """
+        for extensionId in self.extensions:
+            try:
+                grants = self.console.grants(extensionId)
+            except Exception:
+                continue
+            extensionLogger(extensionId).info(
+                "extension {extensionId!r} grants: manifest [{manifest}], "
+                "operator [{operator}], stored [{stored}]",
+                extensionId=extensionId,
+                manifest=", ".join(grants["manifest"]),
+                operator=", ".join(grants["operator"]),
+                stored=", ".join(grants["stored"]),
+            )
 
     def stopService(self) -> Deferred[None]:
         """
@@ -464,7 +656,12 @@ class TCPExtService(MultiService):
         stop = getattr(self.prompt, "stop", None)
         if stop is not None:
             stop()
-        result: Deferred[None] = defer.maybeDeferred(super().stopService)
+        waits = []
+        port, self.adminPort = self.adminPort, None
+        if port is not None:
+            waits.append(defer.maybeDeferred(port.stopListening))
+        waits.append(defer.maybeDeferred(super().stopService))
+        result = defer.gatherResults(waits, consumeErrors=True)
         return result.addCallback(self._stopped)
 
     def _stopped(self, result: object) -> None:
@@ -481,6 +678,8 @@ class TCPExtService(MultiService):
         reactor = self._reactor
         if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
             reactor._exitSignal = None
+        if self.audit is not None:
+            self.audit.close()
         self.log.info("tcpext: stopped")
 
 
@@ -495,4 +694,8 @@ def makeService(options: Options) -> TCPExtService:
         grants=options["grant"],
         prompt=options["prompt"],
         isolation=options["isolation"],
+        admin=options.get("admin-endpoint"),
+        adminToken=options.get("admin-token"),
+        promptTimeout=options["prompt-timeout"],
+        auditLog=options["audit-log"],
     )
