@@ -1081,6 +1081,10 @@ async def main(browser):
                 os.path.join(base, "state"),
                 "--isolation",
                 "process",
+                # No console: its default socket in this deep scratch
+                # folder would pass the UNIX socket path limit.
+                "--admin",
+                "none",
             ],
             env=env,
             path=base,
