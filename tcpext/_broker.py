@@ -643,13 +643,13 @@ class BrokerProtocol(amp.AMP):
     # Delegated to the owner.
 
     @Hello.responder
-    def hello(self, confined: bool, reason: str, pid: int) -> Any:
+    def hello(self, confined: bool, reason: str, pid: int, layers: list[str]) -> Any:
         """
         The child is up: the owner answers with what it needs.
         """
         if self.owner is None:
             raise BadRequest("no extension attached")
-        return self.owner.childHello(self, confined, reason, pid)
+        return self.owner.childHello(self, confined, reason, pid, layers)
 
     @RequestPermissions.responder
     def requestPermissions(self, permissions: list[str]) -> Any:

@@ -1,20 +1,29 @@
-# -*- test-case-name: tests.test_isolation -*-
+# -*- test-case-name: tests.test_isolation,tests.test_confinement -*-
 """
-Entering an empty network namespace (Linux).
+Confining an isolated extension's process (Linux).
 
-An isolated extension's process calls L{enterNetworkNamespace} before it
-runs any extension code.  Afterwards the process sees only its own loopback
-interface: nothing it creates itself can reach the host's network, and the
-only sockets that reach the outside are those the host hands over.
+An isolated extension's process calls L{confine} before it imports any
+extension code.  Three layers, each enforced by the kernel, apply to the
+process and everything it later starts:
 
-The namespace is created with C{unshare(CLONE_NEWNET)}.  A process that is
-not root (no C{CAP_SYS_ADMIN}) first enters a new user namespace
-(C{CLONE_NEWUSER}) that maps its own user and group ids onto themselves, which
-unprivileged users may do where the kernel allows it.
+ 1. I{network namespace} (L{enterNetworkNamespace}): the process sees only
+    its own loopback interface, so nothing it creates itself reaches the
+    host's network; the only sockets that reach the outside are those the
+    host hands over.  The namespace is created with C{unshare(CLONE_NEWNET)}
+    inside a new user namespace (C{CLONE_NEWUSER}) that maps the process's
+    own user and group ids onto themselves, which unprivileged users may do
+    where the kernel allows it.
+ 2. I{Landlock} (L{tcpext._landlock}): no TCP C{bind} or C{connect} (a
+    passed socket cannot be re-aimed), no signal to and no abstract UNIX
+    socket of any process outside, no tracing, and a read-only filesystem
+    but for a private scratch folder and C{/dev/null}.
+ 3. I{seccomp} (L{tcpext._seccomp}): no C{connect()} at all (pathname UNIX
+    sockets), no UNIX socket of its own, no io_uring, no calls that reach
+    into other processes or the kernel's less-used surfaces.
 
-L{NamespaceUnavailable} is raised, with the operating system's reason, when
-the kernel refuses; the caller decides whether to refuse to run (the default,
-fail closed) or to run unconfined.
+L{missingConfinement} finds out, in a short-lived child process, which
+layers this system cannot provide (an empty list: it can confine);
+C{python -m tcpext._isolation} prints the same as one line.
 """
 
 from __future__ import annotations
@@ -23,20 +32,32 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import json
 import os
 import socket
 import struct
 import subprocess
 import sys
 
+import attrs
+
+from tcpext._landlock import LandlockUnavailable, restrictSelf
+from tcpext._seccomp import SeccompUnavailable, installFilter
+
 __all__ = [
     "CLONE_NEWNET",
     "CLONE_NEWUSER",
+    "LAYERS",
+    "Confinement",
+    "ConfinementUnavailable",
     "NamespaceUnavailable",
+    "checkConfinement",
     "checkNetworkNamespace",
+    "confine",
     "dropCapabilities",
     "enterNetworkNamespace",
     "interfaceNames",
+    "missingConfinement",
 ]
 
 CLONE_NEWNET = 0x40000000
@@ -50,7 +71,22 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
 
-class NamespaceUnavailable(Exception):
+LAYER_NAMESPACE = "network namespace"
+LAYER_LANDLOCK = "Landlock"
+LAYER_SECCOMP = "seccomp"
+
+LAYERS = (LAYER_NAMESPACE, LAYER_LANDLOCK, LAYER_SECCOMP)
+"""The confinement layers, in the order they are applied."""
+
+
+class ConfinementUnavailable(Exception):
+    """
+    The system cannot confine an extension's process; the message names
+    what is missing.
+    """
+
+
+class NamespaceUnavailable(ConfinementUnavailable):
     """
     The operating system refused to create a network namespace; the message
     says why.
@@ -59,7 +95,8 @@ class NamespaceUnavailable(Exception):
 
 def _unshare(flags: int) -> None:
     """
-    Call the C library's C{unshare(flags)}.
+    C{unshare(flags)}: C{os.unshare} where Python has it (3.12 and later),
+    the C library's otherwise.
 
     @raise NamespaceUnavailable: with the C{errno} text when it fails, or
         when this is not Linux.
@@ -68,6 +105,15 @@ def _unshare(flags: int) -> None:
         raise NamespaceUnavailable(
             f"network namespaces need Linux; this is {sys.platform}"
         )
+    unshare = getattr(os, "unshare", None)
+    if unshare is not None:
+        try:
+            unshare(flags)
+        except OSError as e:
+            raise NamespaceUnavailable(
+                f"unshare(0x{flags:08x}) failed: {e.strerror} (errno {e.errno})"
+            ) from e
+        return
     try:
         libc = _libc()
     except OSError as e:
@@ -237,31 +283,153 @@ def interfaceNames() -> list[str]:
     return sorted(name for _, name in socket.if_nameindex())
 
 
+@attrs.frozen
+class Confinement:
+    """
+    The outcome of L{confine}.
+
+    @ivar active: The layers in force, as shown to operators (e.g.
+        C{"Landlock ABI 7"}).
+    @ivar missing: One entry per layer that could not be applied: the
+        layer's name and the reason.
+    """
+
+    active: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        """
+        Every layer of L{LAYERS} is in force.
+        """
+        return not self.missing
+
+
+def confine(scratch: str | None, network: bool = True) -> Confinement:
+    """
+    Apply every confinement layer to the calling process, which must still
+    be single-threaded (Landlock and seccomp bind the calling thread and
+    what it starts later).  A layer that cannot be applied is recorded in
+    L{Confinement.missing} and the next ones are still tried: the caller
+    decides whether a partial confinement may run.
+
+    @param scratch: The folder the process may write beneath (L{None}: no
+        writable folder but C{/dev/null}).
+    @param network: C{False} to skip the network namespace (it is then
+        reported missing).
+    """
+    active: list[str] = []
+    missing: list[str] = []
+    if network:
+        try:
+            enterNetworkNamespace()
+        except NamespaceUnavailable as e:
+            missing.append(f"{LAYER_NAMESPACE} ({e})")
+        else:
+            active.append(LAYER_NAMESPACE)
+    else:
+        missing.append(f"{LAYER_NAMESPACE} (not requested)")
+    try:
+        _noNewPrivileges()
+    except NamespaceUnavailable as e:
+        missing.append(f"{LAYER_LANDLOCK} and {LAYER_SECCOMP} ({e})")
+        return Confinement(tuple(active), tuple(missing))
+    try:
+        abi = restrictSelf(scratch)
+    except (LandlockUnavailable, OSError) as e:
+        missing.append(f"{LAYER_LANDLOCK} ({e})")
+    else:
+        active.append(f"{LAYER_LANDLOCK} ABI {abi}")
+    try:
+        installFilter()
+    except SeccompUnavailable as e:
+        missing.append(f"{LAYER_SECCOMP} ({e})")
+    else:
+        active.append(LAYER_SECCOMP)
+    return Confinement(tuple(active), tuple(missing))
+
+
+def _runProbe(
+    python: str | None, timeout: float, *args: str
+) -> subprocess.CompletedProcess[bytes]:
+    """
+    Run C{python -m tcpext._isolation ARGS}.
+
+    @raise ConfinementUnavailable: if the probe could not run.
+    """
+    try:
+        return subprocess.run(
+            [python or sys.executable, "-m", "tcpext._isolation", *args],
+            capture_output=True,
+            timeout=timeout,
+            env=_childEnvironment(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ConfinementUnavailable(f"the confinement probe did not run: {e}") from e
+
+
+def _lastLine(result: subprocess.CompletedProcess[bytes]) -> str:
+    lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else f"probe exited with {result.returncode}"
+
+
 def checkNetworkNamespace(python: str | None = None, timeout: float = 30.0) -> None:
     """
     Find out, in a short-lived child process, whether this system lets a
-    process enter a network namespace.  Call it before starting isolated
-    extensions so that a refusal stops the service at once (fail closed).
+    process enter a network namespace (the first layer only; see
+    L{missingConfinement} for all of them).
 
     @param python: the interpreter to run (default: this one).
     @param timeout: seconds to wait for the probe.
 
     @raise NamespaceUnavailable: with the reason when it does not.
     """
-    try:
-        result = subprocess.run(
-            [python or sys.executable, "-m", "tcpext._isolation"],
-            capture_output=True,
-            timeout=timeout,
-            env=_childEnvironment(),
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise NamespaceUnavailable(f"the namespace probe did not run: {e}") from e
+    result = _runProbe(python, timeout, "--namespace-only")
     if result.returncode != 0:
-        reason = result.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise NamespaceUnavailable(
-            reason[-1] if reason else f"probe exited with {result.returncode}"
-        )
+        raise NamespaceUnavailable(_lastLine(result))
+
+
+def missingConfinement(python: str | None = None, timeout: float = 30.0) -> list[str]:
+    """
+    What this system lacks to confine an extension's process, found out by
+    confining a short-lived child process and checking that each layer
+    holds there.
+
+    @param python: the interpreter to run (default: this one).
+    @param timeout: seconds to wait for the probe.
+
+    @return: one entry per missing layer, naming it and the reason; an
+        empty list when every layer can be applied.
+    """
+    try:
+        result = _runProbe(python, timeout, "--json")
+    except ConfinementUnavailable as e:
+        return [str(e)]
+    try:
+        answer = json.loads(result.stdout.decode("utf-8"))
+        missing = answer["missing"]
+        if not isinstance(missing, list) or not all(
+            isinstance(m, str) for m in missing
+        ):
+            raise ValueError(missing)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return [f"the confinement probe failed: {_lastLine(result)}"]
+    if result.returncode != 0 and not missing:
+        return [f"the confinement probe failed: {_lastLine(result)}"]
+    return missing
+
+
+def checkConfinement(python: str | None = None, timeout: float = 30.0) -> None:
+    """
+    L{missingConfinement}, as an exception: call it before starting
+    confined extensions, so that a system that cannot confine stops the
+    service at once (fail closed).
+
+    @raise ConfinementUnavailable: naming everything missing, in one line.
+    """
+    missing = missingConfinement(python, timeout)
+    if missing:
+        raise ConfinementUnavailable("; ".join(missing))
 
 
 def _childEnvironment() -> dict[str, str]:
@@ -275,22 +443,69 @@ def _childEnvironment() -> dict[str, str]:
     return env
 
 
-def _probe() -> int:
+def _holds() -> list[str]:
     """
-    Enter a namespace and check that only C{lo} is visible; the exit status
-    is 0 on success, 1 with the reason on standard error otherwise.
+    In a confined process: check that each layer holds; return what does
+    not.
     """
-    try:
-        enterNetworkNamespace()
-    except NamespaceUnavailable as e:
-        sys.stderr.write(f"{e}\n")
-        return 1
+    problems = []
     names = interfaceNames()
     if names != ["lo"]:
-        sys.stderr.write(f"the new namespace shows interfaces {names!r}\n")
-        return 1
-    return 0
+        problems.append(f"{LAYER_NAMESPACE} (the process sees {names!r})")
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+    except PermissionError:
+        pass
+    else:
+        problems.append(f"{LAYER_LANDLOCK} (a TCP bind was allowed)")
+    try:
+        s.connect(("127.0.0.1", 9))
+    except PermissionError as e:
+        if e.errno != errno.EPERM:
+            problems.append(f"{LAYER_SECCOMP} (connect() reached Landlock)")
+    except OSError:
+        problems.append(f"{LAYER_SECCOMP} (connect() was not refused)")
+    finally:
+        s.close()
+    return problems
+
+
+def _probe(argv: list[str]) -> int:
+    """
+    Confine this process and check that each layer holds.
+
+    With C{--namespace-only}: enter a network namespace only; exit status 0
+    on success, 1 with the reason on standard error otherwise.  With
+    C{--json}: print C{{"active": [...], "missing": [...]}}.  Otherwise:
+    print one line, what is in force or what is missing; exit status 0 when
+    nothing is.
+    """
+    if "--namespace-only" in argv:
+        try:
+            enterNetworkNamespace()
+        except NamespaceUnavailable as e:
+            sys.stderr.write(f"{e}\n")
+            return 1
+        names = interfaceNames()
+        if names != ["lo"]:
+            sys.stderr.write(f"the new namespace shows interfaces {names!r}\n")
+            return 1
+        return 0
+    confinement = confine(None)
+    missing = list(confinement.missing)
+    if confinement.complete:
+        missing = _holds()
+    if "--json" in argv:
+        sys.stdout.write(
+            json.dumps({"active": list(confinement.active), "missing": missing}) + "\n"
+        )
+    elif missing:
+        sys.stdout.write(f"cannot confine: missing {'; '.join(missing)}\n")
+    else:
+        sys.stdout.write(f"can confine: {', '.join(confinement.active)}\n")
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":  # pragma: no cover - run in a child process
-    sys.exit(_probe())
+    sys.exit(_probe(sys.argv[1:]))

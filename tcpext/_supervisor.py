@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import socket
 import sys
-from collections.abc import Callable, Iterable, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -25,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcpext._broker import BrokerProtocol, SyncListenProtocol
-from tcpext._isolation import _childEnvironment
+from tcpext._isolation import LAYERS, _childEnvironment
 from tcpext._wire import (
     AMP_FD,
     EXIT_MAIN_FAILED,
@@ -281,6 +283,7 @@ class IsolatedExtension(Service):
         self._reapTimer: Any = None
         self._pingTimer: Any = None
         self._stopping = False
+        self._scratch: str | None = None
 
     # Grants.
 
@@ -397,29 +400,46 @@ class IsolatedExtension(Service):
     # Child messages.
 
     def childHello(
-        self, broker: BrokerProtocol, confined: bool, reason: str, pid: int
+        self,
+        broker: BrokerProtocol,
+        confined: bool,
+        reason: str,
+        pid: int,
+        layers: Sequence[str] = (),
     ) -> dict[str, Any]:
         """
         The child is up: check its confinement, send what it needs.
+
+        @param confined: The child says every confinement layer is in force.
+        @param reason: What is missing, when not.
+        @param layers: The layers in force, as the child names them.
         """
         if broker is not self.broker:
             raise BadRequest("stale connection")
         if self._startTimer is not None and self._startTimer.active():
             self._startTimer.cancel()
         self._startTimer = None
+        missing = [
+            layer
+            for layer in LAYERS
+            if not any(active.split(" ABI ")[0] == layer for active in layers)
+        ]
+        if confined and missing:
+            confined = False
+            reason = f"{', '.join(missing)} not reported in force"
         if not confined:
             if self.mode == "process":
                 self._permanent = f"not confined: {reason}"
                 self.log.critical(
-                    "extension process {pid} is not in its own network "
-                    "namespace ({reason}); stopping it",
+                    "extension process {pid} is not confined (missing {reason}); "
+                    "stopping it",
                     pid=pid,
                     reason=reason,
                 )
                 self._kill()
                 raise BadRequest("confinement is required")
             self.log.warn(
-                "extension process {pid} runs unconfined: {reason}",
+                "extension process {pid} runs unconfined: missing {reason}",
                 pid=pid,
                 reason=reason,
             )
@@ -428,11 +448,13 @@ class IsolatedExtension(Service):
             self._pingTimer = self._reactor.callLater(
                 self.restart.pingInterval, self._ping, broker
             )
-        self.log.info(
-            "extension process {pid} started ({how})",
-            pid=pid,
-            how="own network namespace" if confined else "unconfined",
-        )
+        if confined:
+            how = f"confined: {', '.join(layers)}"
+        elif layers:
+            how = f"partly confined: {', '.join(layers)}"
+        else:
+            how = "unconfined"
+        self.log.info("extension process {pid} started ({how})", pid=pid, how=how)
         return {
             "extensionId": self.extensionId,
             "path": self.path,
@@ -461,6 +483,43 @@ class IsolatedExtension(Service):
         self._permanent = None
         self._spawn()
 
+    def _makeScratch(self) -> str:
+        """
+        Create the child's private scratch folder (mode 0700), the one
+        place it may write to; L{_removeScratch} removes it once the child
+        has ended (the child cannot remove it itself).
+        """
+        self._removeScratch()
+        safe = "".join(
+            c if c.isalnum() or c in "-_." else "_" for c in self.extensionId
+        )
+        self._scratch = tempfile.mkdtemp(prefix=f"tcpext-{safe[:40]}-")
+        return self._scratch
+
+    def _removeScratch(self) -> None:
+        """
+        Remove the scratch folder of the last child, whatever it left there.
+        """
+        scratch, self._scratch = self._scratch, None
+        if scratch is None:
+            return
+
+        def writable(function: Any, path: str, excinfo: Any) -> None:
+            # A folder the child made read-only: open it up and retry.
+            os.chmod(os.path.dirname(path), 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+            function(path)
+
+        try:
+            shutil.rmtree(scratch, onerror=writable)
+        except OSError as e:
+            self.log.warn(
+                "cannot remove the scratch folder {path}: {error}",
+                path=scratch,
+                error=e,
+            )
+
     def _spawn(self) -> None:
         self._restartTimer = None
         ampHost, ampChild = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -477,7 +536,10 @@ class IsolatedExtension(Service):
                     socket.AF_UNIX,
                     Factory.forProtocol(lambda p=protocol: p),  # type: ignore[misc]
                 )
-            namespace = "require" if self.mode == "process" else "try"
+            confine = "require" if self.mode == "process" else "try"
+            scratch = self._makeScratch()
+            env = _childEnvironment()
+            env["TMPDIR"] = scratch
             process = _ChildProcess(self)
             self._process = process
             self.starts += 1
@@ -488,11 +550,13 @@ class IsolatedExtension(Service):
                     self._python,
                     "-m",
                     "tcpext.sandbox",
-                    "--namespace",
-                    namespace,
+                    "--confine",
+                    confine,
+                    "--scratch",
+                    scratch,
                     *[f"--rlimit={k}={v}" for k, v in sorted(self.limits.items())],
                 ],
-                env=_childEnvironment(),
+                env=env,
                 path=self.path,
                 childFDs={
                     0: "w",
@@ -502,6 +566,9 @@ class IsolatedExtension(Service):
                     SYNC_FD: syncChild.fileno(),
                 },
             )
+        except BaseException:
+            self._removeScratch()
+            raise
         finally:
             for sock in (ampHost, ampChild, syncHost, syncChild):
                 sock.close()
@@ -606,6 +673,7 @@ class IsolatedExtension(Service):
         broker, self.broker = self.broker, None
         if broker is not None and broker.transport is not None:
             broker.transport.loseConnection()
+        self._removeScratch()
         status = reason.value
         code = getattr(status, "exitCode", None)
         signal = getattr(status, "signal", None)
@@ -618,9 +686,9 @@ class IsolatedExtension(Service):
             return
         if code == EXIT_NO_NAMESPACE:
             self.log.critical(
-                "extension refused to run: the system would not give it a "
-                "network namespace (use --isolation process-unconfined to "
-                "run it anyway)"
+                "extension refused to run: the system cannot confine it "
+                "(its reason is in the line above; --isolation "
+                "process-unconfined runs it anyway)"
             )
             return
         if self._permanent is not None or code == EXIT_MAIN_FAILED:

@@ -87,7 +87,8 @@ SYNC_FD = 4
 # Exit codes of the child process.
 
 EXIT_NO_NAMESPACE = 3
-"""Exit status: confinement was required and the kernel refused it."""
+"""Exit status: confinement was required and the kernel could not provide
+every layer of it."""
 
 EXIT_MAIN_FAILED = 4
 """Exit status: the extension could not be loaded or its C{main} failed."""
@@ -212,14 +213,17 @@ def translateError(failure: Failure) -> Failure:
 
 class Hello(amp.Command):
     """
-    The child's first message: whether it is confined to its own network
-    namespace.  The answer carries what it needs to build its C{browser}.
+    The child's first message: whether every confinement layer is in force
+    (C{confined}), what is missing if not (C{reason}), and the layers in
+    force (C{layers}).  The answer carries what it needs to build its
+    C{browser}.
     """
 
     arguments = [
         (b"confined", amp.Boolean()),
         (b"reason", amp.Unicode()),
         (b"pid", amp.Integer()),
+        (b"layers", amp.ListOf(amp.Unicode())),
     ]
     response = [
         (b"extensionId", amp.Unicode()),

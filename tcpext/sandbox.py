@@ -7,10 +7,12 @@ new process with two UNIX sockets inherited as descriptors 3 (an AMP
 connection) and 4 (a synchronous channel for listening sockets); their
 format is L{tcpext._wire}.  It:
 
- 1. asks to be killed if the host dies, applies its resource limits, and
-    enters an empty network namespace (L{tcpext._isolation}), or exits
-    with L{EXIT_NO_NAMESPACE} if the kernel refuses and confinement is
-    required;
+ 1. asks to be killed if the host dies, applies its resource limits,
+    adopts the two channels and, still single-threaded and before any
+    extension code is imported, confines itself
+    (L{tcpext._isolation.confine}: a network namespace, Landlock, seccomp),
+    or exits with L{EXIT_NO_NAMESPACE} if a layer is missing and
+    confinement is required;
  2. says L{Hello} to the host, which answers with the extension's manifest
     and grants;
  3. builds the extension's C{browser} over a L{BrokeredReactor}, whose
@@ -50,6 +52,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from tcpext._isolation import confine
 from tcpext._resolution import ImmediateResolution, tcpAddress
 from tcpext._wire import (
     AMP_FD,
@@ -541,12 +544,19 @@ class ChildRunner:
         sync: SyncChannel | None,
         confined: bool,
         reason: str,
+        layers: tuple[str, ...] = (),
     ) -> None:
+        """
+        @param confined: Every confinement layer is in force.
+        @param reason: What is missing, when not.
+        @param layers: The layers in force (for the host's log).
+        """
         self._reactor = reactor
         self._host = host
         self._sync = sync
         self._confined = confined
         self._reason = reason
+        self._layers = list(layers)
         self.exitCode = 0
         self.browser: Any = None
         self._stopping = False
@@ -557,7 +567,11 @@ class ChildRunner:
         """
         self._host.lost.addCallback(lambda _: self._stop(self.exitCode))
         d = self._host.callRemote(
-            Hello, confined=self._confined, reason=self._reason, pid=os.getpid()
+            Hello,
+            confined=self._confined,
+            reason=self._reason,
+            pid=os.getpid(),
+            layers=self._layers,
         )
         d.addCallback(lambda answer: defer.ensureDeferred(self._run(answer)))
         d.addErrback(self._failed)
@@ -643,7 +657,19 @@ def _dieWithParent() -> None:
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tcpext.sandbox")
-    parser.add_argument("--namespace", choices=["require", "try", "none"])
+    parser.add_argument(
+        "--confine",
+        choices=["require", "try", "none"],
+        default="require",
+        help="require every confinement layer, apply what the system offers, "
+        "or apply none",
+    )
+    parser.add_argument(
+        "--scratch",
+        default=None,
+        metavar="PATH",
+        help="the one folder the process may write beneath",
+    )
     parser.add_argument("--amp-fd", type=int, default=AMP_FD)
     parser.add_argument("--sync-fd", type=int, default=SYNC_FD)
     parser.add_argument(
@@ -683,8 +709,6 @@ def main(argv: list[str] | None = None) -> int:
     @return: the exit status.
     """
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from tcpext._isolation import NamespaceUnavailable, enterNetworkNamespace
-
     _dieWithParent()
     # Limits first: raising a hard limit needs privileges the namespace
     # takes away.
@@ -694,26 +718,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"cannot apply resource limits: {e}\n")
         sys.stderr.flush()
         return EXIT_MAIN_FAILED
-    confined, reason = False, "confinement not requested"
-    if args.namespace != "none":
-        try:
-            enterNetworkNamespace()
-        except NamespaceUnavailable as e:
-            reason = str(e)
-            if args.namespace == "require":
-                sys.stderr.write(f"refusing to run unconfined: {reason}\n")
-                sys.stderr.flush()
-                return EXIT_NO_NAMESPACE
-        else:
-            confined, reason = True, ""
 
     from twisted.internet import reactor as real
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    # The host adds the time and the extension's name to each line.
-    globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stderr, timeFormat=None)], redirectStandardIO=False
-    )
     host = HostConnection()
     ampSocket = socket.socket(fileno=args.amp_fd)
     ampSocket.setblocking(False)
@@ -722,7 +730,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     ampSocket.close()
     sync = SyncChannel(socket.socket(fileno=args.sync_fd))
-    runner = ChildRunner(real, host, sync, confined, reason)
+
+    # Confinement: still single-threaded, Twisted and tcpext imported, the
+    # channels open, no extension code imported yet.  Nothing below may
+    # need to connect, bind or write outside the scratch folder.
+    layers: tuple[str, ...] = ()
+    confined, reason = False, "confinement not requested"
+    if args.confine != "none":
+        confinement = confine(args.scratch)
+        layers = confinement.active
+        confined = confinement.complete
+        reason = "; ".join(confinement.missing)
+        if not confined and args.confine == "require":
+            sys.stderr.write(f"refusing to run unconfined: missing {reason}\n")
+            sys.stderr.flush()
+            return EXIT_NO_NAMESPACE
+    # Extension code is read-only to this process: do not try to cache it.
+    sys.dont_write_bytecode = True
+
+    # The host adds the time and the extension's name to each line.
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(sys.stderr, timeFormat=None)], redirectStandardIO=False
+    )
+    runner = ChildRunner(real, host, sync, confined, reason, layers)
     real.callWhenRunning(runner.start)
     real.run()
     return runner.exitCode

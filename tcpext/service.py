@@ -148,8 +148,9 @@ class Options(usage.Options):
             None,
             "none",
             "'none' runs extensions in this process; 'process' runs each in "
-            "its own process and network namespace; 'process-unconfined' "
-            "brokers sockets without a namespace.",
+            "its own process, network namespace, Landlock and seccomp "
+            "confinement (refusing to start where the system cannot); "
+            "'process-unconfined' applies what the system offers.",
         ],
     ]
 
@@ -240,15 +241,15 @@ class Options(usage.Options):
             )
         self._checkConsole()
         if self["isolation"] == "process":
-            from tcpext._isolation import NamespaceUnavailable, checkNetworkNamespace
+            from tcpext._isolation import missingConfinement
 
-            try:
-                checkNetworkNamespace()
-            except NamespaceUnavailable as e:
+            missing = missingConfinement()
+            if missing:
                 raise usage.UsageError(
-                    f"--isolation process: network namespaces are unavailable "
-                    f"({e}); refusing to start (--isolation process-unconfined "
-                    "runs without one)"
+                    f"--isolation process: this system cannot confine "
+                    f"extensions (missing {'; '.join(missing)}); refusing to "
+                    "start (--isolation process-unconfined runs them with "
+                    "what it offers)"
                 )
 
     def _checkConsole(self) -> None:

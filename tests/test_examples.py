@@ -106,13 +106,15 @@ class Twistd:
 
     def assertConfined(self) -> None:
         """
-        Every extension process this twistd started reported its own network
-        namespace, and none ran unconfined.
+        Every extension process this twistd started reported every
+        confinement layer in force (its own network namespace, Landlock,
+        seccomp), and none ran unconfined.
         """
         log = self.log()
         started = [line for line in log.splitlines() if "extension process " in line]
         started = [line for line in started if " started (" in line]
-        if not started or not all("(own network namespace)" in s for s in started):
+        layers = "(confined: network namespace, Landlock ABI "
+        if not started or not all(layers in s and ", seccomp)" in s for s in started):
             raise AssertionError(f"an extension ran unconfined:\n{log}")
 
     def log(self) -> str:

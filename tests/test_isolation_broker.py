@@ -610,10 +610,17 @@ class _FakeProcess:
     What L{_FakeProcessReactor.spawnProcess} returns.
     """
 
-    def __init__(self, protocol: Any, args: list[str], childFDs: dict[int, Any]):
+    def __init__(
+        self,
+        protocol: Any,
+        args: list[str],
+        childFDs: dict[int, Any],
+        env: dict[str, str],
+    ):
         self.protocol = protocol
         self.args = args
         self.childFDs = childFDs
+        self.env = env
         self.pid: int | None = 4242
         self.signals: list[str] = []
 
@@ -642,7 +649,7 @@ class _FakeProcessReactor(MemoryReactorClock):
         self.processes: list[_FakeProcess] = []
 
     def spawnProcess(self, protocol: Any, executable: str, args: list[str], **kw: Any):  # type: ignore[no-untyped-def]
-        process = _FakeProcess(protocol, args, kw["childFDs"])
+        process = _FakeProcess(protocol, args, kw["childFDs"], kw["env"])
         self.processes.append(process)
         protocol.makeConnection(process)
         return process
@@ -689,7 +696,7 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
             "restart",
             RestartPolicy(maxRestarts=2, initialDelay=1.0, pingInterval=None),
         )
-        return IsolatedExtension(
+        service = IsolatedExtension(
             path=".",
             extensionId="x",
             manifest=manifest,
@@ -698,31 +705,57 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
             log=Logger(namespace="x", observer=self.events.append),
             **kw,
         )
+        self.addCleanup(service._removeScratch)
+        return service
 
     def logged(self, text: str) -> bool:
         from twisted.logger import formatEvent
 
         return any(text in formatEvent(e) for e in self.events)
 
-    def hello(self, service: Any, confined: bool = True) -> Any:
-        return service.childHello(service.broker, confined, "", 4242)
+    def hello(
+        self,
+        service: Any,
+        confined: bool = True,
+        layers: tuple[str, ...] = ("network namespace", "Landlock ABI 7", "seccomp"),
+    ) -> Any:
+        reason = "" if confined else "seccomp (libseccomp cannot be loaded)"
+        return service.childHello(service.broker, confined, reason, 4242, layers)
 
     def test_spawnArguments(self) -> None:
         """
-        The child runs C{python -m tcpext.sandbox} with the namespace mode,
+        The child runs C{python -m tcpext.sandbox} with the confinement
+        mode, its scratch folder (a new 0700 folder, also its C{TMPDIR}),
         the resource limits, and the two sockets as descriptors 3 and 4.
+        The scratch folder is removed, with what the child left in it, once
+        the child has ended; a restarted child gets a new one.
         """
         service = self.make(limits={"RLIMIT_NOFILE": 64})
         service.startService()
         (process,) = self.reactor.processes
         self.assertEqual(
-            process.args[1:5], ["-m", "tcpext.sandbox", "--namespace", "require"]
+            process.args[1:5], ["-m", "tcpext.sandbox", "--confine", "require"]
         )
+        self.assertEqual(process.args[5], "--scratch")
+        scratch = process.args[6]
+        self.assertEqual(process.env["TMPDIR"], scratch)
+        self.assertEqual(os.stat(scratch).st_mode & 0o777, 0o700)
         self.assertIn("--rlimit=RLIMIT_NOFILE=64", process.args)
         self.assertEqual(sorted(process.childFDs), [0, 1, 2, 3, 4])
+        os.makedirs(os.path.join(scratch, "sub", "locked"))
+        with open(os.path.join(scratch, "sub", "locked", "file"), "w") as f:
+            f.write("left behind")
+        os.chmod(os.path.join(scratch, "sub", "locked"), 0o500)
+        os.chmod(os.path.join(scratch, "sub"), 0o500)
+        process.end(exitCode=9)
+        self.assertFalse(os.path.exists(scratch))
+        self.reactor.advance(10)
+        restarted = self.reactor.processes[1]
+        self.assertNotEqual(restarted.args[6], scratch)
+        self.assertTrue(os.path.isdir(restarted.args[6]))
         unconfined = self.make(mode="process-unconfined")
         unconfined.startService()
-        self.assertIn("try", self.reactor.processes[1].args)
+        self.assertIn("try", self.reactor.processes[2].args)
 
     def test_validation(self) -> None:
         """
@@ -766,8 +799,36 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.processes), 1)
         unconfined = self.make(mode="process-unconfined")
         unconfined.startService()
-        self.hello(unconfined, False)
-        self.assertTrue(self.logged("runs unconfined"))
+        self.hello(unconfined, False, ("network namespace", "Landlock ABI 7"))
+        self.assertTrue(
+            self.logged("runs unconfined: missing seccomp (libseccomp cannot")
+        )
+        self.assertTrue(
+            self.logged("started (partly confined: network namespace, Landlock")
+        )
+
+    def test_confinedLayersChecked(self) -> None:
+        """
+        A child that says it is confined but does not name every layer in
+        force is refused in C{process} mode; a confined child is logged
+        with its layers.
+        """
+        service = self.make()
+        service.startService()
+        self.hello(service)
+        self.assertTrue(
+            self.logged(
+                "started (confined: network namespace, Landlock ABI 7, seccomp)"
+            )
+        )
+        lying = self.make()
+        lying.startService()
+        error = self.assertRaises(
+            BadRequest, self.hello, lying, True, ("network namespace", "seccomp")
+        )
+        self.assertIn("required", str(error))
+        self.assertTrue(self.logged("missing Landlock not reported in force"))
+        self.assertEqual(self.reactor.processes[-1].signals, ["KILL"])
 
     def test_restartBackoff(self) -> None:
         """

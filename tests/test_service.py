@@ -161,16 +161,19 @@ class OptionsTests(SynchronousTestCase):
 
     def test_isolationFailsClosed(self) -> None:
         """
-        C{--isolation process} where the OS refuses a network namespace is a
-        usage error (the service does not start); C{process-unconfined}
-        does not probe.
+        C{--isolation process} where the system cannot confine an extension
+        is a usage error (the service does not start) whose one line names
+        every missing piece; C{process-unconfined} does not probe.
         """
         from tcpext import _isolation
 
-        def refuse(*args: object, **kw: object) -> None:
-            raise _isolation.NamespaceUnavailable("unshare: Operation not permitted")
+        def missing(*args: object, **kw: object) -> list[str]:
+            return [
+                "network namespace (unshare: Operation not permitted)",
+                "Landlock (Landlock ABI 6 is needed; this kernel offers ABI 3)",
+            ]
 
-        self.patch(_isolation, "checkNetworkNamespace", refuse)
+        self.patch(_isolation, "missingConfinement", missing)
         error = self.assertRaises(
             usage.UsageError,
             self.parse,
@@ -180,7 +183,9 @@ class OptionsTests(SynchronousTestCase):
             "process",
         )
         self.assertIn("Operation not permitted", str(error))
+        self.assertIn("offers ABI 3", str(error))
         self.assertIn("refusing to start", str(error))
+        self.assertNotIn("\n", str(error))
         options = self.parse(
             "--extensions", self.base.path, "--isolation", "process-unconfined"
         )
