@@ -24,6 +24,8 @@ from _common import BenchmarkFailure, Params
 IMPLS = {
     "twisted": ("impl_twisted", {}),
     "tcpext": ("impl_tcpext", {}),
+    # W4, W5 and W8 in the idiom of docs/tutorial.md
+    "tcpext-idiom": ("impl_tcpext", {"idiom": True}),
     # the floor of a Deferred-returning API (W4 only; not compared by run.py)
     "floor": ("impl_floor", {}),
     "asyncio": ("impl_asyncio", {"loop": "asyncio"}),

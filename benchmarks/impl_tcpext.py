@@ -5,6 +5,13 @@ them: C{listenSocket} / C{connectSocket} over Twisted endpoints, C{async for}
 over C{server.connections}, C{await sock.read()}, C{await sock.write()}
 (backpressure), C{readExactly}, C{close()}.
 
+Two variants of W4, W5 and W8: the default one (implementation C{tcpext})
+and the user idiom of C{docs/tutorial.md} (implementation C{tcpext-idiom},
+C{run(..., idiom=True)}): the accept loop hands every connection to its own
+coroutine (C{async for conn in server.connections:
+ensureDeferred(handle(conn))}), and each client connection is a coroutine
+that awaits C{connectSocket} and then C{opened}, and reads with C{read()}.
+
 Client and server run in this one process on the default reactor, except in
 W8 where the server is a separate process (C{W8-server}).
 """
@@ -44,6 +51,7 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
 )
+from twisted.python.failure import Failure
 
 from tcpext._server import TCPServerSocket
 from tcpext._socket import TCPClientSocket
@@ -304,6 +312,172 @@ async def scale(params: Params) -> dict[str, Any]:
     return tally.result(elapsed, connected - start)
 
 
+def failEarly(reason: Failure, waiting: Deferred[None]) -> None:
+    """
+    A connection's coroutine failed before C{waiting} (every connection is
+    open) fired: fail C{waiting} with the reason instead of waiting for ever.
+    """
+    if not waiting.called:
+        waiting.errback(reason)
+
+
+async def connectionRateIdiom(params: Params) -> dict[str, Any]:
+    """
+    W4 in the user idiom: the server hands each accepted connection to a
+    coroutine that closes it; the client awaits C{connectSocket}, C{opened},
+    the end of the stream and C{close()}.
+    """
+    cycles = params.sizes("W4")["cycles"]
+    server = await listen()
+    accepted = 0
+
+    async def handle(conn: TCPClientSocket) -> None:
+        nonlocal accepted
+        accepted += 1
+        await conn.close()
+
+    async def serve() -> None:
+        async for conn in server.connections:
+            ensureDeferred(handle(conn))
+
+    serving = ensureDeferred(serve())
+    assert server.localPort is not None
+    endpoint = clientEndpoint(server.localPort)
+    start = time.perf_counter()
+    for _ in range(cycles):
+        sock = await connectSocket(endpoint)
+        await sock.opened
+        if await sock.read() != b"":
+            raise BenchmarkFailure("expected EOF")
+        await sock.close()
+    elapsed = time.perf_counter() - start
+    if accepted != cycles:
+        raise BenchmarkFailure(f"{accepted} accepted, expected {cycles}")
+    await server.close()
+    await serving
+    return rate(cycles, elapsed, "conn/s")
+
+
+async def memoryIdiom(params: Params) -> dict[str, Any]:
+    """
+    W5 in the user idiom: each accepted connection has its own coroutine
+    waiting in C{read()}, and so has each client connection (after awaiting
+    C{connectSocket} and C{opened}).
+    """
+    raiseFileLimit()
+    count = params.sizes("W5")["connections"]
+    server = await listen(backLog=BACKLOG)
+    accepted = 0
+    connected = 0
+    allOpen: Deferred[None] = Deferred()
+
+    def arrived() -> None:
+        if accepted == count and connected == count and not allOpen.called:
+            allOpen.callback(None)
+
+    async def handle(conn: TCPClientSocket) -> None:
+        nonlocal accepted
+        accepted += 1
+        arrived()
+        try:
+            while await conn.read():
+                pass
+        except Exception:
+            pass  # the process ends with these connections open
+
+    async def serve() -> None:
+        async for conn in server.connections:
+            ensureDeferred(handle(conn))
+
+    async def client(endpoint: Any, semaphore: DeferredSemaphore) -> None:
+        nonlocal connected
+        sock = await semaphore.run(connectSocket, endpoint)
+        await sock.opened
+        connected += 1
+        arrived()
+        try:
+            while await sock.read():
+                pass
+        except Exception:
+            pass  # the process ends with these connections open
+
+    serving = ensureDeferred(serve())
+    before = rssBytes()
+    assert server.localPort is not None
+    endpoint = clientEndpoint(server.localPort)
+    semaphore = DeferredSemaphore(CONNECT_CONCURRENCY)
+    clients = [ensureDeferred(client(endpoint, semaphore)) for _ in range(count)]
+    for d in clients:
+        d.addErrback(failEarly, allOpen)
+    await allOpen
+    after = rssBytes()
+    serving.addErrback(lambda f: None)
+    return memoryResult(before, after, count)
+
+
+async def scaleIdiom(params: Params) -> dict[str, Any]:
+    """
+    W8 client in the user idiom: each connection is one coroutine that
+    awaits C{connectSocket} and C{opened}, waits for every connection to be
+    open, then writes its data (each write awaited) while a second coroutine
+    reads the echo with C{read()}, and awaits C{close()}.
+    """
+    raiseFileLimit()
+    sizes = params.sizes("W8")
+    count = sizes["connections"]
+    data = ScaleData(sizes["perConnection"], sizes["chunk"])
+    tally = ScaleTally(data, count)
+    perConnection = data.perConnection
+    endpoint = clientEndpoint(params.port)
+    semaphore = DeferredSemaphore(CONNECT_CONCURRENCY)
+    go: Deferred[None] = Deferred()
+    allOpen: Deferred[None] = Deferred()
+    opened = 0
+
+    async def reading(sock: TCPClientSocket) -> tuple[int, int]:
+        received = crc = 0
+        while received < perConnection:
+            chunk = await sock.read()
+            if not chunk:
+                break
+            received += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+            del chunk  # not kept alive across the next await
+        return received, crc
+
+    async def one(index: int) -> None:
+        nonlocal opened
+        sock = await semaphore.run(connectSocket, endpoint)
+        await sock.opened
+        opened += 1
+        if opened == count:
+            allOpen.callback(None)
+        await go
+        readDone = ensureDeferred(reading(sock))
+        try:
+            for chunk in data.chunks(index):
+                await sock.write(chunk)
+            received, crc = await readDone
+        except Exception:
+            received, crc = -1, 0
+        tally.check(index, received, crc)
+        await sock.close()
+
+    start = time.perf_counter()
+    connections = [ensureDeferred(one(i)) for i in range(count)]
+    for d in connections:
+        d.addErrback(failEarly, allOpen)
+    await allOpen
+    connected = time.perf_counter()
+    # (every coroutine waits on go: firing it runs them one after the other
+    # up to their first write that has to wait)
+    go.callback(None)
+    for d in connections:
+        await d
+    elapsed = time.perf_counter() - connected
+    return tally.result(elapsed, connected - start)
+
+
 def serveScale(params: Params) -> None:
     """
     The W8 server: echo on loopback until killed.
@@ -319,11 +493,19 @@ def serveScale(params: Params) -> None:
     reactor.run(installSignalHandlers=True)
 
 
-def run(workload: str, params: Params) -> dict[str, Any]:
+#: The workloads of the user-idiom variant (C{tcpext-idiom}).
+IDIOM_WORKLOADS = ("W4", "W5", "W8")
+
+
+def run(workload: str, params: Params, idiom: bool = False) -> dict[str, Any]:
     """
-    Run one workload; return its result.
+    Run one workload (in the user idiom if C{idiom}); return its result.
     """
+    if idiom and workload.split("-")[0] not in IDIOM_WORKLOADS:
+        raise BenchmarkFailure(f"the user-idiom variant has no {workload}")
     if workload == "W8-server":
+        # the server of W8 hands each connection to its own coroutine in
+        # both variants
         serveScale(params)
         sys.exit(0)
     work: dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]] = {
@@ -335,4 +517,10 @@ def run(workload: str, params: Params) -> dict[str, Any]:
         "W6": lambda: bulk(params, "W6"),
         "W8": lambda: scale(params),
     }
+    if idiom:
+        work.update(
+            W4=lambda: connectionRateIdiom(params),
+            W5=lambda: memoryIdiom(params),
+            W8=lambda: scaleIdiom(params),
+        )
     return drive(work[workload])

@@ -49,8 +49,18 @@ GLIBC_TUNABLES = (
 )
 
 WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
-IMPLS = ["twisted", "tcpext", "asyncio", "uvloop"]
+IMPLS = ["twisted", "tcpext", "tcpext-idiom", "floor", "asyncio", "uvloop"]
 BASELINE = "twisted"
+
+#: Implementations that run only some workloads: C{tcpext-idiom} is tcpext
+#: in the idiom of docs/tutorial.md (a coroutine per connection),
+#: C{floor} the least a Deferred-returning socket API can do (W4), and
+#: iperf3 the loopback ceiling of bulk transfer.
+ONLY = {
+    "tcpext-idiom": ["W4", "W5", "W8"],
+    "floor": ["W4"],
+    "iperf3": ["W1"],
+}
 
 #: What each workload measures: (title, unit, higher is better).
 DESCRIPTIONS = {
@@ -64,15 +74,20 @@ DESCRIPTIONS = {
     "W8": ("10,000 conns x 1 MiB checksummed echo", "MiB/s", True),
 }
 
-#: tcpext / bare Twisted ratios the issue asks for (">=" or "<=").
-RATIO_TARGETS = {
-    "W1": (">=", 0.90),
-    "W2": (">=", 0.85),
-    "W3": (">=", 0.85),
-    "W4": (">=", 0.90),
-    "W5": ("<=", 1.5),
-    "W6": (">=", 0.90),
-}
+#: Ratios to bare Twisted the project aims at: (workload, implementations,
+#: ">=" or "<=", limit).  With several implementations the best of them
+#: counts.
+RATIO_TARGETS: list[tuple[str, tuple[str, ...], str, float]] = [
+    ("W1", ("tcpext",), ">=", 0.90),
+    ("W2", ("tcpext",), ">=", 0.85),
+    ("W3", ("tcpext",), ">=", 0.85),
+    ("W4", ("tcpext",), ">=", 0.90),
+    ("W4", ("tcpext-idiom",), ">=", 0.80),
+    ("W5", ("tcpext",), "<=", 1.5),
+    ("W5", ("tcpext-idiom",), "<=", 1.8),
+    ("W6", ("tcpext",), ">=", 0.92),
+    ("W8", ("tcpext", "tcpext-idiom"), ">=", 0.80),
+]
 
 #: Workloads where tcpext must beat asyncio streams.
 AHEAD_OF_ASYNCIO = ["W1", "W4", "W5", "W6"]
@@ -500,6 +515,13 @@ def timeoutFor(workload: str, args: argparse.Namespace) -> float:
     return 900.0 if workload == "W8" else 300.0
 
 
+def runs(impl: str, workload: str) -> bool:
+    """
+    Whether C{impl} has a version of C{workload}.
+    """
+    return workload in ONLY.get(impl, WORKLOADS)
+
+
 def rotate(items: list[str], by: int) -> list[str]:
     """
     C{items} rotated left by C{by}: round C{r} starts with a different one.
@@ -543,7 +565,7 @@ def runAll(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             if workload == "W7":
                 runW7(args, report, log)
                 continue
-            candidates = [i for i in impls if i != "iperf3" or workload == "W1"]
+            candidates = [i for i in impls if runs(i, workload)]
             rounds = args.w8Rounds if workload == "W8" else args.rounds
             for round in range(rounds):
                 for impl in rotate(candidates, round):
@@ -649,16 +671,24 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     def add(name: str, figure: float | None, met: bool | None) -> None:
         out.append({"target": name, "figure": figure, "met": met})
 
-    for workload, (op, limit) in RATIO_TARGETS.items():
+    for workload, names, op, limit in RATIO_TARGETS:
         if workload not in summary:
             continue
-        ratio = summary[workload].get("tcpext", {}).get("ratio")
+        ratios = [
+            r
+            for r in (summary[workload].get(n, {}).get("ratio") for n in names)
+            if r is not None
+        ]
+        ratio = None
+        if ratios:
+            ratio = max(ratios) if op == ">=" else min(ratios)
         met = (
             None
             if ratio is None
             else (ratio >= limit if op == ">=" else ratio <= limit)
         )
-        add(f"{workload} tcpext/bare Twisted {op} {limit:.2f}", ratio, met)
+        who = names[0] if len(names) == 1 else f"best of {' and '.join(names)}"
+        add(f"{workload} {who}/bare Twisted {op} {limit:.2f}", ratio, met)
     for workload in AHEAD_OF_ASYNCIO:
         if workload not in summary:
             continue
@@ -685,13 +715,14 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 cold,
                 cold < W7_LIMIT_US,
             )
-    if "W8" in summary and "tcpext" in summary["W8"]:
-        entry = summary["W8"]["tcpext"]
-        add(
-            "W8 completes, nothing lost (tcpext rounds passed)",
-            float(len(entry["values"])),
-            bool(entry["values"]) and not entry["failures"],
-        )
+    for impl in ("tcpext", "tcpext-idiom"):
+        entry = summary.get("W8", {}).get(impl)
+        if entry is not None:
+            add(
+                f"W8 completes, nothing lost ({impl} rounds passed)",
+                float(len(entry["values"])),
+                bool(entry["values"]) and not entry["failures"],
+            )
     return out
 
 

@@ -93,13 +93,18 @@ class RunnerTests(SynchronousTestCase):
         impls = [i for i in runner.IMPLS + ["iperf3"] if runner.available(i) is None]
         self.assertIn("twisted", impls)
         for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "W8"]:
-            expected = [i for i in impls if i != "iperf3" or workload == "W1"]
+            expected = [i for i in impls if runner.runs(i, workload)]
             byImpl = report["summary"][workload]
             self.assertEqual(sorted(byImpl), sorted(expected), workload)
             for impl, entry in byImpl.items():
                 self.assertEqual(len(entry["values"]), 1, (workload, impl))
                 self.assertGreater(entry["median"], 0, (workload, impl))
                 self.assertIsNotNone(entry["ratio"], (workload, impl))
+        for workload in ["W4", "W5", "W8"]:
+            self.assertIn("tcpext-idiom", report["summary"][workload])
+        self.assertNotIn("tcpext-idiom", report["summary"]["W1"])
+        self.assertEqual(sorted(report["summary"]["W4"]).count("floor"), 1)
+        self.assertIn("| tcpext-idiom | /twisted |", text)
         self.assertEqual(report["summary"]["W1"]["twisted"]["ratio"], 1.0)
         for entry in report["summary"]["W8"].values():
             self.assertGreater(entry["peakRssKiB"], 0)
@@ -121,7 +126,7 @@ class RunnerTests(SynchronousTestCase):
             "--workloads",
             "W1,W2,W3,W8",
             "--impls",
-            "twisted,asyncio,tcpext",
+            "twisted,asyncio,tcpext,tcpext-idiom",
         )
         self.assertEqual(status, 1)
         runs = report["runs"]
@@ -206,7 +211,23 @@ class HelperTests(SynchronousTestCase):
                 "W5": {
                     "twisted": {"median": 2.0, "ratio": 1.0},
                     "tcpext": {"median": 4.0, "ratio": 2.0},
+                    "tcpext-idiom": {"median": 3.5, "ratio": 1.75},
                     "asyncio": {"median": 8.0, "ratio": 4.0},
+                },
+                "W8": {
+                    "twisted": {"median": 100.0, "ratio": 1.0},
+                    "tcpext": {
+                        "median": 70.0,
+                        "ratio": 0.7,
+                        "values": [70.0],
+                        "failures": [],
+                    },
+                    "tcpext-idiom": {
+                        "median": 85.0,
+                        "ratio": 0.85,
+                        "values": [85.0],
+                        "failures": ["timed out"],
+                    },
                 },
             }
         }
@@ -216,9 +237,17 @@ class HelperTests(SynchronousTestCase):
             {
                 "W1 tcpext/bare Twisted >= 0.90": True,
                 "W5 tcpext/bare Twisted <= 1.50": False,
+                "W5 tcpext-idiom/bare Twisted <= 1.80": True,
+                "W8 best of tcpext and tcpext-idiom/bare Twisted >= 0.80": True,
                 "W1 tcpext ahead of asyncio streams (tcpext/asyncio)": False,
                 "W5 tcpext ahead of asyncio streams (tcpext/asyncio)": True,
+                "W8 completes, nothing lost (tcpext rounds passed)": True,
+                "W8 completes, nothing lost (tcpext-idiom rounds passed)": False,
             },
+        )
+        figures = {t["target"]: t["figure"] for t in self.runner.targets(report)}
+        self.assertEqual(
+            figures["W8 best of tcpext and tcpext-idiom/bare Twisted >= 0.80"], 0.85
         )
 
     def test_w7Table(self) -> None:
@@ -241,32 +270,54 @@ class HelperTests(SynchronousTestCase):
         )
 
 
+def runChild(impl: str, workload: str) -> dict[str, Any]:
+    """
+    Run C{_child.py IMPL WORKLOAD} on tiny sizes; its JSON result.
+    """
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "_child.py"),
+            impl,
+            workload,
+            json.dumps({"scale": float(TINY)}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.join(ROOT, "benchmarks"),
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+class IdiomTests(SynchronousTestCase):
+    """
+    The user-idiom variant (C{tcpext-idiom}) has W4, W5 and W8 only.
+    """
+
+    def test_otherWorkloads(self) -> None:
+        """
+        A workload it has no version of is refused with a message that says
+        so (the runner never asks for one).
+        """
+        result = runChild("tcpext-idiom", "W2")
+        self.assertFalse(result["ok"])
+        self.assertIn("no W2", result["error"])
+
+
 class FloorTests(SynchronousTestCase):
     """
-    The floor implementation of W4 (C{benchmarks/impl_floor.py}), run by
-    hand to compare tcpext with the least a Deferred-returning API costs.
+    The floor implementation of W4 (C{benchmarks/impl_floor.py}): the least
+    a Deferred-returning API costs, compared in the runner's W4.
     """
 
     def child(self, workload: str) -> dict[str, Any]:
         """
         Run C{_child.py floor WORKLOAD} on tiny sizes; its JSON result.
         """
-        done = subprocess.run(
-            [
-                sys.executable,
-                os.path.join(ROOT, "benchmarks", "_child.py"),
-                "floor",
-                workload,
-                json.dumps({"scale": float(TINY)}),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=os.path.join(ROOT, "benchmarks"),
-            env={**os.environ, "PYTHONPATH": ROOT},
-        )
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        return result
+        return runChild("floor", workload)
 
     def test_connectionRate(self) -> None:
         """
