@@ -27,9 +27,7 @@ from tcpext._isolation import (
     missingConfinement,
 )
 from tests.test_examples import STARTUP_TIMEOUT, Twistd, freePort
-
-_MISSING = missingConfinement()
-_NO_CONFINEMENT = "; ".join(_MISSING) if _MISSING else None
+from tests.test_isolation import _NO_CONFINEMENT
 
 _PRELUDE = """
 import ctypes, errno, os, socket, sys

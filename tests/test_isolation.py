@@ -24,6 +24,7 @@ from tcpext._isolation import (
     NamespaceUnavailable,
     _childEnvironment,
     checkNetworkNamespace,
+    missingConfinement,
 )
 from tcpext._supervisor import IsolatedExtension, RestartPolicy
 from tcpext._wire import EXIT_NO_NAMESPACE, Revoke
@@ -41,6 +42,10 @@ def _namespaceWorks() -> str | None:
 
 
 _NO_NAMESPACE = _namespaceWorks()
+
+_NO_CONFINEMENT = "; ".join(missingConfinement()) or None
+"""L{None} if this system can confine an extension's process (every layer of
+C{--isolation process}), else what is missing."""
 
 
 def _browserMissing() -> str | None:
@@ -379,8 +384,8 @@ class IsolatedExtensionTests(TestCase):
 
     timeout = 90
 
-    if _NO_NAMESPACE is not None:
-        skip = f"no network namespaces here: {_NO_NAMESPACE}"
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
     elif _browserMissing() is not None:
         skip = f"the browser namespace is not importable: {_browserMissing()}"
 
@@ -1017,8 +1022,8 @@ class TwistdIsolationTests(TestCase):
 
     timeout = 90
 
-    if _NO_NAMESPACE is not None:
-        skip = f"no network namespaces here: {_NO_NAMESPACE}"
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
     elif _browserMissing() is not None:
         skip = f"the browser namespace is not importable: {_browserMissing()}"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import test_examples
-from tests.test_isolation import _NO_NAMESPACE
+from tests.test_isolation import _NO_CONFINEMENT
 
 
 class IsolatedExamplesFolderTests(SynchronousTestCase):
@@ -25,8 +25,8 @@ class IsolatedExamplesFolderTests(SynchronousTestCase):
 
     isolation = "process"
 
-    if _NO_NAMESPACE is not None:
-        skip = f"no network namespaces here: {_NO_NAMESPACE}"
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
 
     test_echoAndChat = test_examples.ExamplesFolderTests.test_echoAndChat
 
@@ -39,5 +39,5 @@ class IsolatedExampleExtensionTests(test_examples.ExampleExtensionTests):
 
     isolation = "process"
 
-    if _NO_NAMESPACE is not None:
-        skip = f"no network namespaces here: {_NO_NAMESPACE}"
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
