@@ -788,6 +788,7 @@ class Browser:
         prompt: PromptPolicy,
         operatorGrants: Iterable[str],
         log: Logger,
+        allowThreads: bool = False,
     ) -> None:
         """
         Use L{makeBrowser}.
@@ -819,7 +820,9 @@ class Browser:
         )
         self.permissions = PermissionsNamespace(self)
         self.runtime = RuntimeNamespace(extensionId, copy.deepcopy(dict(manifest)))
-        self.reactor = PermissionCheckingReactor(reactor, self._grants, log=log)
+        self.reactor = PermissionCheckingReactor(
+            reactor, self._grants, log=log, allowThreads=allowThreads
+        )
         self._sockets: dict[Any, _Dial] = {}
         self._servers: dict[Any, _Listen] = {}
 
@@ -1222,6 +1225,7 @@ def makeBrowser(
     prompt: PromptPolicy = denyAll,
     operatorGrants: Iterable[str] = (),
     log: Logger | None = None,
+    allowThreads: bool = False,
 ) -> Browser:
     """
     Build the C{browser} namespace of one extension.
@@ -1237,6 +1241,10 @@ def makeBrowser(
     @param operatorGrants: Optional permissions the operator pre-grants.
     @param log: The extension's logger; by default one in the namespace
         C{tcpext.extension.<extensionId>}.
+    @param allowThreads: Let C{browser.reactor} run code in threads
+        (C{callInThread}, C{getThreadPool}); only where the kernel confines
+        the whole process (an isolated extension's), never in the service's
+        own process.
 
     @raise ValueError: For an invalid C{tcp-*} entry in the manifest or in
         C{operatorGrants}, or an operator grant that the manifest does not
@@ -1252,4 +1260,5 @@ def makeBrowser(
         prompt=prompt,
         operatorGrants=operatorGrants,
         log=log,
+        allowThreads=allowThreads,
     )

@@ -17,7 +17,10 @@ L{tcpext.permissions.PermissionSet}:
 Processes, UNIX sockets, UDP, adopting file descriptors, threads
 (C{callInThread}, C{getThreadPool}, C{suggestThreadPoolSize}: code in a
 thread could reach the network unchecked), C{listenWith}/C{connectWith} and
-daemonizing are refused with L{PermissionDenied}.
+daemonizing are refused with L{PermissionDenied}.  Threads are allowed
+where the kernel confines the whole process (an isolated extension's
+process, created with C{allowThreads=True}): a thread there can reach
+nothing the process cannot.
 
 Forwarded as they are: time (C{seconds}, C{callLater}), the reactor's life
 (C{run}, C{stop}, C{crash}, C{iterate}, C{running}, C{callWhenRunning},
@@ -1466,8 +1469,9 @@ _UNIX = "UNIX sockets are not allowed to extensions (only TCP grants exist)"
 _UDP = "UDP is not allowed to extensions (only TCP grants exist)"
 _ADOPT = "adopting file descriptors is not allowed to extensions"
 _THREADS = (
-    "threads are not allowed to extensions (code in a thread could reach the "
-    "network without checks)"
+    "threads are not allowed to extensions in the service's process (code in "
+    "a thread could reach the network without checks); run the extension "
+    "with --isolation process, where the kernel confines its threads too"
 )
 _HOST = "this is the host's business, not an extension's"
 
@@ -1491,6 +1495,7 @@ class PermissionCheckingReactor:
         *,
         nameResolver: IHostnameResolver | None = None,
         log: Logger | None = None,
+        allowThreads: bool = False,
     ) -> None:
         """
         @param reactor: The reactor to wrap.
@@ -1502,12 +1507,16 @@ class PermissionCheckingReactor:
         @param log: Where to log each refusal (C{"denied {request}:
             {reason}"}, at warning level); by default refusals are not
             logged, only raised or reported.
+        @param allowThreads: Forward the thread methods (C{callInThread},
+            C{getThreadPool}, C{suggestThreadPoolSize}) instead of refusing
+            them; only for a process the kernel confines as a whole.
         """
         if not isinstance(permissions, PermissionSet):
             raise TypeError(
                 f"permissions must be a PermissionSet, not {type(permissions).__name__}"
             )
         self.__guard = _Guard(reactor, permissions, nameResolver, log)
+        self.__threads = allowThreads
         directlyProvides(self, *[i for i in KNOWN_INTERFACES if i.providedBy(reactor)])
 
     def __repr__(self) -> str:
@@ -1637,9 +1646,38 @@ class PermissionCheckingReactor:
         """
         self.__guard.reactor.callFromThread(callable, *args, **kwargs)
 
-    callInThread = _refused("callInThread", _THREADS)
-    getThreadPool = _refused("getThreadPool", _THREADS)
-    suggestThreadPoolSize = _refused("suggestThreadPoolSize", _THREADS)
+    _refuseCallInThread = _refused("callInThread", _THREADS)
+    _refuseGetThreadPool = _refused("getThreadPool", _THREADS)
+    _refuseSuggestThreadPoolSize = _refused("suggestThreadPoolSize", _THREADS)
+
+    def callInThread(
+        self, callable: Callable[..., Any], *args: object, **kwargs: object
+    ) -> None:
+        """
+        Run C{callable} in the wrapped reactor's thread pool, where threads
+        are allowed; otherwise raise L{PermissionDenied}.
+        """
+        if not self.__threads:
+            self._refuseCallInThread(callable, *args, **kwargs)
+        self.__guard.reactor.callInThread(callable, *args, **kwargs)
+
+    def getThreadPool(self) -> Any:
+        """
+        The wrapped reactor's thread pool, where threads are allowed;
+        otherwise raise L{PermissionDenied}.
+        """
+        if not self.__threads:
+            self._refuseGetThreadPool()
+        return self.__guard.reactor.getThreadPool()
+
+    def suggestThreadPoolSize(self, size: int) -> None:
+        """
+        Forward, where threads are allowed; otherwise raise
+        L{PermissionDenied}.
+        """
+        if not self.__threads:
+            self._refuseSuggestThreadPoolSize(size)
+        self.__guard.reactor.suggestThreadPoolSize(size)
 
     # -- IReactorPluggableNameResolver / IReactorPluggableResolver -------
 

@@ -588,6 +588,9 @@ class ChildRunner:
             prompt=self._prompt,
             operatorGrants=answer["operatorGrants"],
             log=Logger(namespace=f"tcpext.extension.{extensionId}"),
+            # The kernel confines this process as a whole (threads
+            # included) only when every layer is in force.
+            allowThreads=self._confined,
         )
         self._host.onRevoke = self._revoke
         self._host.onShutdown = self._shutdown

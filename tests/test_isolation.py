@@ -791,6 +791,63 @@ async def main(browser):
         self.assertTrue(self.logged("RuntimeError: no luck"))
         self.assertEqual(service.starts, 1)
 
+    async def test_threadsWSGI(self) -> None:
+        """
+        The thread APIs work in a confined child: C{deferToThread} answers,
+        and a WSGI application served by C{twisted.web.wsgi.WSGIResource}
+        on the reactor's thread pool answers an HTTP request from a worker
+        thread, which the kernel confines as it does the rest of the process
+        (it cannot create a UNIX socket).
+        """
+        from twisted.web.client import Agent, readBody
+
+        listen = _freePort()
+        script = (
+            _REPORTER.replace("REPORT", str(self.report))
+            + """
+
+import threading
+
+from twisted.internet.threads import deferToThread
+from twisted.web.server import Site
+from twisted.web.wsgi import WSGIResource
+
+
+def application(environ, start_response):
+    try:
+        socket.socket(socket.AF_UNIX)
+        unix = "allowed"
+    except PermissionError:
+        unix = "refused"
+    worker = threading.current_thread() is not threading.main_thread()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    text = "path=%s worker=%s unix=%s" % (environ["PATH_INFO"], worker, unix)
+    return [text.encode()]
+
+
+async def main(browser):
+    reactor = browser.reactor
+    answer = await deferToThread(lambda: 6 * 7)
+    resource = WSGIResource(reactor, reactor.getThreadPool(), application)
+    reactor.listenTCP(LISTEN, Site(resource), interface="127.0.0.1")
+    await report(browser, "wsgi ready %d" % answer)
+""".replace("LISTEN", str(listen))
+        )
+        self.extension(
+            "wsgi",
+            script,
+            [f"tcp-connect:127.0.0.1:{self.report}", f"tcp-listen:{listen}"],
+        )
+        await self.waitFor(lambda: bool(self.lines))
+        self.assertEqual(self.lines, ["wsgi ready 42"])
+        response = await Agent(reactor).request(
+            b"GET", f"http://127.0.0.1:{listen}/hello".encode()
+        )
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            await readBody(response), b"path=/hello worker=True unix=refused"
+        )
+
     async def test_treqGlobalReactor(self) -> None:
         """
         The global reactor in the child is the permission-checking one:

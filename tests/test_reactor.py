@@ -425,6 +425,72 @@ class RefusalTests(SynchronousTestCase):
             self.assertFalse(hasattr(wrapper, name), name)
 
 
+class _ThreadingReactor(MemoryReactorClock):
+    """
+    A memory reactor with the thread methods, recording their calls.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threadCalls: list[tuple[str, tuple[object, ...]]] = []
+        self.pool = object()
+
+    def callInThread(self, callable: Any, *args: object, **kwargs: object) -> None:
+        self.threadCalls.append(("callInThread", (callable, *args)))
+
+    def getThreadPool(self) -> object:
+        self.threadCalls.append(("getThreadPool", ()))
+        return self.pool
+
+    def suggestThreadPoolSize(self, size: int) -> None:
+        self.threadCalls.append(("suggestThreadPoolSize", (size,)))
+
+
+class ThreadTests(SynchronousTestCase):
+    """
+    The thread methods are refused unless the wrapper was made with
+    C{allowThreads=True} (an isolated extension's process, which the kernel
+    confines as a whole).
+    """
+
+    def test_refusedPointsAtIsolation(self) -> None:
+        """
+        By default each thread method raises L{PermissionDenied} whose
+        message says why and points at C{--isolation process}; the wrapped
+        reactor's threads are not touched.
+        """
+        memory = _ThreadingReactor()
+        wrapper = PermissionCheckingReactor(memory, PermissionSet(["tcp-listen:*"]))
+        for name, args in [
+            ("callInThread", (print,)),
+            ("getThreadPool", ()),
+            ("suggestThreadPoolSize", (4,)),
+        ]:
+            error = self.assertRaises(PermissionDenied, getattr(wrapper, name), *args)
+            self.assertIn(name, str(error))
+            self.assertIn("--isolation process", str(error))
+        self.assertEqual(memory.threadCalls, [])
+
+    def test_allowed(self) -> None:
+        """
+        With C{allowThreads=True} the thread methods reach the wrapped
+        reactor.
+        """
+        memory = _ThreadingReactor()
+        wrapper = PermissionCheckingReactor(memory, PermissionSet(), allowThreads=True)
+        wrapper.callInThread(print, "x")
+        self.assertIs(wrapper.getThreadPool(), memory.pool)
+        wrapper.suggestThreadPoolSize(3)
+        self.assertEqual(
+            memory.threadCalls,
+            [
+                ("callInThread", (print, "x")),
+                ("getThreadPool", ()),
+                ("suggestThreadPoolSize", (3,)),
+            ],
+        )
+
+
 class ConfinementTests(SynchronousTestCase):
     """
     Writes stay on the wrapper and it hands out no route to the wrapped
