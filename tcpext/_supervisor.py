@@ -16,9 +16,10 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
+from automat import TypeMachineBuilder, pep614
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -75,13 +76,13 @@ class RestartPolicy:
 class _ChildProcess(ProcessProtocol):
     """
     Watches one child process: logs its output line by line (bounded) and
-    reports its end to the L{IsolatedExtension}.
+    reports its end to the L{_Supervisor}.
     """
 
     maxLine = 4096
     maxLinesPerSecond = 200
 
-    def __init__(self, owner: IsolatedExtension) -> None:
+    def __init__(self, owner: _Supervisor) -> None:
         self._owner = owner
         self._buffers = {1: b"", 2: b""}
         self._window = 0.0
@@ -112,7 +113,7 @@ class _ChildProcess(ProcessProtocol):
             self._emit(line[: self.maxLine])
 
     def _emit(self, line: bytes) -> None:
-        now = self._owner._reactor.seconds()
+        now = self._owner.reactor.seconds()
         if now - self._window >= 1.0:
             if self._dropped:
                 self._owner.log.warn(
@@ -137,7 +138,7 @@ class _ChildProcess(ProcessProtocol):
         """
         self._closed.add(childFD)
         if {1, 2} <= self._closed and self.transport is not None:
-            self._owner._reapSoon(self.transport, 50)
+            self._owner.reapSoon(self.transport, 50)
 
     def processEnded(self, reason: Failure) -> None:
         """
@@ -147,8 +148,581 @@ class _ChildProcess(ProcessProtocol):
             if rest:
                 self._emit(rest[: self.maxLine])
         self._buffers = {}
-        self._owner._processEnded(self, reason)
         self.ended.callback(None)
+        self._owner.ended(self, reason)
+
+
+class _Inputs(Protocol):
+    """
+    The events that drive the supervision of an isolated extension's
+    process; L{_makeMachine} declares what each does in each state.
+    """
+
+    def start(self) -> None:
+        """
+        The service starts: spawn a process.
+        """
+
+    def stop(self, waiter: Deferred[None]) -> None:
+        """
+        The service stops: end the process; fire C{waiter} once it has
+        ended.
+        """
+
+    def helloReceived(self) -> None:
+        """
+        The process said hello (confined as required): it runs.
+        """
+
+    def unconfined(self) -> None:
+        """
+        The process said hello unconfined where confinement is required.
+        """
+
+    def mainFailed(self, reason: str) -> None:
+        """
+        The process reported that the extension failed.
+        """
+
+    def startTimedOut(self) -> None:
+        """
+        The process did not say hello within C{startTimeout}.
+        """
+
+    def pingDue(self) -> None:
+        """
+        Time to ping the running process.
+        """
+
+    def pingAnswered(self) -> None:
+        """
+        The process answered a ping.
+        """
+
+    def pingTimedOut(self) -> None:
+        """
+        The process did not answer a ping within C{pingTimeout}.
+        """
+
+    def brokerLost(self) -> None:
+        """
+        The AMP connection with the process ended.
+        """
+
+    def processEnded(self, code: int | None, signal: int | None) -> None:
+        """
+        The process ended with exit status C{code} or by C{signal}.
+        """
+
+    def _restartLater(self, delay: float) -> None:
+        """
+        The ended process was a crash: spawn another after C{delay} seconds.
+        """
+
+    def _giveUp(self) -> None:
+        """
+        The ended process is not to be restarted.
+        """
+
+    def _respawn(self) -> None:
+        """
+        The restart delay is over.
+        """
+
+
+class _Supervisor:
+    """
+    The data of the supervision of one extension's processes (the state
+    machine of L{_makeMachine} decides what happens to it), and the actions
+    on the process: spawn, ping, kill, reap.
+
+    @ivar broker: The L{BrokerProtocol} of the current process, if any.
+    @ivar process: The L{_ChildProcess} watching the current process.
+    @ivar starts: How many processes were started.
+    @ivar crashes: Crashes in a row (reset by a process that ran
+        C{stableAfter} seconds, and by a new start of the service).
+    @ivar permanent: Why the current process must not be restarted when it
+        ends, if it must not.
+    @ivar status: What an operator sees of the machine's state: C{running},
+        C{failed}, C{restarting} or C{stopped} (set by every transition that
+        changes the state).
+    """
+
+    def __init__(
+        self,
+        *,
+        reactor: Any,
+        log: Logger,
+        extensionId: str,
+        policy: RestartPolicy,
+        launch: Callable[[_Supervisor], tuple[BrokerProtocol, _ChildProcess, Any]],
+        exitGrace: Callable[[], float],
+        cleanUp: Callable[[], None] = lambda: None,
+    ) -> None:
+        """
+        @param launch: Spawns a process for this supervisor: returns its
+            broker, its L{_ChildProcess} and its process transport.
+        @param cleanUp: Called once a process has ended (to remove what it
+            left behind).
+        @param exitGrace: The seconds a process whose AMP connection ended
+            gets to exit by itself (asked each time).
+        """
+        self.reactor = reactor
+        self.log = log
+        self.extensionId = extensionId
+        self.policy = policy
+        self._launch = launch
+        self._exitGrace = exitGrace
+        self._cleanUp = cleanUp
+        self.inputs: _Inputs
+        self.broker: BrokerProtocol | None = None
+        self.process: _ChildProcess | None = None
+        self.transport: Any = None
+        self.starts = 0
+        self.crashes = 0
+        self.permanent: str | None = None
+        self.helloAt: float | None = None
+        self.stopWaiters: list[Deferred[None]] = []
+        self.status = "stopped"
+        self._startTimer: Any = None
+        self._restartTimer: Any = None
+        self._killTimer: Any = None
+        self._reapTimer: Any = None
+        self._pingTimer: Any = None
+
+    # Spawning.
+
+    def spawn(self) -> None:
+        """
+        Start a process; it has C{startTimeout} seconds to say hello.
+        """
+        self._restartTimer = None
+        self.helloAt = None
+        self.permanent = None
+        try:
+            broker, process, transport = self._launch(self)
+        except Exception:
+            # Out of descriptors or processes, or no interpreter: the end
+            # of a process that never ran, and not one to retry.
+            self.log.failure("could not start the extension process")
+            self.permanent = "could not start"
+            self.inputs.processEnded(None, None)
+            return
+        self.broker, self.process, self.transport = broker, process, transport
+        self.starts += 1
+        broker.lost.addCallback(lambda _: self._lostFrom(broker))
+        self._startTimer = self.reactor.callLater(
+            self.policy.startTimeout, self.inputs.startTimedOut
+        )
+
+    def _lostFrom(self, broker: BrokerProtocol) -> None:
+        if broker is self.broker:
+            self.inputs.brokerLost()
+
+    def ended(self, process: _ChildProcess, reason: Failure) -> None:
+        """
+        C{process} has ended (a process that is not the current one any
+        more is ignored).
+        """
+        if process is not self.process:
+            return
+        status = reason.value
+        self.inputs.processEnded(
+            getattr(status, "exitCode", None), getattr(status, "signal", None)
+        )
+
+    def forget(self) -> None:
+        """
+        The current process has ended: cancel its timers, close its AMP
+        connection.
+        """
+        self.process = None
+        self.transport = None
+        for timer in (
+            self._startTimer,
+            self._killTimer,
+            self._reapTimer,
+            self._pingTimer,
+        ):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._startTimer = self._killTimer = self._reapTimer = None
+        self._pingTimer = None
+        broker, self.broker = self.broker, None
+        if broker is not None and broker.transport is not None:
+            broker.transport.loseConnection()
+        self._cleanUp()
+
+    # Timers.
+
+    def cancelStart(self) -> None:
+        """
+        The process said hello (or is being stopped): no start timeout.
+        """
+        if self._startTimer is not None and self._startTimer.active():
+            self._startTimer.cancel()
+        self._startTimer = None
+
+    def schedulePing(self) -> None:
+        """
+        Ping the process in C{pingInterval} seconds (if pings are wanted).
+        """
+        if self.policy.pingInterval is not None:
+            self._pingTimer = self.reactor.callLater(
+                self.policy.pingInterval, self.inputs.pingDue
+            )
+
+    def cancelPing(self) -> None:
+        """
+        No more pings for this process.
+        """
+        if self._pingTimer is not None and self._pingTimer.active():
+            self._pingTimer.cancel()
+        self._pingTimer = None
+
+    def ping(self) -> None:
+        """
+        Ping the process; it has C{pingTimeout} seconds to answer.
+        """
+        self._pingTimer = None
+        broker = self.broker
+        if broker is None:
+            return
+        d = broker.callRemote(Ping)
+        timeout = self.reactor.callLater(self.policy.pingTimeout, d.cancel)
+
+        def answered(_: object) -> None:
+            if timeout.active():
+                timeout.cancel()
+            if broker is self.broker:
+                self.inputs.pingAnswered()
+
+        def failed(reason: Failure) -> None:
+            if timeout.active():
+                timeout.cancel()
+            if broker is self.broker:
+                self.inputs.pingTimedOut()
+
+        d.addCallbacks(answered, failed)
+
+    def scheduleRestart(self, delay: float) -> None:
+        """
+        Spawn again in C{delay} seconds.
+        """
+        self._restartTimer = self.reactor.callLater(delay, self.inputs._respawn)
+
+    def cancelRestart(self) -> None:
+        """
+        No restart after all.
+        """
+        if self._restartTimer is not None and self._restartTimer.active():
+            self._restartTimer.cancel()
+        self._restartTimer = None
+
+    def killLater(self, delay: float) -> None:
+        """
+        Kill the process in C{delay} seconds unless it ends first (an
+        earlier kill deadline stays).
+        """
+        if self._killTimer is None or not self._killTimer.active():
+            self._killTimer = self.reactor.callLater(delay, self.kill)
+
+    def exitGrace(self) -> float:
+        """
+        The seconds a process whose AMP connection ended gets to exit.
+        """
+        return self._exitGrace()
+
+    # Ending the process.
+
+    def askToStop(self) -> None:
+        """
+        Ask the process to close the extension's sockets and exit; kill it
+        after C{stopTimeout} seconds.
+        """
+        self.killLater(self.policy.stopTimeout)
+        if self.broker is not None and self.broker.transport is not None:
+            self.broker.callRemote(Shutdown).addErrback(lambda f: None)
+        else:
+            self.kill()
+
+    def kill(self) -> None:
+        """
+        Kill the process now.
+        """
+        transport = self.transport
+        if transport is None or transport.pid is None:
+            return
+        try:
+            transport.signalProcess("KILL")
+        except Exception:
+            pass
+        self.reapSoon(transport, 50)
+
+    def reapSoon(self, transport: Any, attempts: int) -> None:
+        """
+        Make sure an ended process is noticed even where the reactor does not
+        handle C{SIGCHLD} (run with C{installSignalHandlers=False}): try to
+        reap it every 0.2 seconds, C{attempts} times at most.
+        """
+        if attempts <= 0 or transport is not self.transport:
+            return
+        reap = getattr(transport, "reapProcess", None)
+        if transport.pid is None or reap is None:
+            return
+        reap()
+        if transport.pid is not None and transport is self.transport:
+            if self._reapTimer is not None and self._reapTimer.active():
+                self._reapTimer.cancel()
+            self._reapTimer = self.reactor.callLater(
+                0.2, self.reapSoon, transport, attempts - 1
+            )
+
+    def finishStopping(self) -> None:
+        """
+        Fire everyone waiting for the stop.
+        """
+        self.stopWaiters, waiting = [], self.stopWaiters
+        for d in waiting:
+            d.callback(None)
+
+    def starting(self) -> None:
+        """
+        The status while a process starts: the first one runs, a later one
+        restarts.
+        """
+        self.status = "restarting" if self.crashes else "running"
+
+    # Judging an ended process.
+
+    def judge(self, code: int | None, signal: int | None) -> float | None:
+        """
+        Log how the process ended; the delay before the next start, or
+        L{None} if it is not to be restarted.
+        """
+        if code == EXIT_NO_NAMESPACE:
+            self.log.critical(
+                "extension refused to run: the system cannot confine it "
+                "(its reason is in the line above; --isolation "
+                "process-unconfined runs it anyway)"
+            )
+            return None
+        if self.permanent is not None or code == EXIT_MAIN_FAILED:
+            self.log.error(
+                "extension stopped after a failure; not restarting "
+                "(exit status {code})",
+                code=code,
+            )
+            return None
+        how = f"signal {signal}" if signal else f"exit status {code}"
+        policy = self.policy
+        if (
+            self.helloAt is not None
+            and self.reactor.seconds() - self.helloAt >= policy.stableAfter
+        ):
+            self.crashes = 0
+        self.crashes += 1
+        if self.crashes > policy.maxRestarts:
+            self.log.critical(
+                "extension process crashed ({how}); gave up after {count} restarts",
+                how=how,
+                count=policy.maxRestarts,
+            )
+            return None
+        delay = min(policy.initialDelay * 2 ** (self.crashes - 1), policy.maxDelay)
+        self.log.error(
+            "extension process crashed ({how}); restarting in {delay}s "
+            "(restart {count} of {most})",
+            how=how,
+            delay=delay,
+            count=self.crashes,
+            most=policy.maxRestarts,
+        )
+        return delay
+
+
+def _makeMachine() -> Callable[[_Supervisor], _Inputs]:
+    """
+    The supervision of one extension's process as a state machine: every
+    state, every event, and what an event does in each state, in one place.
+
+    States: C{stopped} (the initial state; no process), C{starting} (spawned,
+    no hello yet), C{running} (said hello; pinged), C{ended} (a process just
+    ended while not stopping: judged at once, leaving for C{waiting} or
+    C{failed}), C{waiting} (the backoff delay before the next start),
+    C{failed} (ended and not to be restarted: the script failed, the kernel
+    refused confinement, or too many crashes in a row) and C{stopping}
+    (asked to exit, then killed after C{stopTimeout}).  An event a state
+    does not list is a bug (automat raises).  Every event returns L{None}, so
+    an event that arrives while another is handled (a callback run by an
+    action) waits for it to finish.  Each transition to another state sets
+    the status an operator sees (L{_Supervisor.status}).
+    """
+    machine = TypeMachineBuilder(_Inputs, _Supervisor)
+    stopped = machine.state("stopped")
+    starting = machine.state("starting")
+    running = machine.state("running")
+    ended = machine.state("ended")
+    waiting = machine.state("waiting")
+    failed = machine.state("failed")
+    stopping = machine.state("stopping")
+
+    # Starting and stopping the service.
+
+    @pep614(stopped.upon(_Inputs.start).to(starting))
+    @pep614(failed.upon(_Inputs.start).to(starting))
+    def spawnFirst(c: _Inputs, s: _Supervisor) -> None:
+        s.crashes = 0
+        s.starting()
+        s.spawn()
+
+    for state in (starting, running, waiting, ended):
+        state.upon(_Inputs.start).loop().returns(None)
+
+    @pep614(stopping.upon(_Inputs.start).loop())
+    def startWhileStopping(c: _Inputs, s: _Supervisor) -> None:
+        s.log.warn("extension process still stopping; not started again")
+
+    @pep614(stopped.upon(_Inputs.stop).loop())
+    def alreadyStopped(c: _Inputs, s: _Supervisor, waiter: Deferred[None]) -> None:
+        waiter.callback(None)
+
+    @pep614(failed.upon(_Inputs.stop).to(stopped))
+    @pep614(waiting.upon(_Inputs.stop).to(stopped))
+    @pep614(ended.upon(_Inputs.stop).to(stopped))
+    def stopWithoutProcess(c: _Inputs, s: _Supervisor, waiter: Deferred[None]) -> None:
+        s.cancelRestart()
+        s.status = "stopped"
+        waiter.callback(None)
+
+    @pep614(starting.upon(_Inputs.stop).to(stopping))
+    @pep614(running.upon(_Inputs.stop).to(stopping))
+    def stopProcess(c: _Inputs, s: _Supervisor, waiter: Deferred[None]) -> None:
+        s.status = "stopped"
+        s.stopWaiters.append(waiter)
+        s.cancelStart()
+        s.cancelPing()
+        s.askToStop()
+
+    @pep614(stopping.upon(_Inputs.stop).loop())
+    def stopAgain(c: _Inputs, s: _Supervisor, waiter: Deferred[None]) -> None:
+        s.stopWaiters.append(waiter)
+
+    # The process's life.
+
+    @pep614(starting.upon(_Inputs.helloReceived).to(running))
+    def started(c: _Inputs, s: _Supervisor) -> None:
+        s.status = "running"
+        s.cancelStart()
+        s.helloAt = s.reactor.seconds()
+        s.schedulePing()
+
+    running.upon(_Inputs.helloReceived).loop().returns(None)
+    stopping.upon(_Inputs.helloReceived).loop().returns(None)
+
+    @pep614(starting.upon(_Inputs.unconfined).loop())
+    @pep614(running.upon(_Inputs.unconfined).loop())
+    @pep614(stopping.upon(_Inputs.unconfined).loop())
+    def refuseUnconfined(c: _Inputs, s: _Supervisor) -> None:
+        s.cancelStart()
+        s.permanent = "not confined"
+        s.kill()
+
+    @pep614(starting.upon(_Inputs.mainFailed).loop())
+    @pep614(running.upon(_Inputs.mainFailed).loop())
+    @pep614(stopping.upon(_Inputs.mainFailed).loop())
+    def scriptFailed(c: _Inputs, s: _Supervisor, reason: str) -> None:
+        s.permanent = reason
+        s.log.error("extension failed: {reason}", reason=reason)
+
+    for state in (waiting, failed, stopped):
+        # From a process that has ended already.
+        state.upon(_Inputs.mainFailed).loop().returns(None)
+
+    @pep614(starting.upon(_Inputs.startTimedOut).loop())
+    def hungAtStart(c: _Inputs, s: _Supervisor) -> None:
+        s.log.error(
+            "extension process did not start within {seconds}s; killing it",
+            seconds=s.policy.startTimeout,
+        )
+        s.kill()
+
+    @pep614(running.upon(_Inputs.pingDue).loop())
+    def sendPing(c: _Inputs, s: _Supervisor) -> None:
+        s.ping()
+
+    @pep614(running.upon(_Inputs.pingAnswered).loop())
+    def pingAgainLater(c: _Inputs, s: _Supervisor) -> None:
+        s.schedulePing()
+
+    @pep614(running.upon(_Inputs.pingTimedOut).loop())
+    def blocked(c: _Inputs, s: _Supervisor) -> None:
+        s.log.error(
+            "extension process did not answer a ping within {seconds}s; killing it",
+            seconds=s.policy.pingTimeout,
+        )
+        s.kill()
+
+    for event in (_Inputs.pingDue, _Inputs.pingAnswered, _Inputs.pingTimedOut):
+        stopping.upon(event).loop().returns(None)
+
+    @pep614(starting.upon(_Inputs.brokerLost).loop())
+    @pep614(running.upon(_Inputs.brokerLost).loop())
+    @pep614(stopping.upon(_Inputs.brokerLost).loop())
+    def exitSoon(c: _Inputs, s: _Supervisor) -> None:
+        # The process must not outlive its AMP connection; it gets a moment
+        # to exit by itself (so that its exit status is seen).
+        s.killLater(s.exitGrace())
+
+    # The process's end.
+
+    @pep614(starting.upon(_Inputs.processEnded).to(ended))
+    @pep614(running.upon(_Inputs.processEnded).to(ended))
+    def crashed(
+        c: _Inputs, s: _Supervisor, code: int | None, signal: int | None
+    ) -> None:
+        s.status = "restarting"
+        s.forget()
+        delay = s.judge(code, signal)
+        if delay is None:
+            c._giveUp()
+        else:
+            c._restartLater(delay)
+
+    @pep614(ended.upon(_Inputs._giveUp).to(failed))
+    def gaveUp(c: _Inputs, s: _Supervisor) -> None:
+        s.status = "failed"
+
+    @pep614(ended.upon(_Inputs._restartLater).to(waiting))
+    def backOff(c: _Inputs, s: _Supervisor, delay: float) -> None:
+        s.scheduleRestart(delay)
+
+    # A stop that arrived while the end was judged (from a callback the
+    # judgement's log ran) has won.
+    stopped.upon(_Inputs._giveUp).loop().returns(None)
+    stopped.upon(_Inputs._restartLater).loop().returns(None)
+
+    @pep614(waiting.upon(_Inputs._respawn).to(starting))
+    def restart(c: _Inputs, s: _Supervisor) -> None:
+        s.starting()
+        s.spawn()
+
+    @pep614(stopping.upon(_Inputs.processEnded).to(stopped))
+    def stoppedNow(
+        c: _Inputs, s: _Supervisor, code: int | None, signal: int | None
+    ) -> None:
+        s.forget()
+        # The same line as an in-process extension's, for operators.
+        s.log.info(
+            "extension {extensionId!r} stopped (its process exited)",
+            extensionId=s.extensionId,
+        )
+        s.finishStopping()
+
+    return machine.build()
+
+
+_Machine = _makeMachine()
 
 
 class _MemoryStore:
@@ -178,10 +752,11 @@ class IsolatedExtension(Service):
     Runs one extension in its own process and network namespace and brokers
     its sockets; restarts it (bounded, with backoff) when it crashes.
 
+    Its process's life is the state machine of L{_makeMachine}; L{state}
+    shows it.
+
     @ivar grants: The authoritative L{tcpext.permissions.PermissionSet}.
     @ivar log: The extension's logger (C{tcpext.extension.<id>}).
-    @ivar starts: How many processes were started.
-    @ivar broker: The L{BrokerProtocol} of the current process, if any.
     """
 
     exitGrace = 2.0
@@ -270,20 +845,19 @@ class IsolatedExtension(Service):
         )
         self.grants = PermissionSet(self._effective().values())
 
-        self.starts = 0
-        self.broker: BrokerProtocol | None = None
-        self._process: _ChildProcess | None = None
-        self._processTransport: Any = None
-        self._helloAt: float | None = None
-        self._crashes = 0
-        self._permanent: str | None = None
-        self._startTimer: Any = None
-        self._restartTimer: Any = None
-        self._killTimer: Any = None
-        self._reapTimer: Any = None
-        self._pingTimer: Any = None
         self._stopping = False
         self._scratch: str | None = None
+        self._supervisor = _Supervisor(
+            reactor=reactor,
+            log=self.log,
+            extensionId=extensionId,
+            policy=restart,
+            launch=self._launch,
+            exitGrace=lambda: self.exitGrace,
+            cleanUp=self._removeScratch,
+        )
+        self._machine = _Machine(self._supervisor)
+        self._supervisor.inputs = self._machine
 
     # Grants.
 
@@ -416,9 +990,6 @@ class IsolatedExtension(Service):
         """
         if broker is not self.broker:
             raise BadRequest("stale connection")
-        if self._startTimer is not None and self._startTimer.active():
-            self._startTimer.cancel()
-        self._startTimer = None
         missing = [
             layer
             for layer in LAYERS
@@ -429,25 +1000,20 @@ class IsolatedExtension(Service):
             reason = f"{', '.join(missing)} not reported in force"
         if not confined:
             if self.mode == "process":
-                self._permanent = f"not confined: {reason}"
                 self.log.critical(
                     "extension process {pid} is not confined (missing {reason}); "
                     "stopping it",
                     pid=pid,
                     reason=reason,
                 )
-                self._kill()
+                self._machine.unconfined()
                 raise BadRequest("confinement is required")
             self.log.warn(
                 "extension process {pid} runs unconfined: missing {reason}",
                 pid=pid,
                 reason=reason,
             )
-        self._helloAt = self._reactor.seconds()
-        if self.restart.pingInterval is not None:
-            self._pingTimer = self._reactor.callLater(
-                self.restart.pingInterval, self._ping, broker
-            )
+        self._machine.helloReceived()
         if confined:
             how = f"confined: {', '.join(layers)}"
         elif layers:
@@ -467,10 +1033,32 @@ class IsolatedExtension(Service):
         """
         The script failed: report it; do not restart.
         """
-        self._permanent = reason
-        self.log.error("extension failed: {reason}", reason=reason)
+        self._machine.mainFailed(reason)
 
     # Processes.
+
+    @property
+    def state(self) -> str:
+        """
+        C{running} (or starting), C{restarting} (waiting to start again after
+        a crash, or starting again), C{failed} (ended and not restarted) or
+        C{stopped}.
+        """
+        return self._supervisor.status
+
+    @property
+    def broker(self) -> BrokerProtocol | None:
+        """
+        The L{BrokerProtocol} of the current process, if any.
+        """
+        return self._supervisor.broker
+
+    @property
+    def starts(self) -> int:
+        """
+        How many processes were started.
+        """
+        return self._supervisor.starts
 
     def startService(self) -> None:
         """
@@ -479,9 +1067,20 @@ class IsolatedExtension(Service):
         super().startService()
         _warnIgnored(self.log, self.extensionId, self._ignored)
         self._stopping = False
-        self._crashes = 0
-        self._permanent = None
-        self._spawn()
+        self._machine.start()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Ask the process to close the extension's sockets and exit; kill it
+        if it has not after C{stopTimeout} seconds.
+
+        @return: a L{Deferred} that fires once the process has ended.
+        """
+        super().stopService()
+        self._stopping = True
+        stopped: Deferred[None] = Deferred()
+        self._machine.stop(stopped)
+        return stopped
 
     def _makeScratch(self) -> str:
         """
@@ -520,13 +1119,15 @@ class IsolatedExtension(Service):
                 error=e,
             )
 
-    def _spawn(self) -> None:
-        self._restartTimer = None
+    def _launch(
+        self, supervisor: _Supervisor
+    ) -> tuple[BrokerProtocol, _ChildProcess, Any]:
+        """
+        Spawn C{python -m tcpext.sandbox} with the two ends of the wire.
+        """
         ampHost, ampChild = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         syncHost, syncChild = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         broker = BrokerProtocol(self._reactor, self.grants, self.log, owner=self)
-        self.broker = broker
-        broker.lost.addCallback(lambda _: self._brokerLost(broker))
         sync = SyncListenProtocol(broker)
         try:
             for sock, protocol in ((ampHost, broker), (syncHost, sync)):
@@ -540,10 +1141,8 @@ class IsolatedExtension(Service):
             scratch = self._makeScratch()
             env = _childEnvironment()
             env["TMPDIR"] = scratch
-            process = _ChildProcess(self)
-            self._process = process
-            self.starts += 1
-            self._processTransport = self._reactor.spawnProcess(
+            process = _ChildProcess(supervisor)
+            transport = self._reactor.spawnProcess(
                 process,
                 self._python,
                 [
@@ -572,176 +1171,4 @@ class IsolatedExtension(Service):
         finally:
             for sock in (ampHost, ampChild, syncHost, syncChild):
                 sock.close()
-        self._helloAt = None
-        self._startTimer = self._reactor.callLater(
-            self.restart.startTimeout, self._hungAtStart
-        )
-
-    def _ping(self, broker: BrokerProtocol) -> None:
-        """
-        Check that the child's reactor still runs; kill it if it does not
-        answer within C{pingTimeout}.
-        """
-        self._pingTimer = None
-        if broker is not self.broker or self._stopping:
-            return
-        interval = self.restart.pingInterval
-        assert interval is not None
-        d = broker.callRemote(Ping)
-        timeout = self._reactor.callLater(self.restart.pingTimeout, d.cancel)
-
-        def answered(_: object) -> None:
-            if timeout.active():
-                timeout.cancel()
-            if broker is self.broker and not self._stopping:
-                self._pingTimer = self._reactor.callLater(interval, self._ping, broker)
-
-        def failed(reason: Failure) -> None:
-            if timeout.active():
-                timeout.cancel()
-            if broker is self.broker and not self._stopping:
-                self.log.error(
-                    "extension process did not answer a ping within {seconds}s; "
-                    "killing it",
-                    seconds=self.restart.pingTimeout,
-                )
-                self._kill()
-
-        d.addCallbacks(answered, failed)
-
-    def _hungAtStart(self) -> None:
-        self._startTimer = None
-        self.log.error(
-            "extension process did not start within {seconds}s; killing it",
-            seconds=self.restart.startTimeout,
-        )
-        self._kill()
-
-    def _brokerLost(self, broker: BrokerProtocol) -> None:
-        """
-        The AMP connection ended: the process must not outlive it; it gets
-        a moment to exit by itself (so that its exit status is seen).
-        """
-        if broker is self.broker and self._process is not None:
-            if self._killTimer is None or not self._killTimer.active():
-                self._killTimer = self._reactor.callLater(self.exitGrace, self._kill)
-
-    def _kill(self) -> None:
-        transport = self._processTransport
-        if transport is None or transport.pid is None:
-            return
-        try:
-            transport.signalProcess("KILL")
-        except Exception:
-            pass
-        self._reapSoon(transport, 50)
-
-    def _reapSoon(self, transport: Any, attempts: int) -> None:
-        """
-        Make sure an ended process is noticed even where the reactor does not
-        handle C{SIGCHLD} (run with C{installSignalHandlers=False}): try to
-        reap it every 0.2 seconds, C{attempts} times at most.
-        """
-        if attempts <= 0 or transport is not self._processTransport:
-            return
-        reap = getattr(transport, "reapProcess", None)
-        if transport.pid is None or reap is None:
-            return
-        reap()
-        if transport.pid is not None and transport is self._processTransport:
-            if self._reapTimer is not None and self._reapTimer.active():
-                self._reapTimer.cancel()
-            self._reapTimer = self._reactor.callLater(
-                0.2, self._reapSoon, transport, attempts - 1
-            )
-
-    def _processEnded(self, process: _ChildProcess, reason: Failure) -> None:
-        if process is not self._process:
-            return
-        self._process = None
-        self._processTransport = None
-        for timer in (
-            self._startTimer,
-            self._killTimer,
-            self._reapTimer,
-            self._pingTimer,
-        ):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._startTimer = self._killTimer = self._reapTimer = None
-        self._pingTimer = None
-        broker, self.broker = self.broker, None
-        if broker is not None and broker.transport is not None:
-            broker.transport.loseConnection()
-        self._removeScratch()
-        status = reason.value
-        code = getattr(status, "exitCode", None)
-        signal = getattr(status, "signal", None)
-        if self._stopping:
-            # The same line as an in-process extension's, for operators.
-            self.log.info(
-                "extension {extensionId!r} stopped (its process exited)",
-                extensionId=self.extensionId,
-            )
-            return
-        if code == EXIT_NO_NAMESPACE:
-            self.log.critical(
-                "extension refused to run: the system cannot confine it "
-                "(its reason is in the line above; --isolation "
-                "process-unconfined runs it anyway)"
-            )
-            return
-        if self._permanent is not None or code == EXIT_MAIN_FAILED:
-            self.log.error(
-                "extension stopped after a failure; not restarting "
-                "(exit status {code})",
-                code=code,
-            )
-            return
-        how = f"signal {signal}" if signal else f"exit status {code}"
-        if (
-            self._helloAt is not None
-            and self._reactor.seconds() - self._helloAt >= self.restart.stableAfter
-        ):
-            self._crashes = 0
-        self._crashes += 1
-        if self._crashes > self.restart.maxRestarts:
-            self.log.critical(
-                "extension process crashed ({how}); gave up after {count} restarts",
-                how=how,
-                count=self.restart.maxRestarts,
-            )
-            return
-        delay = min(
-            self.restart.initialDelay * 2 ** (self._crashes - 1), self.restart.maxDelay
-        )
-        self.log.error(
-            "extension process crashed ({how}); restarting in {delay}s "
-            "(restart {count} of {most})",
-            how=how,
-            delay=delay,
-            count=self._crashes,
-            most=self.restart.maxRestarts,
-        )
-        self._restartTimer = self._reactor.callLater(delay, self._spawn)
-
-    def stopService(self) -> Deferred[None]:
-        """
-        Ask the process to close the extension's sockets and exit; kill it
-        if it has not after C{stopTimeout} seconds.
-        """
-        super().stopService()
-        self._stopping = True
-        for timer in (self._restartTimer, self._pingTimer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._restartTimer = self._pingTimer = None
-        process = self._process
-        if process is None:
-            return defer.succeed(None)
-        self._killTimer = self._reactor.callLater(self.restart.stopTimeout, self._kill)
-        if self.broker is not None and self.broker.transport is not None:
-            self.broker.callRemote(Shutdown).addErrback(lambda f: None)
-        else:
-            self._kill()
-        return process.ended
+        return broker, process, transport

@@ -754,11 +754,13 @@ async def main(browser):
         service = self.echo(listen)
         await self.waitFor(lambda: "echo ready" in self.lines)
         self.assertEqual(await self.dial(listen, b"up"), b"up")
-        process = service._process
+        process = service._supervisor.process
         assert process is not None
+        self.assertEqual(service.state, "running")
         await service.stopService()
         self.assertTrue(process.ended.called)
-        self.assertIsNone(service._process)
+        self.assertIsNone(service._supervisor.process)
+        self.assertEqual(service.state, "stopped")
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", listen), timeout=5)
         self.assertTrue(self.logged("extension 'echo' stopped (its process exited)"))

@@ -660,10 +660,9 @@ class _FakeProcessReactor(MemoryReactorClock):
         return protocol.transport
 
 
-class IsolatedExtensionUnitTests(SynchronousTestCase):
+class _FakeProcessMixin:
     """
-    L{IsolatedExtension}'s grants and process supervision, with a fake
-    process reactor.
+    Builds L{IsolatedExtension}s over a L{_FakeProcessReactor}.
     """
 
     def setUp(self) -> None:
@@ -721,6 +720,13 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
     ) -> Any:
         reason = "" if confined else "seccomp (libseccomp cannot be loaded)"
         return service.childHello(service.broker, confined, reason, 4242, layers)
+
+
+class IsolatedExtensionUnitTests(_FakeProcessMixin, SynchronousTestCase):
+    """
+    L{IsolatedExtension}'s grants and process supervision, with a fake
+    process reactor.
+    """
 
     def test_spawnArguments(self) -> None:
         """
@@ -1070,6 +1076,144 @@ class IsolatedExtensionUnitTests(SynchronousTestCase):
         self.assertTrue(self.logged("gave up"))
         self.reactor.advance(10)
         self.assertEqual(len(calls), 3)
+
+
+class SupervisorStateTests(_FakeProcessMixin, SynchronousTestCase):
+    """
+    The supervision of an isolated extension's process as a state machine:
+    the state an operator sees (C{IsolatedExtension.state}) through each
+    life, and events that arrive while another is handled.
+    """
+
+    def test_lifeAndStop(self) -> None:
+        """
+        C{stopped} before the start, C{running} while the first process
+        starts and once it said hello, C{stopped} once stopping.
+        """
+        service = self.make()
+        self.assertEqual(service.state, "stopped")
+        service.startService()
+        self.assertEqual(service.state, "running")
+        self.hello(service)
+        self.assertEqual(service.state, "running")
+        d = service.stopService()
+        self.assertEqual(service.state, "stopped")
+        self.assertNoResult(d)
+        self.reactor.processes[0].end(exitCode=0)
+        self.successResultOf(d)
+        self.assertEqual(service.state, "stopped")
+        # Stopping again is immediate.
+        self.successResultOf(service.stopService())
+
+    def test_restarting(self) -> None:
+        """
+        After a crash, C{restarting} during the backoff delay and while the
+        next process starts; C{running} again once it said hello.
+        """
+        service = self.make()
+        service.startService()
+        self.hello(service)
+        self.reactor.processes[0].end(exitCode=1)
+        self.assertEqual(service.state, "restarting")
+        self.reactor.advance(1)
+        self.assertEqual(len(self.reactor.processes), 2)
+        self.assertEqual(service.state, "restarting")
+        self.hello(service)
+        self.assertEqual(service.state, "running")
+
+    def test_failed(self) -> None:
+        """
+        A failed script, a refused namespace, and too many crashes in a row
+        end in C{failed}; a new start of the service starts afresh.
+        """
+        service = self.make()
+        service.startService()
+        self.hello(service)
+        service.mainFailed("ImportError: nope")
+        self.assertEqual(service.state, "running")
+        self.reactor.processes[-1].end(exitCode=4)
+        self.assertEqual(service.state, "failed")
+        noNamespace = self.make()
+        noNamespace.startService()
+        self.reactor.processes[-1].end(exitCode=EXIT_NO_NAMESPACE)
+        self.assertEqual(noNamespace.state, "failed")
+        crasher = self.make(restart=RestartPolicy(maxRestarts=0, pingInterval=None))
+        crasher.startService()
+        self.reactor.processes[-1].end(signal=11)
+        self.assertEqual(crasher.state, "failed")
+        self.successResultOf(crasher.stopService())
+        self.assertEqual(crasher.state, "stopped")
+        crasher.startService()
+        self.assertEqual(crasher.state, "running")
+        self.hello(crasher)
+        self.assertEqual(crasher.starts, 2)
+
+    def test_spawnFails(self) -> None:
+        """
+        A process that cannot be spawned is reported and the extension is
+        C{failed}, not restarted; stopping it is immediate.
+        """
+
+        def refuse(*args: Any, **kw: Any) -> None:
+            raise OSError(24, "Too many open files")
+
+        self.reactor.spawnProcess = refuse  # type: ignore[assignment]
+        service = self.make()
+        service.startService()
+        self.assertEqual(service.state, "failed")
+        [failure] = [e["log_failure"] for e in self.events if "log_failure" in e]
+        self.assertTrue(failure.check(OSError))
+        self.assertTrue(self.logged("could not start the extension process"))
+        self.assertTrue(self.logged("not restarting"))
+        self.successResultOf(service.stopService())
+        self.assertEqual(service.state, "stopped")
+
+    def test_stopWhileWaiting(self) -> None:
+        """
+        A stop during the backoff delay is immediate and cancels the
+        restart.
+        """
+        service = self.make()
+        service.startService()
+        self.reactor.processes[0].end(exitCode=1)
+        self.successResultOf(service.stopService())
+        self.assertEqual(service.state, "stopped")
+        self.reactor.advance(1000)
+        self.assertEqual(len(self.reactor.processes), 1)
+
+    def test_stopFromCrashLog(self) -> None:
+        """
+        A stop asked by code that the crash's log line runs (while the end
+        is judged) wins: no restart, the service is C{stopped} and the stop
+        fires.
+        """
+        service = self.make()
+        stops: list[Any] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if "crashed" in event.get("log_format", "") and not stops:
+                stops.append(service.stopService())
+
+        service.log.observer = observe
+        service.startService()
+        self.reactor.processes[0].end(exitCode=1)
+        self.assertEqual(service.state, "stopped")
+        self.successResultOf(stops[0])
+        self.reactor.advance(1000)
+        self.assertEqual(len(self.reactor.processes), 1)
+
+    def test_startWhileStopping(self) -> None:
+        """
+        A start while the process is still stopping is not a second process.
+        """
+        service = self.make()
+        service.startService()
+        d = service.stopService()
+        service.startService()
+        self.assertEqual(len(self.reactor.processes), 1)
+        self.assertTrue(self.logged("still stopping"))
+        self.reactor.processes[0].end(exitCode=0)
+        self.successResultOf(d)
 
 
 class _FakeResolver:
@@ -1558,7 +1702,7 @@ class ChildOutputTests(SynchronousTestCase):
         self.events: list[dict[str, Any]] = []
 
         class Owner:
-            _reactor = self.reactor
+            reactor = self.reactor
             log = Logger(namespace="x", observer=self.events.append)
 
         self.process = _ChildProcess(Owner())  # type: ignore[arg-type]
