@@ -613,10 +613,13 @@ class TCPExtService(MultiService):
 
         def listening(port: Any) -> None:
             self.adminPort = port
-            self.log.info(
-                "tcpext: operator console on {where}",
-                where=endpoint.unixPath or endpoint.description,
-            )
+            where = endpoint.unixPath
+            if where is None:
+                address = port.getHost()
+                host = getattr(address, "host", "?")
+                where = f"[{host}]" if ":" in host else host
+                where += f":{getattr(address, 'port', '?')}"
+            self.log.info("tcpext: operator console on {where}", where=where)
 
         def failed(reason: Any) -> None:
             self.log.critical(

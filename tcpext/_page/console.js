@@ -90,6 +90,7 @@
           onclick: () => act("deny request " + r.id, "POST",
             "/api/v1/requests/" + encodeURIComponent(r.id), { approve: false }) }, "Deny")))));
     $("#no-requests").hidden = requests.length > 0;
+    $("#requests").hidden = requests.length === 0;
   }
 
   function grantList(extension, source, entries) {

@@ -1,0 +1,431 @@
+# -*- test-case-name: tests.test_console -*-
+"""
+End-to-end tests of the operator console: a real C{twistd tcpext} (in
+process and C{--isolation process}), steered with the C{tcpext} command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_examples import REPO, Twistd, copyExample
+
+PERMISSION = "tcp-connect:127.0.0.1:1024-65535"
+TIMEOUT = 60.0
+POLL = 0.1
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    """
+    Sends back what it receives.
+    """
+
+    def handle(self) -> None:
+        self.request.settimeout(TIMEOUT)
+        try:
+            while data := self.request.recv(65536):
+                self.request.sendall(data)
+        except OSError:
+            pass
+
+
+class _EchoServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def startEcho(case: SynchronousTestCase) -> int:
+    """
+    An echo server on 127.0.0.1 (a free port), in a thread, stopped at the
+    end of the test.
+
+    @return: Its port.
+    """
+    server = _EchoServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(TIMEOUT)
+
+    case.addCleanup(stop)
+    return int(server.server_address[1])
+
+
+def shortFolder(case: SynchronousTestCase) -> str:
+    """
+    A new folder with a short path (a UNIX socket path has a length limit),
+    removed at the end of the test.
+    """
+    folder = tempfile.mkdtemp(prefix="tcpext-")
+    case.addCleanup(shutil.rmtree, folder, True)
+    return folder
+
+
+def waitUntil(
+    twistd: Twistd, condition: Callable[[], Any], what: str, timeout: float = TIMEOUT
+) -> Any:
+    """
+    Poll C{condition} until it returns something true (bounded); stop at
+    once if twistd has exited.
+
+    @return: What it returned.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if twistd.process.poll() is not None:
+            raise AssertionError(f"twistd exited before {what}:\n{twistd.log()}")
+        time.sleep(POLL)
+    raise AssertionError(f"no {what} within {timeout} s; log:\n{twistd.log()}")
+
+
+class ConsoleService:
+    """
+    A C{twistd tcpext --prompt admin} running the C{on-demand} example
+    (aimed at an echo server), with its console on a UNIX socket, an audit
+    log, and the C{tcpext} command to talk to it.
+    """
+
+    def __init__(
+        self,
+        case: SynchronousTestCase,
+        isolation: str | None,
+        admin: str | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
+        """
+        @param isolation: The C{--isolation} mode, or L{None} for the
+            default.
+        @param admin: The C{--admin} endpoint (default: a UNIX socket in a
+            short folder).
+        @param extra: More twistd arguments.
+        """
+        self.case = case
+        self.echoPort = startEcho(case)
+        self.folder = shortFolder(case)
+        self.state = os.path.join(self.folder, "state")
+        self.socketPath = os.path.join(self.state, "admin.sock")
+        self.auditPath = os.path.join(self.folder, "audit.jsonl")
+        self.extension = copyExample(
+            case,
+            "on-demand",
+            host="127.0.0.1",
+            port=self.echoPort,
+            retry=0.5,
+            interval=0.2,
+        )
+        self.admin = admin if admin is not None else "unix:" + self.socketPath
+        self.twistd = Twistd(
+            case,
+            [
+                "--extension",
+                self.extension,
+                "--prompt",
+                "admin",
+                "--admin",
+                self.admin,
+                "--audit-log",
+                self.auditPath,
+                *(extra or []),
+            ],
+            state=self.state,
+            isolation=isolation,
+        )
+
+    def waitForConsole(self) -> None:
+        """
+        Wait until the console answers.
+        """
+        self.twistd.waitFor(
+            self.twistd.logged("tcpext: operator console on"), "the console"
+        )
+
+    def tcpext(
+        self, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """
+        Run C{python -m tcpext --state STATE ARGS} (bounded).
+
+        @param check: Fail the test unless it exits 0.
+        """
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "tcpext", "--state", self.state, *args],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"tcpext {' '.join(args)} exited {result.returncode}: "
+                f"{result.stderr}\nlog:\n{self.twistd.log()}"
+            )
+        return result
+
+    def json(self, *args: str) -> Any:
+        """
+        The C{--json} output of a command.
+        """
+        return json.loads(self.tcpext("--json", *args).stdout)
+
+    def pending(self) -> list[dict[str, Any]]:
+        """
+        The pending requests.
+        """
+        result: list[dict[str, Any]] = self.json("requests")
+        return result
+
+    def echoSockets(self) -> list[dict[str, Any]]:
+        """
+        The on-demand extension's open sockets to the echo server that have
+        carried data both ways.
+        """
+        return [
+            s
+            for s in self.json("sockets", "on-demand")
+            if s["remote"] == f"127.0.0.1:{self.echoPort}"
+            and s["bytesIn"] > 0
+            and s["bytesOut"] > 0
+        ]
+
+    def metrics(self) -> str:
+        """
+        Scrape C{/metrics} over the UNIX socket with a plain HTTP/1.0
+        request.
+        """
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(TIMEOUT)
+            s.connect(self.socketPath)
+            s.sendall(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+                if len(data) > 1 << 22:
+                    break
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.0 200") and not head.startswith(
+            b"HTTP/1.1 200"
+        ):
+            raise AssertionError(f"/metrics answered {head!r}")
+        return body.decode("utf-8")
+
+
+class ConsoleEndToEndMixin:
+    """
+    The console's whole loop, in one isolation mode.
+    """
+
+    isolation: str | None = None
+
+    def test_operatorLoop(self) -> None:
+        """
+        Through the C{tcpext} command: list the extension and its grants;
+        approve its runtime request (it then connects); revoke the grant
+        (its live socket is closed); deny its next request (it is then
+        remembered: asking again is denied without a new pending request);
+        grant from the console (it connects again); follow the audit log;
+        scrape the metrics.
+        """
+        case: Any = self
+        service = ConsoleService(case, self.isolation)
+        twistd = service.twistd
+        service.waitForConsole()
+
+        [status] = service.json("status")
+        case.assertEqual(status["id"], "on-demand")
+        case.assertEqual(
+            status["grants"], {"manifest": [], "operator": [], "stored": []}
+        )
+        table = service.tcpext("status").stdout
+        case.assertIn("on-demand", table)
+
+        # Approve: the extension connects and talks.
+        [request] = waitUntil(twistd, service.pending, "a pending request")
+        case.assertEqual(request["permissions"], [PERMISSION])
+        case.assertEqual(
+            service.tcpext("approve", request["id"]).stdout.strip(),
+            f"approved request {request['id']}",
+        )
+        waitUntil(twistd, service.echoSockets, "the extension's socket")
+        case.assertEqual(service.json("grants", "on-demand")["stored"], [PERMISSION])
+        case.assertIn(PERMISSION, service.tcpext("grants", "on-demand").stdout)
+        again = service.tcpext("approve", request["id"], check=False)
+        case.assertEqual(again.returncode, 1)
+        case.assertEqual(len(again.stderr.splitlines()), 1)
+
+        # Revoke: the live socket is closed.
+        service.tcpext("revoke", "on-demand", PERMISSION)
+        waitUntil(twistd, lambda: not service.echoSockets(), "the socket closed")
+        case.assertEqual(service.json("grants", "on-demand")["stored"], [])
+
+        # Deny the next request; later requests are denied at once.
+        [request] = waitUntil(twistd, service.pending, "a second request")
+        service.tcpext("deny", request["id"])
+        waitUntil(
+            twistd,
+            twistd.logged("refused earlier in this run; denied without asking"),
+            "a remembered refusal",
+        )
+        case.assertEqual(service.pending(), [])
+
+        # Grant from the console: the memory is cleared, it connects again.
+        service.tcpext("grant", "on-demand", PERMISSION)
+        waitUntil(twistd, service.echoSockets, "the extension's socket again")
+
+        # The audit trail, followed.
+        follow = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tcpext",
+                "--state",
+                service.state,
+                "--json",
+                "audit",
+                "--follow",
+                "--interval",
+                "0.2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": REPO},
+        )
+        case.addCleanup(follow.wait, TIMEOUT)
+        case.addCleanup(follow.kill)
+        assert follow.stdout is not None
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + TIMEOUT
+        wanted = {
+            ("request", "allow"),
+            ("revoke", "deny"),
+            ("request", "deny"),
+            ("grant", "allow"),
+        }
+        while time.monotonic() < deadline:
+            line = follow.stdout.readline()
+            if not line:
+                break
+            seen.append(json.loads(line))
+            if wanted <= {(e["verb"], e["decision"]) for e in seen}:
+                break
+        follow.kill()
+        case.assertTrue(wanted <= {(e["verb"], e["decision"]) for e in seen}, seen)
+        case.assertEqual([e["seq"] for e in seen], list(range(1, len(seen) + 1)))
+        with open(service.auditPath, encoding="utf-8") as f:
+            logged = [json.loads(line) for line in f]
+        case.assertEqual(
+            [e["seq"] for e in logged[: len(seen)]], [e["seq"] for e in seen]
+        )
+
+        # Metrics.
+        metrics = service.metrics()
+        case.assertIn(
+            'tcpext_decisions_total{extension="on-demand",outcome="allow",'
+            'verb="request"} 1.0',
+            metrics,
+        )
+        case.assertIn(
+            'tcpext_open_sockets{extension="on-demand",kind="client"} 1.0', metrics
+        )
+        case.assertIn(
+            'tcpext_extension_state{extension="on-demand",state="running"}', metrics
+        )
+        case.assertEqual(twistd.terminate(), 0)
+
+
+class ConsoleInProcessTests(ConsoleEndToEndMixin, SynchronousTestCase):
+    """
+    The console with the extension running in the service's process.
+    """
+
+    isolation = "none"
+
+
+class ConsoleStartupTests(SynchronousTestCase):
+    """
+    What the console refuses at start.
+    """
+
+    def startFails(self, *args: str) -> str:
+        """
+        Start twistd with C{args}; it must exit non-zero; return its output.
+        """
+        folder = shortFolder(self)
+        extension = copyExample(self, "on-demand")
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "--logfile",
+                os.path.join(folder, "log"),
+                "tcpext",
+                "--state",
+                os.path.join(folder, "state"),
+                "--extension",
+                extension,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env={**os.environ, "PYTHONPATH": REPO},
+            stdin=subprocess.DEVNULL,
+        )
+        self.assertNotEqual(result.returncode, 0)
+        return result.stdout + result.stderr
+
+    def test_adminNoneWithPromptAdmin(self) -> None:
+        """
+        C{--prompt admin} needs the console.
+        """
+        out = self.startFails("--admin", "none", "--prompt", "admin")
+        self.assertIn("--prompt admin needs the console", out)
+
+    def test_tcpNeedsToken(self) -> None:
+        """
+        A TCP console without a token file is refused.
+        """
+        out = self.startFails("--admin", "tcp:0:interface=127.0.0.1")
+        self.assertIn("--admin-token-file", out)
+
+    def test_pathTooLong(self) -> None:
+        """
+        A socket path past the limit is refused, naming the limit.
+        """
+        out = self.startFails("--admin", "unix:/tmp/" + "x" * 120)
+        self.assertIn("at most 107 bytes", out)
+
+    def test_badTimeout(self) -> None:
+        """
+        C{--prompt-timeout} must be a positive number.
+        """
+        for value in ("0", "-5", "soon", "inf", "nan"):
+            out = self.startFails("--prompt-timeout", value)
+            self.assertIn("--prompt-timeout", out)
