@@ -215,18 +215,8 @@ class _IsolatedView:
         """
         C{running}, C{failed}, C{restarting} or C{stopped}.
         """
-        child = self.child
-        if not child.running:
-            return "stopped"
-        if child._permanent is not None:
-            return "failed"
-        if child.broker is not None and child._helloAt is not None:
-            return "running"
-        if child._restartTimer is not None and child._restartTimer.active():
-            return "restarting"
-        if child._process is None:
-            return "failed"
-        return "restarting"
+        state: str = self.child.state
+        return state
 
     def grantsBySource(self) -> dict[str, list[str]]:
         """
