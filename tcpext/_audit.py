@@ -136,6 +136,13 @@ class AuditLog:
         if output is not None:
             self._write = jsonFileLogObserver(output, recordSeparator="")
 
+    @property
+    def window(self) -> float:
+        """
+        The denial rate limit's window, in seconds.
+        """
+        return self._limiter.window
+
     def addObserver(self, observer: Callable[[dict[str, Any]], None]) -> None:
         """
         Call C{observer} with every decision from now on.

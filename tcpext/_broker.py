@@ -25,6 +25,7 @@ import errno
 import ipaddress
 import os
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -268,9 +269,12 @@ def _checkPort(port: int, lowest: int) -> None:
 class _Held:
     """
     The host's copy of a socket it handed over, and what it was for.
+
+    @ivar openedAt: When the host opened it (Unix seconds; the operator
+        console shows it).
     """
 
-    __slots__ = ("kind", "address", "port", "name", "sock")
+    __slots__ = ("kind", "address", "port", "name", "sock", "openedAt")
 
     def __init__(
         self, kind: str, address: str, port: int, name: str | None = None
@@ -280,6 +284,7 @@ class _Held:
         self.port = port
         self.name = name
         self.sock: socket.socket
+        self.openedAt = time.time()
 
     def describe(self) -> str:
         """

@@ -363,6 +363,7 @@ class TCPExtService(MultiService):
         self.console: Any = None
         self.adminPrompt: Any = None
         self.adminPort: Any = None
+        self._auditFlush: Any = None
 
     def _getReactor(self) -> Any:
         """
@@ -575,6 +576,13 @@ class TCPExtService(MultiService):
         if self.auditLogPath is not None:
             output = openAuditFile(self.auditLogPath)
         self.audit = AuditLog(output=output)
+        # The summaries of denials left out by the rate limit come out at
+        # least once a window, even if the extension goes quiet.
+        from twisted.internet.task import LoopingCall
+
+        self._auditFlush = LoopingCall(self.audit.flushSuppressed)
+        self._auditFlush.clock = self._getReactor()
+        self._auditFlush.start(self.audit.window, now=False)
         self.console = ServiceConsole(
             self, audit=self.audit, prompt=self.prompt, admin=self.adminPrompt
         )
@@ -661,6 +669,9 @@ class TCPExtService(MultiService):
         if stop is not None:
             stop()
         waits = []
+        flush = self._auditFlush
+        if flush is not None and flush.running:
+            flush.stop()
         port, self.adminPort = self.adminPort, None
         if port is not None:
             waits.append(defer.maybeDeferred(port.stopListening))
