@@ -28,6 +28,7 @@ from typing import NamedTuple, Union
 import idna
 
 __all__ = [
+    "DEFAULT_INTERFACE",
     "LOCALHOST_ADDRESSES",
     "IPAddress",
     "IPNetwork",
@@ -35,11 +36,13 @@ __all__ = [
     "canonicalHost",
     "describeAddress",
     "formatHostPort",
+    "interfaceKey",
     "isIPLiteral",
     "isLocalhostName",
     "isPublicAddress",
     "parseHost",
     "parseIP",
+    "parseInterface",
 ]
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -49,6 +52,12 @@ LOCALHOST_ADDRESSES: tuple[str, ...] = ("127.0.0.1", "::1")
 """
 The addresses tcpext dials for C{localhost} (and names under C{.localhost}),
 in this order, without asking DNS (RFC 6761, as browsers do).
+"""
+
+DEFAULT_INTERFACE = "0.0.0.0"
+"""
+The interface a listen without one uses: every IPv4 interface (as in the
+reference implementation and in Twisted).
 """
 
 _MAX_NAME = 253
@@ -245,8 +254,12 @@ def parseHost(text: str) -> ParsedHost:
     @raise ValueError: If C{text} is not a valid host or is a non-canonical
         numeric form; the message says what is wrong.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"a host must be a str, not {type(text).__name__}")
+    if text.__class__ is not str:
+        if not isinstance(text, str):
+            raise TypeError(f"a host must be a str, not {type(text).__name__}")
+        # A str subclass may redefine equality, hashing or its text: only
+        # its plain characters count (and only they reach the cache).
+        text = str.__str__(text)
     return _parseHostCached(text)
 
 
@@ -304,6 +317,38 @@ def parseIP(text: str) -> IPAddress:
     if host.ip is None:
         raise ValueError(f"{text!r} is a name, not an IP address")
     return host.ip
+
+
+def parseInterface(host: str | None) -> ParsedHost | None:
+    """
+    Parse the interface of a listen: an IP address (IPv6 with or without
+    brackets; a zone index is kept for binding), or L{None} / C{""} for the
+    default (L{DEFAULT_INTERFACE}).
+
+    @return: The canonical interface, or L{None} for the default.
+    @raise ValueError: C{host} is a name or not a valid address; the message
+        names it.
+    @raise TypeError: C{host} is not a L{str}.
+    """
+    if host is None or (isinstance(host, str) and not str.__len__(host)):
+        return None
+    parsed = parseHost(host)
+    if parsed.ip is None:
+        raise ValueError(
+            f"the listen interface {host!r} must be the IP address of an "
+            "interface, not a name"
+        )
+    return parsed
+
+
+def interfaceKey(interface: ParsedHost | None) -> str:
+    """
+    The address a listen grant is matched against: the interface's address
+    without zone, or L{DEFAULT_INTERFACE}.
+    """
+    if interface is None:
+        return DEFAULT_INTERFACE
+    return str(interface.ip)
 
 
 def formatHostPort(host: str, port: object) -> str:

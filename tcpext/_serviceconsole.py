@@ -129,11 +129,10 @@ class _InProcessView:
         The grants in effect, by source.
         """
         browser = self.child.browser
-        stored = (
-            sorted(browser._runtime)
-            if browser is not None
-            else sorted(self._store.load(self.manifest.id))
-        )
+        if browser is not None:
+            result: dict[str, list[str]] = browser._ledger.grantsBySource()
+            return result
+        stored = sorted(self._store.load(self.manifest.id))
         return {
             "manifest": sorted(str(p) for p in self.manifest.permissions),
             "operator": sorted(self._operator),
@@ -146,13 +145,12 @@ class _InProcessView:
         in effect.
         """
         browser = self.child.browser
-        p = parsePermission(permission)
+        if browser is not None:
+            browser._ledger.grant(permission)
+            return defer.succeed(None)
         current = self.grantsBySource()["stored"]
         if permission not in current:
             self._store.save(self.manifest.id, sorted({*current, permission}))
-        if browser is not None:
-            browser._runtime[permission] = p
-            browser._grants.add(p)
         return defer.succeed(None)
 
     def revoke(self, permission: str) -> Deferred[None]:
@@ -160,13 +158,14 @@ class _InProcessView:
         Take a stored or operator grant away (the store first).
         """
         browser = self.child.browser
-        stored = self.grantsBySource()["stored"]
-        if permission in stored:
-            self._store.save(self.manifest.id, [e for e in stored if e != permission])
         if permission in self._operator:
             self._operator.remove(permission)
         if browser is not None:
-            browser.revoke([permission])
+            browser._ledger.revoke(permission)
+            return defer.succeed(None)
+        stored = self.grantsBySource()["stored"]
+        if permission in stored:
+            self._store.save(self.manifest.id, [e for e in stored if e != permission])
         return defer.succeed(None)
 
     def sockets(self) -> list[dict[str, Any]]:

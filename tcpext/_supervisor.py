@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from tcpext._broker import BrokerProtocol, SyncListenProtocol
 from tcpext._isolation import LAYERS, _childEnvironment
+from tcpext._ledger import _operatorGrants, _storedGrants
 from tcpext._wire import (
     AMP_FD,
     EXIT_MAIN_FAILED,
@@ -39,7 +40,6 @@ from tcpext._wire import (
     Revoke,
     Shutdown,
 )
-from tcpext.browser import _operatorGrants, _storedGrants
 from tcpext.extension import _warnIgnored
 from tcpext.permissions import (
     PermissionSet,

@@ -6,21 +6,26 @@ C{makeBrowser} builds one per extension: C{browser.TCPSocket} (C{connect} and
 C{listen}, each present only when the manifest mentions that kind of
 permission), C{browser.permissions} (runtime requests and removal of optional
 permissions), C{browser.runtime} and C{browser.reactor} (a permission-checking
-reactor for Twisted libraries).  Everything is checked against one live
-L{PermissionSet}, C{browser.grants}.
+reactor for Twisted libraries).
+
+The extension's grants are kept by its L{tcpext._ledger.GrantLedger}; every
+request is decided by its L{tcpext._policy.Policy}, which the namespace and
+its reactor share, and every decision is reported to the policy's observers
+(the denial log lines, the operator console's audit).
 
 Connecting to a name resolves it once, checks every address under the
 rebinding rule, and dials exactly the addresses that passed (Happy Eyeballs
-over that list); nothing is looked up a second time.
+over that list); nothing is looked up a second time.  The real reactor is
+given plain, canonical values (a C{str} address or interface, an C{int}
+port), never the caller's objects.
 """
 
 from __future__ import annotations
 
 import copy
-import ipaddress
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, Union
+from typing import Any, Union
 
 from attrs import define, field
 from twisted.internet import defer
@@ -51,30 +56,40 @@ from twisted.internet.interfaces import (
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
-from tcpext._options import (
-    ConnectOptions,
-    ListenOptions,
-    parseConnectOptions,
-    parseListenOptions,
+from tcpext._hosts import formatHostPort, parseHost
+from tcpext._ledger import GrantLedger, GrantNotSaved, GrantStore, MemoryGrantStore
+from tcpext._options import parseConnectOptions, parseListenOptions
+from tcpext._policy import (
+    CONNECT,
+    LISTEN,
+    REQUEST,
+    ConnectTarget,
+    Decision,
+    DecisionObserver,
+    DenialLog,
+    Grounds,
+    ListenTarget,
+    Policy,
+    connectTarget,
+    listenTarget,
+    localhostAddresses,
 )
-from tcpext._resolution import resolveAtOnce
+from tcpext._resolution import DeniedHost, resolveAtOnce
 from tcpext.endpoints import listenSocket, startSocket
 from tcpext.permissions import (
-    LOCALHOST_ADDRESSES,
     Permission,
     PermissionDenied,
     PermissionSet,
-    canonicalHost,
-    isLocalhostName,
-    parseManifestPermissions,
     parsePermission,
 )
-from tcpext.reactor import AddressForName, PermissionCheckingReactor
+from tcpext.reactor import AddressForName, IDialsForNames, PermissionCheckingReactor
 
 __all__ = [
     "Browser",
+    "GrantLedger",
+    "GrantNotSaved",
     "GrantStore",
     "MemoryGrantStore",
     "PromptPolicy",
@@ -83,8 +98,6 @@ __all__ = [
     "makeBrowser",
 ]
 
-_Options = TypeVar("_Options", ConnectOptions, ListenOptions)
-
 PromptPolicy = Callable[[str, list[str]], Union[bool, "Deferred[bool]"]]
 """
 How a runtime C{permissions.request} is answered: called with the
@@ -92,52 +105,6 @@ extension's id and the canonical text of the permissions asked for (those not
 granted yet); returns C{True} to grant them all, C{False} to refuse, or a
 L{Deferred} that fires with one of those.
 """
-
-
-class GrantStore(Interface):
-    """
-    Where the optional permissions granted at runtime are kept between runs.
-    """
-
-    def load(extensionId: str) -> list[str]:
-        """
-        The canonical text of the permissions granted to C{extensionId} at
-        runtime (empty if none).
-        """
-
-    def save(extensionId: str, entries: list[str]) -> None:
-        """
-        Replace what is kept for C{extensionId} with C{entries} (canonical
-        permission text).
-        """
-
-
-@implementer(GrantStore)
-class MemoryGrantStore:
-    """
-    A L{GrantStore} that keeps grants in memory, for tests and for hosts that
-    do not persist them.
-    """
-
-    def __init__(self, grants: Mapping[str, Iterable[str]] | None = None) -> None:
-        """
-        @param grants: Initial grants, by extension id.
-        """
-        self._grants: dict[str, list[str]] = {
-            key: list(value) for key, value in (grants or {}).items()
-        }
-
-    def load(self, extensionId: str) -> list[str]:
-        """
-        Return a copy of what was saved for C{extensionId}.
-        """
-        return list(self._grants.get(extensionId, ()))
-
-    def save(self, extensionId: str, entries: list[str]) -> None:
-        """
-        Keep a copy of C{entries} for C{extensionId}.
-        """
-        self._grants[extensionId] = list(entries)
 
 
 def denyAll(extensionId: str, permissions: list[str]) -> bool:
@@ -154,51 +121,6 @@ def allowAll(extensionId: str, permissions: list[str]) -> bool:
     asked for).
     """
     return True
-
-
-def _stripBrackets(host: str) -> str:
-    """
-    Remove the brackets around an IPv6 literal.
-    """
-    if host.startswith("[") and host.endswith("]"):
-        return host[1:-1]
-    return host
-
-
-def _isIPLiteral(host: str) -> bool:
-    """
-    Is this canonical host an IP address (as opposed to a name)?
-    """
-    try:
-        ipaddress.ip_address(_stripBrackets(host).split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
-
-
-def _interfaceAddress(host: str) -> str:
-    """
-    The canonical text of a C{listen} C{host} option, which must be the IP
-    address of an interface.
-
-    @raise ValueError: For a name or an invalid address.
-    """
-    address = _stripBrackets(canonicalHost(_stripBrackets(host)))
-    if not _isIPLiteral(address):
-        raise ValueError(
-            f"listen option 'host' must be an IP address of an interface, not {host!r}"
-        )
-    return address
-
-
-def _hostPort(host: str, port: int) -> str:
-    """
-    C{host:port}, with brackets around an IPv6 host.
-    """
-    host = _stripBrackets(host)
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
 
 
 @implementer(IHostnameResolver)
@@ -318,11 +240,15 @@ class _Collector:
 
     def addressResolved(self, address: IAddress) -> None:
         """
-        Keep each IP address once, in order.
+        Keep each IP address once, in order; a refusal reported by a checked
+        resolver fails the lookup with L{PermissionDenied}.
         """
         host = getattr(address, "host", None)
-        if isinstance(host, str) and host not in self.addresses:
-            self.addresses.append(host)
+        if isinstance(host, DeniedHost):
+            if not self.done.called:
+                self.done.errback(PermissionDenied(host.message))
+        elif isinstance(host, str) and host not in self.addresses:
+            self.addresses.append(str.__str__(host))
 
     def resolutionComplete(self) -> None:
         """
@@ -439,26 +365,14 @@ class _TrackingServerEndpoint:
 
 
 @define(eq=False)
-class _Dial:
-    """
-    What an open client socket was allowed for: re-checked when a grant is
-    removed.
-    """
-
-    host: str
-    port: int
-    isName: bool
-    addresses: list[str]
-
-
-@define(eq=False)
 class _Listen:
     """
-    What an open server socket was allowed for.
+    What an open server socket was allowed for, where it listens, and what
+    it accepted.
     """
 
-    port: int
-    host: str
+    grounds: Grounds
+    where: str
     tracker: _AcceptTracker | None = None
 
     def abortAccepted(self, reason: Exception | None) -> list[Deferred[Any]]:
@@ -659,61 +573,6 @@ def _parseOrNone(entry: str) -> Permission | None:
     return parsePermission(entry)
 
 
-def _operatorGrants(
-    extensionId: str, entries: Iterable[str], optional: Mapping[str, Permission]
-) -> dict[str, Permission]:
-    """
-    Parse the operator's grants for one extension; each must be one of the
-    optional permissions its manifest lists.
-
-    @param optional: The manifest's optional permissions by canonical text.
-    @return: The grants by canonical text.
-    @raise ValueError: For an invalid entry or one that is not optional.
-    """
-    granted: dict[str, Permission] = {}
-    for entry in entries:
-        p = parsePermission(entry)
-        if str(p) not in optional:
-            raise ValueError(
-                f"cannot grant {entry!r} to {extensionId!r}: its manifest "
-                "does not list it in optional_permissions"
-            )
-        granted[str(p)] = p
-    return granted
-
-
-def _storedGrants(
-    entries: Iterable[str], optional: Mapping[str, Permission], log: Logger
-) -> dict[str, Permission]:
-    """
-    Parse the grants a L{GrantStore} holds for one extension, skipping (with a
-    warning on C{log}) the invalid ones and those its manifest does not list as
-    optional: a stored grant never widens what the manifest allows.
-
-    @param optional: The manifest's optional permissions by canonical text.
-    @return: The grants by canonical text.
-    """
-    granted: dict[str, Permission] = {}
-    for entry in entries:
-        try:
-            p = parsePermission(entry)
-        except ValueError as e:
-            log.warn(
-                "ignoring stored grant {entry!r}: {reason}",
-                entry=entry,
-                reason=str(e),
-            )
-            continue
-        if str(p) not in optional:
-            log.warn(
-                "ignoring stored grant {entry!r}: not in optional_permissions",
-                entry=entry,
-            )
-            continue
-        granted[str(p)] = p
-    return granted
-
-
 class GrantsView:
     """
     A read-only view of an extension's live grants: it answers the same
@@ -772,7 +631,8 @@ class Browser:
     @ivar TCPSocket: C{connect} / C{listen}.
     @ivar permissions: C{request} / C{contains} / C{getAll} / C{remove}.
     @ivar runtime: C{id} / C{getManifest()}.
-    @ivar reactor: A L{PermissionCheckingReactor} over C{grants}.
+    @ivar reactor: A L{PermissionCheckingReactor} deciding with the same
+        policy.
     @ivar grants: A read-only view of this extension's live grants (a
         L{GrantsView}): extension code can test them but not widen them.
     @ivar log: The extension's logger; every denial is recorded there.
@@ -784,47 +644,43 @@ class Browser:
         extensionId: str,
         manifest: Mapping[str, Any],
         reactor: Any,
-        grantStore: GrantStore,
+        ledger: GrantLedger,
         prompt: PromptPolicy,
-        operatorGrants: Iterable[str],
         log: Logger,
         allowThreads: bool = False,
+        decisionObservers: Iterable[DecisionObserver] = (),
     ) -> None:
         """
         Use L{makeBrowser}.
         """
         self._reactor = reactor
-        self._grantStore = grantStore
+        self._ledger = ledger
+        self._grants = ledger.grants
         self._prompt = prompt
         self._closed = False
         self.log = log
         self._id = extensionId
-
-        required, _ = parseManifestPermissions(list(manifest.get("permissions", [])))
-        optional, _ = parseManifestPermissions(
-            list(manifest.get("optional_permissions", []))
+        self._policy = Policy(
+            ledger.grants,
+            extensionId=extensionId,
+            observers=[DenialLog(log), *decisionObservers],
         )
-        self._required = {str(p): p for p in required}
-        self._optional = {str(p): p for p in optional}
-
-        operator = _operatorGrants(extensionId, operatorGrants, self._optional)
-        self._runtime = _storedGrants(grantStore.load(extensionId), self._optional, log)
-
-        self._grants = PermissionSet(
-            [*self._required.values(), *operator.values(), *self._runtime.values()]
-        )
+        # Only a reactor that has connections opened elsewhere (an isolated
+        # extension's) needs to know the name an address is dialed for.
+        self._namesRideAlong = IDialsForNames.providedBy(reactor)
         self.grants = GrantsView(self._grants)
-        kinds = {p.kind for p in [*required, *optional]}
+        kinds = {p.kind for p in [*ledger.required.values(), *ledger.optional.values()]}
         self.TCPSocket = TCPSocketNamespace(
             self, canConnect="connect" in kinds, canListen="listen" in kinds
         )
         self.permissions = PermissionsNamespace(self)
         self.runtime = RuntimeNamespace(extensionId, copy.deepcopy(dict(manifest)))
         self.reactor = PermissionCheckingReactor(
-            reactor, self._grants, log=log, allowThreads=allowThreads
+            reactor, self._grants, policy=self._policy, allowThreads=allowThreads
         )
-        self._sockets: dict[Any, _Dial] = {}
+        self._sockets: dict[Any, Grounds] = {}
         self._servers: dict[Any, _Listen] = {}
+        ledger.addObserver(self._grantsChanged)
 
     def __repr__(self) -> str:
         """
@@ -832,54 +688,29 @@ class Browser:
         """
         return f"<Browser for {self._id!r}>"
 
-    # TCPSocket
+    # decisions
 
-    def _deny(self, request: str, reason: BaseException) -> None:
+    def _refuse(self, decision: Decision) -> PermissionDenied:
         """
-        Log a refused request with its reason.
+        Report a refusal; the exception to fail the request with.
         """
-        self.log.warn(
-            "denied {request}: {reason}",
+        self._policy.report(decision)
+        return decision.error()
+
+    def _closedRefusal(self, verb: str, target: str, request: str) -> Decision:
+        """
+        The refusal of anything new once the namespace is closed.
+        """
+        return Decision(
+            verb,
+            target,
+            False,
+            reason="the extension was unloaded (browser closed)",
+            message="permission denied: the extension was unloaded (browser closed)",
             request=request,
-            reason=str(reason),
-            extensionId=self._id,
         )
 
-    def _admit(
-        self,
-        verb: str,
-        *,
-        parse: Callable[[], _Options],
-        canonical: Callable[[str], str],
-        check: Callable[[str, int], None],
-    ) -> tuple[_Options, str, str]:
-        """
-        The checks that start a C{connect} or C{listen}: parse the options,
-        refuse once the namespace is closed, put the host in canonical form and
-        check the grants. A refusal is logged with the request as precisely as
-        it is known by then, and raised.
-
-        @param verb: C{"connect to"} or C{"listen on"}; its first word alone
-            names a request whose options do not parse.
-        @param parse: Parses the call's options.
-        @param canonical: The canonical form of the C{host} option; raises for
-            a host the request cannot use.
-        @param check: Raises L{PermissionDenied} unless the grants allow the
-            canonical host and the port.
-        @return: The options, the canonical host, and the request's text.
-        """
-        request = verb.partition(" ")[0]
-        try:
-            parsed = parse()
-            request = f"{verb} {_hostPort(parsed.host, parsed.port)}"
-            self._checkOpen()
-            host = canonical(parsed.host)
-            request = f"{verb} {_hostPort(host, parsed.port)}"
-            check(host, parsed.port)
-        except Exception as e:
-            self._deny(request, e)
-            raise
-        return parsed, host, request
+    # TCPSocket
 
     def _connect(
         self, options: Mapping[str, object] | None, keywords: Mapping[str, object]
@@ -887,79 +718,89 @@ class Browser:
         """
         Implement C{TCPSocket.connect}: never raises.
         """
+        request, where = "connect", ""
         try:
-            parsed, host, request = self._admit(
-                "connect to",
-                parse=lambda: parseConnectOptions(options, keywords),
-                canonical=lambda host: canonicalHost(_stripBrackets(host)),
-                check=self._grants.checkConnect,
-            )
-        except Exception:
+            parsed = parseConnectOptions(options, keywords)
+            where = formatHostPort(str.__str__(parsed.host), parsed.port)
+            request = f"connect to {where}"
+            target = connectTarget(parsed.host, parsed.port)
+            where = str(target)
+            request = f"connect to {where}"
+        except Exception as e:
+            self._policy.report(self._policy.invalid(CONNECT, where, e, request))
             return defer.fail()
-        d = defer.ensureDeferred(self._resolveAndDial(parsed, host, request))
-        return d
+        if self._closed:
+            return defer.fail(
+                self._refuse(self._closedRefusal(CONNECT, where, request))
+            )
+        decision = self._policy.connect(target, request=request)
+        if not decision.allowed:
+            return defer.fail(self._refuse(decision))
+        if not target.isName:
+            self._policy.report(decision)
+        return defer.ensureDeferred(
+            self._resolveAndDial(target, parsed.useSecureTransport, parsed, request)
+        )
 
     async def _resolveAndDial(
-        self, parsed: ConnectOptions, host: str, request: str
+        self, target: ConnectTarget, secure: bool, parsed: Any, request: str
     ) -> Any:
         """
-        Resolve C{host} once, check the addresses, and start dialing exactly
+        Resolve a name once, check the addresses, and start dialing exactly
         those.
         """
-        port = parsed.port
-        isName = not _isIPLiteral(host)
+        port = target.port
+        name: str | None = None
         try:
-            if not isName:
-                addresses = [_stripBrackets(host)]
+            if not target.isName:
+                addresses = [target.address]
             else:
-                if isLocalhostName(host):
-                    resolved = list(LOCALHOST_ADDRESSES)
+                name = target.address
+                local = localhostAddresses(name)
+                if local is not None:
+                    resolved = list(local)
                 else:
-                    resolved = await self._resolve(host, port, parsed.timeout)
+                    resolved = await self._resolve(name, port, parsed.timeout)
                 if not resolved:
-                    raise DNSLookupError(f"no addresses for {host!r}")
-                checked = self._grants.checkResolved(host, port, resolved)
-                refused = [a for a in resolved if a not in checked]
-                addresses = []
-                for address in checked:
-                    address = _stripBrackets(canonicalHost(address))
-                    if address not in addresses:
-                        # The name rides along (an isolated extension's
-                        # host checks it against its own grants).
-                        addresses.append(AddressForName(address, host))
-                if refused:
-                    self._deny(
-                        request,
-                        PermissionDenied(
-                            f"not dialing {', '.join(refused)}: "
-                            "not allowed by the grants for this name"
-                        ),
-                    )
-            self._checkOpen()
-        except PermissionDenied as e:
-            self._deny(request, e)
+                    raise DNSLookupError(f"no addresses for {name!r}")
+                decision = self._policy.resolved(target, resolved, request=request)
+                if not decision.allowed:
+                    raise self._refuse(decision)
+                self._policy.report(decision)
+                addresses = list(decision.addresses)
+            if self._closed:
+                raise self._refuse(self._closedRefusal(CONNECT, str(target), request))
+        except PermissionDenied:
             raise
         except Exception as e:
             self.log.warn("{request} failed: {reason}", request=request, reason=str(e))
             raise
         timeout = parsed.timeout if parsed.timeout is not None else 30
+        dialed: list[str] = (
+            [AddressForName(a, name) for a in addresses]
+            if name is not None and self._namesRideAlong
+            else addresses
+        )
         endpoint: IStreamClientEndpoint
-        if len(addresses) == 1:
-            [address] = addresses
+        if len(dialed) == 1:
+            [address] = dialed
             endpointType = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
             endpoint = endpointType(self._reactor, address, port, timeout=timeout)
         else:
             # Happy Eyeballs over the checked addresses only.
             endpoint = HostnameEndpoint(
-                _PinnedReactor(self._reactor, addresses), host, port, timeout=timeout
+                _PinnedReactor(self._reactor, dialed),
+                target.address,
+                port,
+                timeout=timeout,
             )
-        if parsed.useSecureTransport:
+        if secure:
             creator = parsed.tlsOptions
             if creator is None:
-                creator = optionsForClientTLS(_stripBrackets(host))
+                creator = optionsForClientTLS(target.address)
             endpoint = wrapClientTLS(creator, endpoint)
-        sock = startSocket(endpoint, host=parsed.host, port=port)
-        self._track(sock, self._sockets, _Dial(host, port, isName, addresses))
+        sock = startSocket(endpoint, host=str.__str__(parsed.host), port=port)
+        self._track(sock, self._sockets, Grounds(CONNECT, port, tuple(addresses), name))
         return sock
 
     async def _resolve(self, host: str, port: int, timeout: float | None) -> list[str]:
@@ -983,42 +824,69 @@ class Browser:
         """
         Implement C{TCPSocket.listen}: never raises.
         """
+        request, where = "listen", ""
         try:
-            parsed, host, request = self._admit(
-                "listen on",
-                parse=lambda: parseListenOptions(options, keywords),
-                canonical=_interfaceAddress,
-                check=lambda host, port: self._grants.checkListen(port, host),
-            )
-        except Exception:
+            parsed = parseListenOptions(options, keywords)
+            where = formatHostPort(str.__str__(parsed.host), parsed.port)
+            request = f"listen on {where}"
+            target = listenTarget(parsed.port, parsed.host)
+            where = str(target)
+            request = f"listen on {where}"
+            backLog = int.__index__(parsed.backLog)
+        except Exception as e:
+            self._policy.report(self._policy.invalid(LISTEN, where, e, request))
             return defer.fail()
+        if self._closed:
+            return defer.fail(self._refuse(self._closedRefusal(LISTEN, where, request)))
+        decision = self._policy.listen(target, request=request)
+        self._policy.report(decision)
+        if not decision.allowed:
+            return defer.fail(decision.error())
+        return self._startListening(target, parsed, backLog, request)
+
+    def _startListening(
+        self, target: ListenTarget, parsed: Any, backLog: int, request: str
+    ) -> Deferred[Any]:
+        """
+        Listen on the checked interface and port (plain values only).
+        """
+        interface, port = target.bindAddress, target.port
         endpoint: IStreamServerEndpoint
         if parsed.useSecureTransport:
             endpoint = SSL4ServerEndpoint(
                 self._reactor,
-                parsed.port,
+                port,
                 parsed.tlsOptions,
-                backlog=parsed.backLog,
-                interface=host,
+                backlog=backLog,
+                interface=interface,
             )
-        elif ":" in host:
+        elif ":" in interface:
             endpoint = TCP6ServerEndpoint(
-                self._reactor, parsed.port, backlog=parsed.backLog, interface=host
+                self._reactor, port, backlog=backLog, interface=interface
             )
         else:
             endpoint = TCP4ServerEndpoint(
-                self._reactor, parsed.port, backlog=parsed.backLog, interface=host
+                self._reactor, port, backlog=backLog, interface=interface
             )
         tracking = _TrackingServerEndpoint(endpoint)
-        record = _Listen(parsed.port, host)
+        record = _Listen(Grounds(LISTEN, port, (target.key,)), str(target))
 
         def listening(server: Any) -> Any:
             record.tracker = tracking.tracker
             if self._closed:
                 server.close()
-                raise PermissionDenied(
-                    f"permission denied: listen on {_hostPort(host, parsed.port)}: "
-                    "the extension was unloaded"
+                raise self._refuse(
+                    Decision(
+                        LISTEN,
+                        str(target),
+                        False,
+                        reason="the extension was unloaded",
+                        message=(
+                            f"permission denied: listen on {target}: the "
+                            "extension was unloaded"
+                        ),
+                        request=request,
+                    )
                 )
             self._track(server, self._servers, record)
             return server
@@ -1031,16 +899,7 @@ class Browser:
             )
             return reason
 
-        return listenSocket(tracking, parsed.backLog).addCallbacks(listening, failed)
-
-    def _checkOpen(self) -> None:
-        """
-        Refuse new sockets once the namespace is closed.
-        """
-        if self._closed:
-            raise PermissionDenied(
-                "permission denied: the extension was unloaded (browser closed)"
-            )
+        return listenSocket(tracking, backLog).addCallbacks(listening, failed)
 
     def _track(self, thing: Any, table: dict[Any, Any], record: Any) -> None:
         """
@@ -1055,37 +914,43 @@ class Browser:
 
     # permissions
 
-    def _optionalEntries(self, permissions: Mapping[str, object]) -> list[str]:
+    def _optional(self, permissions: Mapping[str, object]) -> list[Permission]:
         """
-        The canonical text of the entries asked for, all optional.
+        The optional permissions asked for, in order, each once.
 
         @raise ValueError: For an entry the manifest does not list in
-            C{optional_permissions}.
+            C{optional_permissions}, or an invalid C{tcp-*} entry.
+        @raise TypeError: If C{permissions} is not C{{"permissions": [...]}}.
         """
-        result = []
+        result: list[Permission] = []
         for entry in _entries(permissions):
-            p = _parseOrNone(entry)
-            if p is None or str(p) not in self._optional:
+            if not entry.startswith("tcp-"):
                 raise ValueError(
                     f"{entry!r} is not in the manifest's optional_permissions"
                 )
-            if str(p) not in result:
-                result.append(str(p))
+            p = self._ledger.optionalPermission(parsePermission(entry))
+            if p not in result:
+                result.append(p)
         return result
 
     async def _request(self, permissions: Mapping[str, object]) -> bool:
         """
-        Implement C{permissions.request}.
+        Implement C{permissions.request}: ask the prompt for what is not
+        granted yet, then have the ledger save and grant it.
         """
+        request = f"permissions.request({permissions!r})"
         try:
-            entries = self._optionalEntries(permissions)
-            self._checkOpen()
+            wanted = self._optional(permissions)
+            if self._closed:
+                raise self._closedRefusal(REQUEST, "", request).error()
         except Exception as e:
-            self._deny(f"permissions.request({permissions!r})", e)
+            self._policy.report(self._policy.invalid(REQUEST, "", e, request))
             raise
-        missing = [e for e in entries if self._optional[e] not in self.grants]
+        missing = [str(p) for p in self._ledger.missing(wanted)]
         if not missing:
             return True
+        request = f"permissions.request({missing!r})"
+        target = ", ".join(missing)
         try:
             answer = await defer.maybeDeferred(self._prompt, self._id, list(missing))
         except Exception as e:
@@ -1096,101 +961,99 @@ class Browser:
             )
             answer = False
         if answer is not True or self._closed:
-            self._deny(
-                f"permissions.request({missing!r})",
-                PermissionDenied("permission denied: the request was refused"),
+            self._refuse(
+                Decision(
+                    REQUEST,
+                    target,
+                    False,
+                    reason="the request was refused",
+                    message="permission denied: the request was refused",
+                    request=request,
+                )
             )
             return False
-        # Saved first: if the grant store fails, nothing was granted.
-        self._grantStore.save(self._id, sorted({*self._runtime, *missing}))
-        for entry in missing:
-            self._runtime[entry] = self._optional[entry]
-            self._grants.add(self._optional[entry])
-        self.log.info("granted {permissions}", permissions=missing)
+        # Saved first: if the grant store fails, nothing is granted.
+        self._ledger.request(missing)
+        self._policy.report(Decision(REQUEST, target, True, request=request))
         return True
 
     def _remove(self, permissions: Mapping[str, object]) -> bool:
         """
         Implement C{permissions.remove}.
         """
-        entries = self._optionalEntries(permissions)
-        removed = False
-        for entry in entries:
-            p = self._optional[entry]
-            if entry in self._required or p not in self.grants:
-                continue
-            self._grants.discard(p)
-            removed = True
-        stored = any(e in self._runtime for e in entries)
-        for entry in entries:
-            self._runtime.pop(entry, None)
-        try:
-            if stored:
-                self._grantStore.save(self._id, sorted(self._runtime))
-        finally:
-            # Even when saving fails, what the removed grants allowed is closed.
-            if removed:
-                self.log.info("removed {permissions}", permissions=entries)
-                self._revalidate()
-        return removed
+        return self._ledger.remove(self._optional(permissions))
 
     def revoke(self, permissions: Iterable[Permission | str]) -> None:
         """
         Take grants away on the host's behalf (required, operator or runtime
         ones alike), without touching the grant store, and close what the
-        remaining grants no longer allow.
+        remaining grants no longer allow (an isolated extension's copy
+        following its host).
 
         @param permissions: The permissions to take away.
         """
-        changed = False
-        for entry in permissions:
-            p = entry if isinstance(entry, Permission) else parsePermission(entry)
-            self._runtime.pop(str(p), None)
-            if p in self._grants:
-                self._grants.discard(p)
-                changed = True
-        if changed:
-            self._revalidate()
+        self._ledger.mirror(revoked=list(permissions))
 
-    def _stillAllowed(self, dial: _Dial, sock: Any) -> bool:
+    def _grantsChanged(self, change: Any) -> None:
         """
-        Do the grants still allow this client socket?
+        The ledger changed: close what a revoke no longer allows.
         """
-        if not self._grants.allowsConnect(dial.host, dial.port):
-            return False
-        if not dial.isName:
-            return True
-        remote = getattr(sock, "remoteAddress", None)
-        addresses = [remote] if remote else dial.addresses
-        try:
-            allowed = self._grants.checkResolved(dial.host, dial.port, addresses)
-        except PermissionDenied:
-            return False
-        return len(allowed) == len(addresses)
+        if change.revoked and not self._closed:
+            self._revalidate()
 
     def _revalidate(self) -> None:
         """
         Close what the remaining grants no longer allow.
         """
-        for sock, dial in list(self._sockets.items()):
-            if not self._stillAllowed(dial, sock):
-                reason = PermissionDenied(
-                    f"permission denied: connection to "
-                    f"{_hostPort(dial.host, dial.port)}: the grant was removed"
+        policy = self._policy
+        for sock, grounds in list(self._sockets.items()):
+            remote = getattr(sock, "remoteAddress", None)
+            if remote:
+                try:
+                    grounds = Grounds(
+                        CONNECT, grounds.port, (parseHost(remote).text,), grounds.name
+                    )
+                except (TypeError, ValueError):
+                    pass
+            if policy.stillAllowed(grounds):
+                continue
+            where = formatHostPort(grounds.name or grounds.addresses[0], grounds.port)
+            reason = self._refuse(
+                Decision(
+                    CONNECT,
+                    where,
+                    False,
+                    addresses=grounds.addresses,
+                    name=grounds.name,
+                    reason="the grant was removed",
+                    message=(
+                        f"permission denied: connection to {where}: the grant "
+                        "was removed"
+                    ),
+                    request=f"connection to {where}",
                 )
-                self._deny(f"connection to {_hostPort(dial.host, dial.port)}", reason)
-                self._sockets.pop(sock, None)
-                sock._abortWith(reason)
+            )
+            self._sockets.pop(sock, None)
+            sock._abortWith(reason)
         for server, listen in list(self._servers.items()):
-            if not self._grants.allowsListen(listen.port, listen.host):
-                where = _hostPort(listen.host, listen.port)
-                reason = PermissionDenied(
-                    f"permission denied: listening on {where}: the grant was removed"
+            if policy.stillAllowed(listen.grounds):
+                continue
+            reason = self._refuse(
+                Decision(
+                    LISTEN,
+                    listen.where,
+                    False,
+                    reason="the grant was removed",
+                    message=(
+                        f"permission denied: listening on {listen.where}: the "
+                        "grant was removed"
+                    ),
+                    request=f"listening on {listen.where}",
                 )
-                self._deny(f"listening on {where}", reason)
-                self._servers.pop(server, None)
-                server.close()
-                listen.abortAccepted(reason)
+            )
+            self._servers.pop(server, None)
+            server.close()
+            listen.abortAccepted(reason)
         self.reactor.revalidate()
 
     # lifetime
@@ -1203,6 +1066,7 @@ class Browser:
         @return: A L{Deferred} that fires once they are all closed.
         """
         self._closed = True
+        self._ledger.removeObserver(self._grantsChanged)
         waits: list[Deferred[Any]] = []
         for sock in list(self._sockets):
             waits.append(sock.closed)
@@ -1226,6 +1090,8 @@ def makeBrowser(
     operatorGrants: Iterable[str] = (),
     log: Logger | None = None,
     allowThreads: bool = False,
+    ledger: GrantLedger | None = None,
+    decisionObservers: Iterable[DecisionObserver] = (),
 ) -> Browser:
     """
     Build the C{browser} namespace of one extension.
@@ -1236,29 +1102,49 @@ def makeBrowser(
         it must provide L{IReactorPluggableNameResolver}: its C{nameResolver}
         answers connections to names.
     @param grantStore: Where runtime grants are loaded from and saved to; a
-        fresh L{MemoryGrantStore} by default.
+        fresh L{MemoryGrantStore} by default.  Not with C{ledger}.
     @param prompt: How C{permissions.request} is answered.
-    @param operatorGrants: Optional permissions the operator pre-grants.
+    @param operatorGrants: Optional permissions the operator pre-grants.  Not
+        with C{ledger}.
     @param log: The extension's logger; by default one in the namespace
         C{tcpext.extension.<extensionId>}.
     @param allowThreads: Let C{browser.reactor} run code in threads
         (C{callInThread}, C{getThreadPool}); only where the kernel confines
         the whole process (an isolated extension's), never in the service's
         own process.
+    @param ledger: The extension's L{GrantLedger}, when the host keeps it
+        (to grant and revoke while the extension runs); by default one built
+        from C{manifest}, C{grantStore} and C{operatorGrants}.
+    @param decisionObservers: Told of every decision, beside the denial log
+        (see L{tcpext._policy.DecisionObserver}).
 
     @raise ValueError: For an invalid C{tcp-*} entry in the manifest or in
         C{operatorGrants}, or an operator grant that the manifest does not
         list in C{optional_permissions}.
+    @raise TypeError: C{ledger} given together with C{grantStore} or
+        C{operatorGrants}.
     """
     if log is None:
         log = Logger(namespace=f"tcpext.extension.{extensionId}")
+    if ledger is None:
+        ledger = GrantLedger.fromManifest(
+            extensionId=extensionId,
+            manifest=manifest,
+            store=grantStore if grantStore is not None else MemoryGrantStore(),
+            operatorGrants=operatorGrants,
+            log=log,
+        )
+    elif grantStore is not None or tuple(operatorGrants):
+        raise TypeError(
+            "give either a ledger or its grant store and operator grants, not both"
+        )
     return Browser(
         extensionId=extensionId,
         manifest=manifest,
         reactor=reactor,
-        grantStore=grantStore if grantStore is not None else MemoryGrantStore(),
+        ledger=ledger,
         prompt=prompt,
-        operatorGrants=operatorGrants,
         log=log,
         allowThreads=allowThreads,
+        decisionObservers=decisionObservers,
     )

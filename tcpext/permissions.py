@@ -25,6 +25,7 @@ from typing import Literal, Union
 import attrs
 
 from tcpext._hosts import (
+    DEFAULT_INTERFACE,
     LOCALHOST_ADDRESSES,
     IPAddress,
     IPNetwork,
@@ -34,10 +35,12 @@ from tcpext._hosts import (
     canonicalHost,
     describeAddress,
     formatHostPort,
+    interfaceKey,
     isIPLiteral,
     isLocalhostName,
     isPublicAddress,
     parseHost,
+    parseInterface,
 )
 
 __all__ = [
@@ -370,10 +373,10 @@ def parseManifestPermissions(
 class _Ports:
     """
     The port ranges granted for one host key: a set of single ports plus
-    merged ranges searched with L{bisect}.
+    merged ranges searched with L{bisect}, and the grant behind each range.
     """
 
-    __slots__ = ("_ranges", "_singles", "_starts", "_ends", "_dirty")
+    __slots__ = ("_ranges", "_singles", "_starts", "_ends", "_dirty", "_grants")
 
     def __init__(self) -> None:
         self._ranges: set[tuple[int, int]] = set()
@@ -381,26 +384,58 @@ class _Ports:
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._dirty = False
+        self._grants: dict[tuple[int, int], Permission] = {}
 
-    def add(self, low: int, high: int) -> None:
+    def add(self, permission: Permission) -> None:
         """
-        Add a range.
+        Add the port range of C{permission}.
         """
+        low, high = permission.portLow, permission.portHigh
+        self._grants[(low, high)] = permission
         if low == high:
             self._singles.add(low)
         else:
             self._ranges.add((low, high))
             self._dirty = True
 
-    def discard(self, low: int, high: int) -> None:
+    def discard(self, permission: Permission) -> None:
         """
-        Remove a range added before.
+        Remove the port range of a permission added before.
         """
+        low, high = permission.portLow, permission.portHigh
+        self._grants.pop((low, high), None)
         if low == high:
             self._singles.discard(low)
         else:
             self._ranges.discard((low, high))
             self._dirty = True
+
+    def grantFor(self, port: int) -> Permission | None:
+        """
+        The grant that covers C{port}: the single port if there is one,
+        else the narrowest range.
+        """
+        grants = self._grants
+        single = grants.get((port, port))
+        if single is not None:
+            return single
+        best: Permission | None = None
+        for (low, high), permission in grants.items():
+            if low <= port <= high and (
+                best is None or high - low < best.portHigh - best.portLow
+            ):
+                best = permission
+        return best
+
+    def widest(self) -> Permission | None:
+        """
+        The grant with the widest port range.
+        """
+        return max(
+            self._grants.values(),
+            key=lambda p: p.portHigh - p.portLow,
+            default=None,
+        )
 
     def __bool__(self) -> bool:
         """
@@ -468,22 +503,22 @@ class _Index:
     def __init__(self) -> None:
         self.ports: dict[_Key, _Ports] = {}
 
-    def add(self, key: _Key, low: int, high: int) -> None:
+    def add(self, key: _Key, permission: Permission) -> None:
         """
-        Grant C{low..high} for C{key}.
+        Grant the ports of C{permission} for C{key}.
         """
         ports = self.ports.get(key)
         if ports is None:
             ports = self.ports[key] = _Ports()
-        ports.add(low, high)
+        ports.add(permission)
 
-    def discard(self, key: _Key, low: int, high: int) -> None:
+    def discard(self, key: _Key, permission: Permission) -> None:
         """
-        Take back C{low..high} for C{key}.
+        Take back the ports of C{permission} for C{key}.
         """
         ports = self.ports.get(key)
         if ports is not None:
-            ports.discard(low, high)
+            ports.discard(permission)
             if not ports:
                 del self.ports[key]
 
@@ -519,7 +554,7 @@ def _checkPort(port: object, low: int = MIN_PORT) -> int:
     return port
 
 
-_DEFAULT_INTERFACE = "0.0.0.0"
+_DEFAULT_INTERFACE = DEFAULT_INTERFACE
 
 
 class PermissionSet:
@@ -612,7 +647,6 @@ class PermissionSet:
         """
         Add C{permission} to, or remove it from, the lookup indexes.
         """
-        low, high = permission.portLow, permission.portHigh
         host = permission.host
         index: _Index
         key: _Key
@@ -620,9 +654,9 @@ class PermissionSet:
             index, key = self._listen, ("*" if host is None else host)
         elif host == "*":
             if add:
-                self._anyHost.add(low, high)
+                self._anyHost.add(permission)
             else:
-                self._anyHost.discard(low, high)
+                self._anyHost.discard(permission)
             return
         else:
             assert host is not None
@@ -640,9 +674,9 @@ class PermissionSet:
             else:
                 index, key = self._names, host
         if add:
-            index.add(key, low, high)
+            index.add(key, permission)
         else:
-            index.discard(key, low, high)
+            index.discard(key, permission)
 
     # -- matching --------------------------------------------------------
 
@@ -788,52 +822,84 @@ class PermissionSet:
             f"grants can match it; {other} grant never does)"
         )
 
-    def checkResolved(
-        self, name: str, port: int, addresses: Sequence[str]
-    ) -> list[str]:
+    def matchConnect(self, host: ParsedHost, port: int) -> Permission | None:
         """
-        The addresses C{name} resolved to that may be dialed for C{name:port}
-        (the DNS rebinding rule), in their order, as given.
+        The grant that allows connecting to C{host:port}, the most specific
+        first (exact name or address, then wildcard or network, then C{*}).
 
-        C{name:port} itself must be allowed (as L{checkConnect}). A public
-        address is then allowed; a non-public one (see L{isPublicAddress})
-        only if an IP/CIDR grant covers it and the port, or a grant with host
-        C{*} covers the port, or C{name} is C{localhost} (or under
-        C{.localhost}) and the address is loopback. An address that is not a
-        canonical IP literal is refused.
-
-        @raise PermissionDenied: C{name:port} is not allowed, or no address
-            may be dialed (the message names each refused address and why).
-        @raise ValueError: C{name} or C{port} is invalid.
+        @param host: A canonical host (see L{tcpext._hosts.parseHost}).
+        @param port: A valid port number.
+        @return: L{None} if no grant covers it.
         """
-        parsed = parseHost(name)
-        _checkPort(port)
-        self.checkConnect(name, port)
-        where = formatHostPort(parsed.text, port)
-        if parsed.ip is not None:
-            # An IP literal "resolves" to itself only.
-            allowed: list[str] = []
-            refusals: list[str] = []
+        if host.ip is not None:
+            ip = host.ip
+            version, value, bits = ip.version, int(ip), ip.max_prefixlen
+            networks = self._networks.ports
+            for length in self._prefixOrder[version]:
+                key = (version, length, (value >> (bits - length)) << (bits - length))
+                found = networks.get(key)
+                if found is not None and port in found:
+                    return found.grantFor(port)
+        else:
+            name = host.text
+            found = self._names.ports.get(name)
+            if found is not None and port in found:
+                return found.grantFor(port)
+            suffixes = self._suffixes.ports
+            key2 = name
+            while suffixes:
+                found = suffixes.get(key2)
+                if found is not None and port in found:
+                    return found.grantFor(port)
+                dot = key2.find(".")
+                if dot < 0:
+                    break
+                key2 = key2[dot + 1 :]
+        if port in self._anyHost:
+            return self._anyHost.grantFor(port)
+        return None
+
+    def whyNotConnect(self, host: ParsedHost, port: int) -> str:
+        """
+        Why no grant covers C{host:port} (for a host and port that
+        L{matchConnect} refused).
+        """
+        return self._whyNot(host, port)
+
+    def filterResolved(
+        self, name: ParsedHost, port: int, addresses: Sequence[str]
+    ) -> tuple[list[str], list[str]]:
+        """
+        The DNS rebinding rule, without the check of C{name:port} itself:
+        which of the addresses C{name} resolved to may be dialed for
+        C{name:port}.
+
+        A public address may; a non-public one (see L{isPublicAddress}) only
+        if an IP/CIDR grant covers it and the port, or a grant with host C{*}
+        covers the port, or C{name} is C{localhost} (or under C{.localhost})
+        and the address is loopback.  An address that is not an IP literal
+        may not.  An IP literal C{name} "resolves" to itself only.
+
+        @param name: The canonical name (or IP literal).
+        @return: The addresses that may be dialed (as given, in order), and
+            one text per refused address saying why.
+        """
+        allowed: list[str] = []
+        refusals: list[str] = []
+        if name.ip is not None:
             for address in addresses:
                 try:
                     ip = parseHost(address).ip
                 except (TypeError, ValueError) as e:
                     refusals.append(f"{address!r} ({e})")
                     continue
-                if ip == parsed.ip:
+                if ip == name.ip:
                     allowed.append(address)
                 else:
-                    refusals.append(f"{address} (not the address {parsed.text})")
-            if not allowed:
-                raise PermissionDenied(
-                    f"permission denied: connect to {where}: "
-                    f"refused {', '.join(refusals) or 'no addresses'}"
-                )
-            return allowed
+                    refusals.append(f"{address} (not the address {name.text})")
+            return allowed, refusals
         anyHost = port in self._anyHost
-        localhost = isLocalhostName(parsed.text)
-        allowed = []
-        refusals = []
+        localhost = isLocalhostName(name.text)
         for address in addresses:
             try:
                 host = parseHost(address)
@@ -860,25 +926,29 @@ class PermissionSet:
                     f"{address} ({why}: a non-public address needs an IP/CIDR "
                     "grant or a '*' host grant)"
                 )
-        if not allowed:
-            raise PermissionDenied(
-                f"permission denied: connect to {where}: {parsed.text} resolved "
-                f"only to refused addresses: {'; '.join(refusals) or 'none'}"
-            )
-        return allowed
+        return allowed, refusals
 
-    def _listenKey(self, host: str | None) -> str:
+    def checkResolved(
+        self, name: str, port: int, addresses: Sequence[str]
+    ) -> list[str]:
         """
-        The canonical interface text for C{host} (L{None}/C{""}: default).
+        The addresses C{name} resolved to that may be dialed for C{name:port}
+        (the DNS rebinding rule of L{filterResolved}), in their order, as
+        given.
+
+        C{name:port} itself must be allowed (as L{checkConnect}).
+
+        @raise PermissionDenied: C{name:port} is not allowed, or no address
+            may be dialed (the message names each refused address and why).
+        @raise ValueError: C{name} or C{port} is invalid.
         """
-        if host is None or host == "":
-            return _DEFAULT_INTERFACE
-        parsed = parseHost(host)
-        if parsed.ip is None:
-            raise ValueError(
-                f"the listen host {host!r} must be an IP address of an interface"
-            )
-        return str(parsed.ip)
+        parsed = parseHost(name)
+        _checkPort(port)
+        self.checkConnect(name, port)
+        allowed, refusals = self.filterResolved(parsed, port, addresses)
+        if not allowed:
+            raise PermissionDenied(resolvedRefusal(parsed, port, refusals))
+        return allowed
 
     def _listenMatches(self, port: int, key: str) -> bool:
         """
@@ -890,6 +960,46 @@ class PermissionSet:
                 listen.ports[k].coversAll() for k in ("*", key) if listen.hasKey(k)
             )
         return listen.allows("*", port) or listen.allows(key, port)
+
+    def matchListen(self, port: int, interface: str) -> Permission | None:
+        """
+        The grant that allows listening on C{port} (0: chosen automatically)
+        of C{interface}, an interface grant first.
+
+        @param interface: The canonical interface address without zone
+            (C{"0.0.0.0"} for the default).
+        @return: L{None} if no grant covers it.
+        """
+        listen = self._listen.ports
+        for key in (interface, "*"):
+            ports = listen.get(key)
+            if ports is None:
+                continue
+            if port == 0:
+                if ports.coversAll():
+                    return ports.widest()
+            elif port in ports:
+                return ports.grantFor(port)
+        return None
+
+    def whyNotListen(self, port: int, interface: str) -> str:
+        """
+        Why no grant covers listening on C{port} of C{interface} (for a port
+        and interface L{matchListen} refused).
+        """
+        listen = self._listen.ports
+        if port == 0:
+            return "an automatically chosen port needs tcp-listen:* (every port)"
+        if not listen:
+            return "there is no tcp-listen grant"
+        granted = [
+            f"{'any interface' if k == '*' else k}: {_describePorts([v])}"
+            for k, v in list(listen.items())[:5]
+        ]
+        return (
+            f"no tcp-listen grant covers port {port} on {interface} "
+            f"(granted: {'; '.join(granted)})"
+        )
 
     def allowsListen(self, port: int, host: str | None = None) -> bool:
         """
@@ -903,7 +1013,7 @@ class PermissionSet:
         """
         try:
             _checkPort(port, 0)
-            key = self._listenKey(host)
+            key = interfaceKey(parseInterface(host))
         except (TypeError, ValueError):
             return False
         return self._listenMatches(port, key)
@@ -918,25 +1028,35 @@ class PermissionSet:
         @raise PermissionDenied: No C{tcp-listen} grant covers it.
         """
         _checkPort(port, 0)
-        key = self._listenKey(host)
+        key = interfaceKey(parseInterface(host))
         if self._listenMatches(port, key):
             return
-        where = formatHostPort(key, port) + (" (automatic port)" if not port else "")
-        listen = self._listen.ports
-        if port == 0:
-            why = "an automatically chosen port needs tcp-listen:* (every port)"
-        elif not listen:
-            why = "there is no tcp-listen grant"
-        else:
-            granted = [
-                f"{'any interface' if k == '*' else k}: {_describePorts([v])}"
-                for k, v in list(listen.items())[:5]
-            ]
-            why = (
-                f"no tcp-listen grant covers port {port} on {key} "
-                f"(granted: {'; '.join(granted)})"
-            )
-        raise PermissionDenied(f"permission denied: listen on {where}: {why}")
+        raise PermissionDenied(listenRefusal(key, port, self.whyNotListen(port, key)))
+
+
+def resolvedRefusal(name: ParsedHost, port: int, refusals: Sequence[str]) -> str:
+    """
+    The message of a connection to a name refused because no address it
+    resolved to may be dialed.
+    """
+    where = formatHostPort(name.text, port)
+    if name.ip is not None:
+        return (
+            f"permission denied: connect to {where}: "
+            f"refused {', '.join(refusals) or 'no addresses'}"
+        )
+    return (
+        f"permission denied: connect to {where}: {name.text} resolved "
+        f"only to refused addresses: {'; '.join(refusals) or 'none'}"
+    )
+
+
+def listenRefusal(interface: str, port: int, why: str) -> str:
+    """
+    The message of a refused listen.
+    """
+    where = formatHostPort(interface, port) + (" (automatic port)" if not port else "")
+    return f"permission denied: listen on {where}: {why}"
 
 
 def _describePorts(sets: Iterable[_Ports], limit: int = 8) -> str:

@@ -30,24 +30,33 @@ reactor thread, which grants nothing), and the C{IReactorFDSet} methods
 (watching a descriptor the code already holds grants no new network access;
 the listing and C{removeAll} are limited to this wrapper's own, see below).
 
-How denial is signalled:
+How denial is signalled (as Twisted signals the same kind of failure):
 
-  - Everything that can be decided when the call is made raises
-    L{PermissionDenied} from the call: C{connectTCP}/C{connectSSL} to a host
-    and port no grant covers (or to a non-canonical numeric host such as
-    C{127.1}), C{listenTCP}/C{listenSSL}, the refused capabilities, and
-    C{IConnector.connect()} again after a grant was removed.
-  - What is only known after DNS (a name whose every address is refused by
-    the rebinding rule) fails the connection the way Twisted reports DNS
-    failures: the factory's C{clientConnectionFailed} receives a
-    L{PermissionDenied} failure.
+  - A refused connection is a failed connection: C{connectTCP} /
+    C{connectSSL} always return a connector, and when no grant allows the
+    host and port (or the host is a non-canonical numeric form such as
+    C{127.1}, or a name's every address is refused by the rebinding rule),
+    the factory's C{clientConnectionFailed} receives a L{PermissionDenied}
+    failure on a later reactor turn, after C{startedConnecting}, as for a
+    refused connection.  C{IConnector.connect()} on a retry (after a grant
+    was removed, or once C{closeAll} closed the connector) does the same.
+    So C{ReconnectingClientFactory}, C{ClientService} and the endpoints see
+    it and apply their own policy.
+  - C{listenTCP}/C{listenSSL} raise L{PermissionDenied} from the call, as
+    C{listenTCP} raises when it cannot listen; so do the refused
+    capabilities.
   - L{IHostnameResolver} has no error channel, so the checked C{nameResolver}
     reports a refused resolution as one placeholder address whose host is a
-    text subclass carrying the reason; C{connectTCP} to it raises
+    text subclass carrying the reason; C{connectTCP} to it fails with
     L{PermissionDenied}.  That is how C{HostnameEndpoint}, C{Agent} and treq
     fail with L{PermissionDenied} rather than a vague DNS error.  (The
     placeholder's text is C{permission-denied.invalid}, a name that never
     resolves, should it ever reach another reactor.)
+
+Every decision is the extension's L{tcpext._policy.Policy}'s (the one its
+C{browser} uses), and is reported to the policy's observers.  The wrapped
+reactor is only ever given plain, canonical values: a C{str} address or
+interface, an C{int} port (never the caller's objects).
 
 Names and DNS rebinding: C{connectTCP(name, ...)} never lets the wrapped
 reactor resolve the name (it would look the name up again, after the check:
@@ -84,7 +93,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Union
 
@@ -130,20 +138,30 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
     IResolverSimple,
 )
+from twisted.internet.tcp import makeBinding
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, implementer
+from zope.interface import Interface, directlyProvides, implementer
 
 from tcpext._hosts import ParsedHost, parseHost
-from tcpext.permissions import (
-    LOCALHOST_ADDRESSES,
-    PermissionDenied,
-    PermissionSet,
-    formatHostPort,
-    isLocalhostName,
+from tcpext._policy import (
+    CONNECT,
+    LISTEN,
+    RESOLVE,
+    USE,
+    ConnectTarget,
+    Decision,
+    DenialLog,
+    Grounds,
+    Policy,
+    connectPort,
+    listenTarget,
+    localhostAddresses,
 )
+from tcpext._resolution import DeniedHost
+from tcpext.permissions import PermissionDenied, PermissionSet, formatHostPort
 
-__all__ = ["PermissionCheckingReactor"]
+__all__ = ["AddressForName", "IDialsForNames", "PermissionCheckingReactor"]
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -181,17 +199,6 @@ that the wrapped reactor provides; an interface not listed here is not
 declared, since nothing of it is forwarded.
 """
 
-REMEMBER_SECONDS = 300.0
-"""
-How long an address handed out by the checked resolver counts as the name
-it was resolved for (reactor time).
-"""
-
-REMEMBER_ADDRESSES = 4096
-"""
-At most this many addresses are remembered (the oldest are forgotten).
-"""
-
 CLOSE_DEADLINE = 10.0
 """
 L{PermissionCheckingReactor.closeAll} and C{revalidate} fire at the latest
@@ -201,27 +208,17 @@ even if a transport never reported that it did.
 
 _POLL_INTERVAL = 0.01
 
-DENIED_HOST_TEXT = "permission-denied.invalid"
+_DeniedHost = DeniedHost
 
 
-class _DeniedHost(str):
+class IDialsForNames(Interface):
     """
-    The host of the placeholder address the checked resolver reports for a
-    refused resolution: the text C{permission-denied.invalid} (a name that
-    never resolves), carrying the refusal.
-
-    @ivar message: The L{PermissionDenied} message.
+    A reactor whose connections are opened elsewhere and that reads the
+    C{name} of an L{AddressForName} handed to its C{connectTCP} (the
+    isolated extension's L{tcpext.sandbox.BrokeredReactor}: the host checks
+    that name against its own grants).  Other reactors are only ever given
+    plain C{str} addresses.
     """
-
-    message: str
-
-    def __new__(cls, message: str) -> _DeniedHost:
-        """
-        @param message: The refusal's message.
-        """
-        self = super().__new__(cls, DENIED_HOST_TEXT)
-        self.message = message
-        return self
 
 
 class AddressForName(str):
@@ -229,11 +226,12 @@ class AddressForName(str):
     The text of an IP address dialed because a name resolved to it (or, for
     C{localhost} names, maps to it), carrying that name.
 
-    To every reactor and endpoint on the way it is a plain C{str}.  A
-    reactor that has the connection opened elsewhere reads C{name}: the
-    isolated extension's L{tcpext.sandbox.BrokeredReactor} passes it to the
-    host with the connect request, and the host checks that name against
-    its own grants (it never takes the child's word for it).
+    It is only handed to a reactor that provides L{IDialsForNames} (one
+    that has the connection opened elsewhere and reads C{name}: the isolated
+    extension's L{tcpext.sandbox.BrokeredReactor} passes it to the host with
+    the connect request, and the host checks that name against its own
+    grants; it never takes the child's word for it).  Every other reactor
+    gets the plain C{str}.
 
     @ivar name: The canonical name the address was dialed for.
     """
@@ -293,14 +291,52 @@ def _parseConnectHost(host: object, port: object) -> ParsedHost:
     @raise PermissionDenied: C{host} is a non-canonical numeric form (such as
         C{127.1}), or not a valid host at all; the message says which.
     """
-    if isinstance(host, _DeniedHost):
+    if isinstance(host, DeniedHost):
         raise PermissionDenied(host.message)
     if not isinstance(host, str):
         raise TypeError(f"a host must be a str, not {type(host).__name__}")
     try:
         return parseHost(host)
     except ValueError as e:
-        raise _denied(f"connect to {host!r} port {port}", str(e))
+        raise _denied(f"connect to {str.__str__(host)!r} port {port}", str(e))
+
+
+def _plainBindAddress(bindAddress: Any) -> Any:
+    """
+    A client's local address to bind, as plain values: L{None}, a C{(host,
+    port)} tuple of a C{str} and an C{int}, or a new binding.
+
+    @raise TypeError: For anything else.
+    """
+    if bindAddress is None:
+        return None
+    if isinstance(bindAddress, tuple) and len(bindAddress) == 2:
+        host, port = bindAddress
+        if (
+            isinstance(host, str)
+            and isinstance(port, int)
+            and not isinstance(port, bool)
+        ):
+            return (str.__str__(host), int.__index__(port))
+    if hasattr(bindAddress, "_port") and hasattr(bindAddress, "_address"):
+        address = bindAddress._address
+        return makeBinding(
+            "" if address is None else str.__str__(address),
+            int.__index__(bindAddress._port),
+            bool(bindAddress._reuseAddress),
+            bool(bindAddress._reusePort),
+        )
+    raise TypeError(f"bindAddress must be (host, port) or None, not {bindAddress!r}")
+
+
+def _canonical(address: str) -> str | None:
+    """
+    The canonical text of an address, or L{None} if it is not one.
+    """
+    try:
+        return parseHost(address).text
+    except (TypeError, ValueError):
+        return None
 
 
 def _transportClosed(transport: object) -> bool:
@@ -353,37 +389,17 @@ def _abortTransport(transport: object) -> None:
         pass
 
 
-class _Authority:
-    """
-    Why a connection to an address was allowed: the address itself (an
-    IP/CIDR or C{*} grant) or the name it was resolved for.
-    """
-
-    __slots__ = ("address", "port", "name")
-
-    def __init__(self, address: str, port: int, name: str | None) -> None:
-        """
-        @param address: The canonical address dialed.
-        @param port: The port dialed.
-        @param name: The name the address was resolved for, or L{None}.
-        """
-        self.address = address
-        self.port = port
-        self.name = name
-
-
 class _Listener:
     """
     A port opened through the wrapper and the connections it accepted.
     """
 
-    def __init__(self, port: int, interface: str | None) -> None:
+    def __init__(self, grounds: Grounds) -> None:
         """
-        @param port: The port requested (0: chosen automatically).
-        @param interface: The interface requested (L{None}: default).
+        @param grounds: What the port was allowed for (the port as
+            requested, 0 if chosen automatically, and the interface).
         """
-        self.requestedPort = port
-        self.interface = interface
+        self.grounds = grounds
         self.listeningPort: Any = None
         self._weak: weakref.WeakSet[Any] = weakref.WeakSet()
         self._strong: list[Any] = []
@@ -548,54 +564,73 @@ class _Resolution:
 class _Guard:
     """
     The state of one L{PermissionCheckingReactor}: the wrapped reactor, the
-    grants, what was opened through it, and the checked resolution.
+    policy that decides, what was opened through it, and the checked
+    resolution.
     """
 
     def __init__(
         self,
         reactor: Any,
-        permissions: PermissionSet,
+        policy: Policy,
         trustedResolver: IHostnameResolver | None,
-        log: Logger | None = None,
     ) -> None:
         """
         @param reactor: The wrapped reactor.
-        @param permissions: The live grants.
+        @param policy: The extension's policy (over its live grants).
         @param trustedResolver: The resolver whose answers count as the
             name, or L{None} for the wrapped reactor's C{nameResolver}.
-        @param log: Where refusals are logged, if anywhere.
         """
         self.reactor = reactor
-        self.log = log
-        self.permissions = permissions
+        self.policy = policy
+        self.permissions = policy.grants
         self.trustedResolver = trustedResolver
+        self.namesRideAlong = IDialsForNames.providedBy(reactor)
         self.connectors: dict[_CheckedConnector, None] = {}
         self.listeners: dict[int, _Listener] = {}
         self.readers: dict[int, Any] = {}
         self.writers: dict[int, Any] = {}
         self.delayed: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.memory: OrderedDict[IPAddress, dict[str, float]] = OrderedDict()
         self.closedReason: str | None = None
         self.nameResolver = _CheckedNameResolver(self, None, trusted=True)
         self.simpleResolver = _CheckedSimpleResolver(self, self.nameResolver)
 
     # -- refusal ---------------------------------------------------------
 
-    def logDenied(self, request: str, reason: BaseException | None) -> None:
+    def refuse(
+        self, verb: str, target: str, error: PermissionDenied, request: str
+    ) -> PermissionDenied:
         """
-        Log a refused request with its reason (if there is a log).
+        Report a refusal that is not the policy's own (the wrapper closed,
+        a refused capability); the error to raise or deliver.
         """
-        if self.log is not None:
-            self.log.warn(
-                "denied {request}: {reason}", request=request, reason=str(reason)
+        self.policy.report(
+            Decision(
+                verb,
+                target,
+                False,
+                reason=str(error),
+                message=str(error),
+                request=request,
             )
+        )
+        return error
 
-    def refuseIfClosed(self, what: str) -> None:
+    def closedRefusal(self, what: str) -> PermissionDenied | None:
         """
-        Refuse anything new once C{closeAll(refuseNew=True)} was called.
+        The refusal of anything new once C{closeAll(refuseNew=True)} was
+        called, or L{None}.
         """
         if self.closedReason is not None:
-            raise _denied(what, self.closedReason)
+            return _denied(what, self.closedReason)
+        return None
+
+    def refuseIfClosed(self, verb: str, target: str, what: str, request: str) -> None:
+        """
+        Refuse (report and raise) anything new once the wrapper is closed.
+        """
+        error = self.closedRefusal(what)
+        if error is not None:
+            raise self.refuse(verb, target, error, request)
 
     # -- resolution ------------------------------------------------------
 
@@ -609,33 +644,6 @@ class _Guard:
             resolver: IHostnameResolver = self.reactor.nameResolver
             return resolver
         return None
-
-    def candidatePorts(self, name: str) -> list[int]:
-        """
-        Ports on which some grant lets code connect to C{name} (one per
-        grant: its first port), for checks made without a port.
-        """
-        ports = set()
-        for permission in self.permissions:
-            if permission.kind == "connect" and self.permissions.allowsConnect(
-                name, permission.portLow
-            ):
-                ports.add(permission.portLow)
-        return sorted(ports)
-
-    def checkName(self, name: str, port: int | None) -> None:
-        """
-        May C{name} be resolved for C{port} (L{None}: for some port)?
-
-        @raise PermissionDenied: If not.
-        """
-        self.refuseIfClosed(f"resolve {name}")
-        if port is not None:
-            self.permissions.checkConnect(name, port)
-        elif not self.candidatePorts(name):
-            raise _denied(
-                f"resolve {name}", "no tcp-connect grant covers this name on any port"
-            )
 
     def query(
         self,
@@ -697,9 +705,11 @@ class _Guard:
         port: int | None,
         addressTypes: Sequence[type[IAddress]] | None,
         resolver: _CheckedNameResolver,
+        request: str,
+        verb: str = RESOLVE,
     ) -> Deferred[list[IAddress]]:
         """
-        Resolve a name (already checked with L{checkName}) and keep the
+        Resolve a name (already allowed by L{Policy.resolve}) and keep the
         addresses the rebinding rule lets through.
 
         @return: A L{Deferred} firing with the allowed addresses, or failing
@@ -707,136 +717,77 @@ class _Guard:
         """
         name = host.text
         trusted = resolver.trusted
-        if isLocalhostName(name):
+        local = localhostAddresses(name)
+        if local is not None:
             trusted = True
             found: list[IAddress] = []
-            for address in LOCALHOST_ADDRESSES:
+            for address in local:
                 kind = IPv6Address if ":" in address else IPv4Address
                 if addressTypes is None or kind in addressTypes:
                     found.append(kind("TCP", address, port or 0))
             d = defer.succeed(found)
         else:
             d = self.query(resolver.source(), name, port or 0, addressTypes)
-        return d.addCallback(self.filter, name, port, trusted)
+        return d.addCallback(self.filter, host, port, trusted, request, verb)
 
     def filter(
         self,
         found: list[IAddress],
-        name: str,
+        host: ParsedHost,
         port: int | None,
         trusted: bool,
+        request: str,
+        verb: str = RESOLVE,
     ) -> list[IAddress]:
         """
-        The addresses in C{found} that may be dialed for C{name}.
+        The addresses in C{found} that may be dialed for C{host} (reported
+        as one decision).
         """
         addresses = [a for a in found if isinstance(a, (IPv4Address, IPv6Address))]
         if not addresses:
-            raise DNSLookupError(f"no addresses found for {name}")
-        hosts = [a.host for a in addresses]
-        ports = [port] if port else self.candidatePorts(name)
-        allowed: set[str] = set()
-        refusal: PermissionDenied | None = None
-        for each in ports:
-            try:
-                allowed.update(self.permissions.checkResolved(name, each, hosts))
-            except PermissionDenied as e:
-                refusal = refusal or e
-        if not allowed:
-            raise refusal or _denied(f"resolve {name}", "the grant was removed")
-        kept = [a for a in addresses if a.host in allowed]
+            raise DNSLookupError(f"no addresses found for {host.text}")
+        hosts = [str.__str__(a.host) for a in addresses]
+        decision = self.policy.resolvedForPorts(
+            host, port, hosts, request=request, verb=verb
+        )
+        self.policy.report(decision)
+        if not decision.allowed:
+            raise decision.error()
+        allowed = set(decision.addresses)
+        kept: list[IAddress] = [a for a in addresses if _canonical(a.host) in allowed]
         if trusted:
-            self.remember(name, [a.host for a in kept])
-        result: list[IAddress] = list(kept)
-        return result
-
-    def remember(self, name: str, hosts: Iterable[str]) -> None:
-        """
-        Remember that the trusted resolver gave C{hosts} for C{name}.
-        """
-        until = self.reactor.seconds() + REMEMBER_SECONDS
-        memory = self.memory
-        for host in hosts:
-            try:
-                ip = parseHost(host).ip
-            except ValueError:
-                continue
-            if ip is None:
-                continue
-            names = memory.get(ip)
-            if names is None:
-                names = memory[ip] = {}
-            else:
-                memory.move_to_end(ip)
-            names[name] = until
-        while len(memory) > REMEMBER_ADDRESSES:
-            memory.popitem(last=False)
-
-    def namesFor(self, ip: IPAddress) -> list[str]:
-        """
-        The names C{ip} was recently resolved for (trusted answers only).
-        """
-        names = self.memory.get(ip)
-        if not names:
-            return []
-        now = self.reactor.seconds()
-        for name, until in list(names.items()):
-            if until < now:
-                del names[name]
-        if not names:
-            del self.memory[ip]
-        return list(names)
+            self.policy.remember(host.text, decision.addresses, self.reactor.seconds())
+        return kept
 
     # -- connect checks --------------------------------------------------
 
-    def nameAllows(self, name: str, port: int, address: str) -> bool:
+    def authorizeAddress(
+        self, host: ParsedHost, port: int, request: str
+    ) -> tuple[Decision, Grounds]:
         """
-        Does a grant still allow C{address}, resolved for C{name}, on C{port}?
+        Decide a connection to an IP address: a grant covers it, either
+        literally or as a name it was resolved for.
         """
-        if not self.permissions.allowsConnect(name, port):
-            return False
-        try:
-            self.permissions.checkResolved(name, port, [address])
-        except (PermissionDenied, ValueError):
-            return False
-        return True
-
-    def authorizeAddress(self, host: ParsedHost, port: int) -> _Authority:
-        """
-        Check a connection to an IP address.
-
-        @raise PermissionDenied: If no grant covers it, either literally or
-            as a name it was resolved for.
-        """
-        assert host.ip is not None
-        self.refuseIfClosed(f"connect to {formatHostPort(host.text, port)}")
-        if self.permissions.allowsConnect(host.text, port):
-            return _Authority(host.text, port, None)
-        names = self.namesFor(host.ip)
-        for name in names:
-            if self.nameAllows(name, port, host.text):
-                return _Authority(host.text, port, name)
-        try:
-            self.permissions.checkConnect(host.text, port)
-        except PermissionDenied as e:
-            if names:
-                raise PermissionDenied(
-                    f"{e} (it was resolved for {', '.join(names)}, which no "
-                    f"grant allows on port {port} at this address)"
-                )
-            raise
-        raise AssertionError("checkConnect allowed what allowsConnect refused")
-
-    def stillAllowed(self, authority: _Authority) -> bool:
-        """
-        Does a grant still allow the connection C{authority} describes?
-        """
-        if authority.name is None:
-            return self.permissions.allowsConnect(authority.address, authority.port)
-        return self.nameAllows(authority.name, authority.port, authority.address)
+        target = ConnectTarget(host, port)
+        closed = self.closedRefusal(f"connect to {target}")
+        if closed is not None:
+            decision = Decision(
+                CONNECT,
+                str(target),
+                False,
+                reason=str(closed),
+                message=str(closed),
+                request=request,
+            )
+        else:
+            decision = self.policy.connect(
+                target, now=self.reactor.seconds(), request=request
+            )
+        return decision, Grounds(CONNECT, port, (host.text,), decision.name)
 
     def dialPlan(
-        self, addresses: list[IAddress], name: str, port: int, trusted: bool
-    ) -> tuple[str, _Authority]:
+        self, addresses: list[IAddress], name: ParsedHost, port: int, trusted: bool
+    ) -> tuple[str, Grounds]:
         """
         Choose the address to dial for C{name} (IPv4 first, as Twisted's
         C{connectTCP} does).
@@ -849,11 +800,11 @@ class _Guard:
         for address in ordered:
             text = parseHost(address.host).text
             if trusted:
-                return text, _Authority(text, port, name)
+                return text, Grounds(CONNECT, port, (text,), name.text)
             if self.permissions.allowsConnect(text, port):
-                return text, _Authority(text, port, None)
+                return text, Grounds(CONNECT, port, (text,), None)
         raise _denied(
-            f"connect to {formatHostPort(name, port)}",
+            f"connect to {formatHostPort(name.text, port)}",
             "the addresses from a resolver installed on this reactor need an "
             "IP/CIDR grant: " + ", ".join(a.host for a in ordered),
         )
@@ -997,45 +948,55 @@ class _CheckedNameResolver:
         resolution = _Resolution(hostName)
         resolutionReceiver.resolutionBegan(resolution)
         port = portNumber or None
+        guard = self.__guard
+        request = f"nameResolver.resolveHostName({hostName!r}, {portNumber})"
 
-        def deny(message: str) -> None:
-            self.__guard.logDenied(
-                f"nameResolver.resolveHostName({hostName!r}, {portNumber})",
-                PermissionDenied(message),
-            )
+        def placeholder(message: str) -> None:
             kind: type[IPv4Address] | type[IPv6Address] = IPv4Address
             if addressTypes is not None and IPv4Address not in addressTypes:
                 kind = IPv6Address
             resolutionReceiver.addressResolved(
-                kind("TCP", _DeniedHost(message), portNumber)
+                kind("TCP", DeniedHost(message), portNumber)
             )
             resolutionReceiver.resolutionComplete()
 
+        def deny(error: PermissionDenied) -> None:
+            guard.refuse(RESOLVE, str(hostName), error, request)
+            placeholder(str(error))
+
         if transportSemantics != "TCP":
             deny(
-                f"permission denied: resolve {hostName!r} for "
-                f"{transportSemantics}: only TCP is allowed"
+                PermissionDenied(
+                    f"permission denied: resolve {hostName!r} for "
+                    f"{transportSemantics}: only TCP is allowed"
+                )
             )
             return resolution
         try:
             host = _parseConnectHost(hostName, portNumber)
-            if host.ip is not None:
-                kind = IPv6Address if host.ip.version == 6 else IPv4Address
-                if addressTypes is None or kind in addressTypes:
-                    resolutionReceiver.addressResolved(
-                        kind("TCP", host.text, portNumber)
-                    )
-                resolutionReceiver.resolutionComplete()
-                return resolution
-            self.__guard.checkName(host.text, port)
         except (PermissionDenied, TypeError, ValueError) as e:
             if isinstance(e, PermissionDenied):
-                deny(str(e))
+                deny(e)
             else:
-                deny(f"permission denied: resolve {hostName!r}: {e}")
+                deny(PermissionDenied(f"permission denied: resolve {hostName!r}: {e}"))
+            return resolution
+        if host.ip is not None:
+            kind = IPv6Address if host.ip.version == 6 else IPv4Address
+            if addressTypes is None or kind in addressTypes:
+                resolutionReceiver.addressResolved(kind("TCP", host.text, portNumber))
+            resolutionReceiver.resolutionComplete()
+            return resolution
+        closed = guard.closedRefusal(f"resolve {host.text}")
+        if closed is not None:
+            deny(closed)
+            return resolution
+        decision = guard.policy.resolve(host, port, request=request)
+        if not decision.allowed:
+            guard.policy.report(decision)
+            placeholder(decision.message)
             return resolution
 
-        d = self.__guard.lookup(host, port, addressTypes, self)
+        d = guard.lookup(host, port, addressTypes, self, request)
         resolution._deferred = d
 
         def deliver(addresses: list[IAddress]) -> None:
@@ -1044,8 +1005,9 @@ class _CheckedNameResolver:
             resolutionReceiver.resolutionComplete()
 
         def failed(reason: Failure) -> None:
+            # A refusal by the rebinding rule was reported by the lookup.
             if reason.check(PermissionDenied):
-                deny(str(reason.value))
+                placeholder(str(reason.value))
             else:
                 resolutionReceiver.resolutionComplete()
 
@@ -1090,27 +1052,30 @@ def _resolveOne(
     """
     The checked C{resolve()}: one IPv4 address for C{name}.
     """
-
-    def logged(reason: Failure) -> Failure:
-        if reason.check(PermissionDenied):
-            guard.logDenied(f"reactor.resolve({name!r})", reason.value)
-        return reason
-
+    request = f"reactor.resolve({name!r})"
     try:
         host = _parseConnectHost(name, "any")
-        if host.ip is not None:
-            return defer.succeed(host.text)
-        guard.checkName(host.text, None)
+    except PermissionDenied as e:
+        return defer.fail(guard.refuse(RESOLVE, str(name), e, request))
     except Exception:
-        return defer.fail().addErrback(logged)
+        return defer.fail()
+    if host.ip is not None:
+        return defer.succeed(host.text)
+    closed = guard.closedRefusal(f"resolve {host.text}")
+    if closed is not None:
+        return defer.fail(guard.refuse(RESOLVE, host.text, closed, request))
+    decision = guard.policy.resolve(host, None, request=request)
+    if not decision.allowed:
+        guard.policy.report(decision)
+        return defer.fail(decision.error())
 
     def first(addresses: list[IAddress]) -> str:
         address = addresses[0]
         assert isinstance(address, IPv4Address)
-        return address.host
+        return str.__str__(address.host)
 
-    d = guard.lookup(host, None, [IPv4Address], resolver)
-    return d.addCallback(first).addErrback(logged)
+    d = guard.lookup(host, None, [IPv4Address], resolver, request)
+    return d.addCallback(first)
 
 
 @implementer(IConnector)
@@ -1118,7 +1083,10 @@ class _CheckedConnector:
     """
     The connector C{connectTCP}/C{connectSSL} return: every C{connect()}
     checks the grants again, names are resolved through the checked resolver
-    and only a checked address is handed to the wrapped reactor.
+    and only a checked address is handed to the wrapped reactor.  A refusal
+    fails the attempt (the factory's C{clientConnectionFailed} gets a
+    L{PermissionDenied} failure on a later reactor turn), as a refused
+    connection would.
 
     @ivar host: The host as given.
     @ivar port: The port.
@@ -1132,7 +1100,7 @@ class _CheckedConnector:
         self,
         guard: _Guard,
         host: str,
-        parsed: ParsedHost,
+        parsed: ParsedHost | PermissionDenied,
         port: int,
         factory: Any,
         timeout: float | None,
@@ -1142,7 +1110,8 @@ class _CheckedConnector:
     ) -> None:
         """
         See the instance variables; C{contextFactory} and C{tls} for
-        C{connectSSL}.
+        C{connectSSL}.  C{parsed} is the canonical host, or the refusal of a
+        host that is not valid (every attempt then fails with it).
         """
         self.__guard = guard
         self.__parsed = parsed
@@ -1163,7 +1132,7 @@ class _CheckedConnector:
         self.__protocol: IProtocol | None = None
         self.__lookup: Deferred[Any] | None = None
         self.__timer: Any = None
-        self.__authority: _Authority | None = None
+        self.__grounds: Grounds | None = None
         self.__waiters: list[Deferred[None]] = []
         self.__finished: str | None = None
         self.__started = 0.0
@@ -1191,62 +1160,87 @@ class _CheckedConnector:
         """
         The destination as given (see L{IConnector.getDestination}).
         """
-        if self.__parsed.ip is not None and self.__parsed.ip.version == 6:
+        parsed = self.__parsed
+        if isinstance(parsed, ParsedHost) and parsed.ip and parsed.ip.version == 6:
             return IPv6Address("TCP", self.host, self.port)
         return IPv4Address("TCP", self.host, self.port)
 
     def connect(self) -> None:
         """
         Start connecting (see L{IConnector.connect}), after checking the
-        grants again.
+        grants again: if they refuse, the attempt fails on a later reactor
+        turn with L{PermissionDenied}, after C{startedConnecting}.
 
-        @raise PermissionDenied: If no grant allows the connection now.
         @raise RuntimeError: If not disconnected.
         """
         if self.state != "disconnected":
             raise RuntimeError("can't connect in this state")
         guard = self.__guard
-        where = f"connect to {formatHostPort(self.__parsed.text, self.port)}"
-        try:
-            if self.__finished is not None:
-                raise _denied(where, self.__finished)
-            authority = None
-            if self.__parsed.ip is not None:
-                authority = guard.authorizeAddress(self.__parsed, self.port)
-            else:
-                guard.refuseIfClosed(where)
-                guard.permissions.checkConnect(self.__parsed.text, self.port)
-        except PermissionDenied as e:
-            guard.logDenied(self.__request, e)
-            raise
+        parsed = self.__parsed
         self.__attempt += 1
         attempt = self.__attempt
         self.state = "connecting"
-        self.__authority = authority
+        self.__grounds = None
         guard.connectors[self] = None
         self.__started = guard.reactor.seconds()
         self.factory.doStart()
-        if authority is not None:
-            try:
-                self.__dial(attempt, authority.address)
-            except BaseException:
-                self.__attempt += 1
-                self.state = "disconnected"
-                self.__forget()
-                self.factory.doStop()
-                raise
+        refusal: PermissionDenied | None = None
+        if isinstance(parsed, PermissionDenied):
+            refusal = parsed
         else:
-            self.__resolve(attempt)
+            where = str(ConnectTarget(parsed, self.port))
+            if self.__finished is not None:
+                refusal = guard.refuse(
+                    CONNECT,
+                    where,
+                    _denied(f"connect to {where}", self.__finished),
+                    self.__request,
+                )
+            elif parsed.ip is not None:
+                decision, grounds = guard.authorizeAddress(
+                    parsed, self.port, self.__request
+                )
+                guard.policy.report(decision)
+                if decision.allowed:
+                    self.__grounds = grounds
+                    try:
+                        self.__dial(attempt, parsed.text)
+                    except BaseException:
+                        self.__attempt += 1
+                        self.state = "disconnected"
+                        self.__forget()
+                        self.factory.doStop()
+                        raise
+                else:
+                    refusal = decision.error()
+            else:
+                closed = guard.closedRefusal(f"connect to {where}")
+                if closed is not None:
+                    refusal = guard.refuse(CONNECT, where, closed, self.__request)
+                else:
+                    decision = guard.policy.connect(
+                        ConnectTarget(parsed, self.port), request=self.__request
+                    )
+                    if decision.allowed:
+                        self.__resolve(attempt, parsed)
+                    else:
+                        guard.policy.report(decision)
+                        refusal = decision.error()
         if self.state == "connecting" and attempt == self.__attempt:
             self.factory.startedConnecting(self)
+            if refusal is not None:
+                self.__timer = guard.reactor.callLater(
+                    0, self._ended, attempt, Failure(refusal), False
+                )
 
-    def __resolve(self, attempt: int) -> None:
+    def __resolve(self, attempt: int, parsed: ParsedHost) -> None:
         """
         Resolve the name through the checked resolver, then dial.
         """
         guard = self.__guard
         resolver = guard.nameResolver
         synchronous = True
+        where = str(ConnectTarget(parsed, self.port))
 
         def resolved(addresses: list[IAddress]) -> None:
             if attempt != self.__attempt:
@@ -1254,10 +1248,15 @@ class _CheckedConnector:
             self.__lookup = None
             self.__cancelTimer()
             try:
-                address, authority = guard.dialPlan(
-                    addresses, self.__parsed.text, self.port, resolver.trusted
+                address, grounds = guard.dialPlan(
+                    addresses, parsed, self.port, resolver.trusted
                 )
-                self.__authority = authority
+            except PermissionDenied as e:
+                guard.refuse(CONNECT, where, e, self.__request)
+                failed(Failure())
+                return
+            try:
+                self.__grounds = grounds
                 self.__dial(attempt, address)
             except BaseException:
                 failed(Failure())
@@ -1265,8 +1264,6 @@ class _CheckedConnector:
         def failed(reason: Failure) -> None:
             if attempt != self.__attempt:
                 return
-            if reason.check(PermissionDenied):
-                guard.logDenied(self.__request, reason.value)
             self.__lookup = None
             self.__cancelTimer()
             if synchronous:
@@ -1277,7 +1274,9 @@ class _CheckedConnector:
             else:
                 self._ended(attempt, reason, False)
 
-        d = guard.lookup(self.__parsed, self.port, None, resolver)
+        d = guard.lookup(
+            parsed, self.port, None, resolver, self.__request, verb=CONNECT
+        )
         if not d.called:
             self.__lookup = d
             if self.timeout is not None:
@@ -1290,19 +1289,22 @@ class _CheckedConnector:
 
     def __dial(self, attempt: int, address: str) -> None:
         """
-        Hand the checked address to the wrapped reactor.
+        Hand the checked address (a plain C{str}, or an L{AddressForName} to
+        a reactor that reads names) and port to the wrapped reactor.
         """
-        reactor = self.__guard.reactor
+        guard = self.__guard
+        reactor = guard.reactor
         timeout = self.timeout
         if timeout is not None:
             timeout = max(timeout - (reactor.seconds() - self.__started), 0.001)
-        authority = self.__authority
-        if authority is not None and authority.name is not None:
-            address = AddressForName(address, authority.name)
+        grounds = self.__grounds
+        host: str = address
+        if grounds is not None and grounds.name is not None and guard.namesRideAlong:
+            host = AddressForName(address, grounds.name)
         factory = _ConnectorFactory(self, attempt)
         if self.__tls:
             inner = reactor.connectSSL(
-                address,
+                host,
                 self.port,
                 factory,
                 self.__contextFactory,
@@ -1311,7 +1313,7 @@ class _CheckedConnector:
             )
         else:
             inner = reactor.connectTCP(
-                address, self.port, factory, timeout, self.bindAddress
+                host, self.port, factory, timeout, self.bindAddress
             )
         if attempt == self.__attempt and self.state != "disconnected":
             self.__inner = inner
@@ -1421,9 +1423,13 @@ class _CheckedConnector:
         """
         Do the grants still allow this connection (or attempt)?
         """
-        if self.__authority is not None:
-            return self.__guard.stillAllowed(self.__authority)
-        return self.__guard.permissions.allowsConnect(self.__parsed.text, self.port)
+        grounds = self.__grounds
+        if grounds is None:
+            parsed = self.__parsed
+            if isinstance(parsed, PermissionDenied):
+                return False
+            grounds = Grounds(CONNECT, self.port, (), parsed.text)
+        return self.__guard.policy.stillAllowed(grounds)
 
     def _abort(self, finished: str | None) -> Deferred[None]:
         """
@@ -1454,7 +1460,7 @@ def _refused(what: str, why: str) -> Callable[..., Any]:
         error = _denied(what, why)
         guard = getattr(self, "_PermissionCheckingReactor__guard", None)
         if guard is not None:
-            guard.logDenied(f"reactor.{what}()", error)
+            guard.refuse(USE, what, error, f"reactor.{what}()")
         raise error
 
     refuse.__name__ = what
@@ -1496,6 +1502,7 @@ class PermissionCheckingReactor:
         nameResolver: IHostnameResolver | None = None,
         log: Logger | None = None,
         allowThreads: bool = False,
+        policy: Policy | None = None,
     ) -> None:
         """
         @param reactor: The reactor to wrap.
@@ -1506,16 +1513,27 @@ class PermissionCheckingReactor:
             C{nameResolver}, read at each lookup.
         @param log: Where to log each refusal (C{"denied {request}:
             {reason}"}, at warning level); by default refusals are not
-            logged, only raised or reported.
+            logged, only raised or reported.  Not with C{policy}.
         @param allowThreads: Forward the thread methods (C{callInThread},
             C{getThreadPool}, C{suggestThreadPoolSize}) instead of refusing
             them; only for a process the kernel confines as a whole.
+        @param policy: The extension's L{Policy} over C{permissions} (its
+            observers are told of every decision); by default one of this
+            wrapper's own.
         """
         if not isinstance(permissions, PermissionSet):
             raise TypeError(
                 f"permissions must be a PermissionSet, not {type(permissions).__name__}"
             )
-        self.__guard = _Guard(reactor, permissions, nameResolver, log)
+        if policy is None:
+            policy = Policy(
+                permissions, observers=[DenialLog(log)] if log is not None else []
+            )
+        elif policy.grants is not permissions:
+            raise ValueError("the policy must decide over the same permissions")
+        elif log is not None:
+            raise TypeError("give the log to the policy's observers, not both")
+        self.__guard = _Guard(reactor, policy, nameResolver)
         self.__threads = allowThreads
         directlyProvides(self, *[i for i in KNOWN_INTERFACES if i.providedBy(reactor)])
 
@@ -1782,24 +1800,32 @@ class PermissionCheckingReactor:
         tls: bool,
     ) -> IConnector:
         """
-        Check and start a client connection.
+        Check and start a client connection: a refusal fails the connector
+        (on a later reactor turn), it is never raised.
         """
+        guard = self.__guard
         try:
-            parsed = _parseConnectHost(host, port)
+            parsed: ParsedHost | PermissionDenied = _parseConnectHost(host, port)
         except PermissionDenied as e:
-            if not isinstance(host, _DeniedHost):
+            if not isinstance(host, DeniedHost):
+                # (A placeholder's refusal was reported by the resolver.)
                 request = "connectSSL" if tls else "connectTCP"
-                self.__guard.logDenied(f"reactor.{request}({host!r}, {port!r})", e)
-            raise
-        number = _connectPort(port)
+                guard.refuse(
+                    CONNECT,
+                    formatHostPort(str.__str__(host), port),
+                    e,
+                    f"reactor.{request}({str.__str__(host)!r}, {port!r})",
+                )
+            parsed = e
+        number = connectPort(_connectPort(port))
         connector = _CheckedConnector(
-            self.__guard,
-            host,
+            guard,
+            str.__str__(host),
             parsed,
             number,
             factory,
-            timeout,
-            bindAddress,
+            None if timeout is None else float(timeout),
+            _plainBindAddress(bindAddress),
             contextFactory,
             tls,
         )
@@ -1842,44 +1868,55 @@ class PermissionCheckingReactor:
         tls: bool,
     ) -> IListeningPort:
         """
-        Check and open a listening port.
+        Check and open a listening port; the wrapped reactor is given the
+        canonical interface and port (plain values).
         """
         guard = self.__guard
-        number, host = port, interface
+        reuse: tuple[bool, bool] | None = None
+        number: Any = port
+        host: Any = interface
         if not isinstance(port, int):
             # A Binding (IReactorTCP2): its address and port are what counts.
             number = getattr(port, "_port", port)
             host = getattr(port, "_address", interface)
-        if host == "":
-            host = None
-        what = f"listen on port {number}" + ("" if host is None else f" of {host!r}")
+            reuse = (
+                bool(getattr(port, "_reuseAddress", False)),
+                bool(getattr(port, "_reusePort", False)),
+            )
+            if interface and host != interface:
+                raise ValueError("Inconsistent interface vs Binding specifiers")
         if host is not None and not isinstance(host, str):
             raise TypeError(f"an interface must be a str, not {type(host).__name__}")
+        request = f"reactor.{'listenSSL' if tls else 'listenTCP'}({number!r}, {host or None!r})"
+        what = f"listen on port {number}" + (f" of {host!r}" if host else "")
         try:
-            guard.refuseIfClosed(what)
-            if host is not None:
-                try:
-                    parsed = parseHost(host)
-                except ValueError as e:
-                    raise _denied(what, str(e))
-                if parsed.ip is None:
-                    raise _denied(
-                        what, "the interface must be an IP address, not a name"
-                    )
-            guard.permissions.checkListen(number, host)
-        except PermissionDenied as e:
-            request = "listenSSL" if tls else "listenTCP"
-            guard.logDenied(f"reactor.{request}({number!r}, {host!r})", e)
-            raise
+            target = listenTarget(number, None)
+        except (TypeError, ValueError) as e:
+            raise guard.refuse(LISTEN, str(number), PermissionDenied(str(e)), request)
+        try:
+            target = listenTarget(target.port, host)
+        except ValueError as e:
+            raise guard.refuse(LISTEN, str(target), _denied(what, str(e)), request)
+        guard.refuseIfClosed(LISTEN, str(target), what, request)
+        decision = guard.policy.listen(target, request=request)
+        guard.policy.report(decision)
+        if not decision.allowed:
+            raise decision.error()
         guard.pruneListeners()
-        listener = _Listener(number, host)
+        listener = _Listener(Grounds(LISTEN, target.port, (target.key,)))
         tracking = _TrackingServerFactory(factory, listener)
+        address = "" if target.interface is None else target.bindAddress
+        where: Any = target.port
+        if reuse is not None:
+            where = makeBinding(address, target.port, *reuse)
+            address = ""
+        backlog = int.__index__(backlog)
         if tls:
             listening = guard.reactor.listenSSL(
-                port, tracking, contextFactory, backlog, interface
+                where, tracking, contextFactory, backlog, address
             )
         else:
-            listening = guard.reactor.listenTCP(port, tracking, backlog, interface)
+            listening = guard.reactor.listenTCP(where, tracking, backlog, address)
         listener.listeningPort = listening
         guard.listeners[id(listening)] = listener
         return listening
@@ -2009,9 +2046,7 @@ class PermissionCheckingReactor:
         guard = self.__guard
         waits: list[Deferred[Any]] = []
         for listener in list(guard.listeners.values()):
-            if not guard.permissions.allowsListen(
-                listener.requestedPort, listener.interface
-            ):
+            if not guard.policy.stillAllowed(listener.grounds):
                 waits.extend(guard.closeListener(listener))
         for connector in list(guard.connectors):
             if not connector._stillAllowed():

@@ -78,6 +78,7 @@ from tcpext._wire import (
 from tcpext.browser import makeBrowser
 from tcpext.extension import ExtensionError, loadMain, loadManifest
 from tcpext.permissions import PermissionDenied, parsePermission
+from tcpext.reactor import IDialsForNames
 
 __all__ = [
     "EXIT_MAIN_FAILED",
@@ -362,7 +363,8 @@ class BrokeredReactor:
         self._host = host
         self._sync = sync
         self.nameResolver: IHostnameResolver = _BrokeredResolver(host)
-        directlyProvides(self, *providedBy(reactor))
+        # It reads the name an address is dialed for (the host checks it).
+        directlyProvides(self, *providedBy(reactor), IDialsForNames)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)

@@ -14,7 +14,7 @@ from twisted.internet.error import (
     DNSLookupError,
     TimeoutError,
 )
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import ClientFactory, Factory, ProcessProtocol, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, formatEvent
@@ -28,7 +28,13 @@ from tcpext._options import (
     parseConnectOptions,
     parseListenOptions,
 )
-from tcpext.browser import MemoryGrantStore, allowAll, denyAll, makeBrowser
+from tcpext.browser import (
+    GrantNotSaved,
+    MemoryGrantStore,
+    allowAll,
+    denyAll,
+    makeBrowser,
+)
 from tcpext.permissions import PermissionDenied
 from tcpext.reactor import PermissionCheckingReactor
 from tcpext.testing import StubBrowser
@@ -1109,17 +1115,19 @@ class GrantsConfinementTests(SynchronousTestCase):
     def test_requestNotGrantedWhenSaveFails(self) -> None:
         """
         When the grant store cannot save a granted request, the request fails
-        and nothing was granted.
+        with L{GrantNotSaved} (naming the store's error) and nothing was
+        granted.
         """
         stub = StubBrowser(
             optionalPermissions=["tcp-listen:7000"],
             prompt=allowAll,
             grantStore=_FailingStore(),
         )
-        self.failureResultOf(
+        failure = self.failureResultOf(
             stub.browser.permissions.request({"permissions": ["tcp-listen:7000"]}),
-            OSError,
+            GrantNotSaved,
         )
+        self.assertIn("read-only state folder", str(failure.value))
         self.assertFalse(stub.browser.grants.allowsListen(7000))
         self.failureResultOf(stub.browser.TCPSocket.listen(port=7000), PermissionDenied)
 
@@ -1166,13 +1174,12 @@ class ReactorThroughBrowserTests(SynchronousTestCase):
         """
         events, log = _events()
         stub = StubBrowser(permissions=["tcp-connect:example.com:80"], log=log)
-        self.assertRaises(
-            PermissionDenied,
-            stub.browser.reactor.connectTCP,
-            "10.0.0.1",
-            22,
-            object(),
-        )
+        failed: list[Failure] = []
+        factory = ClientFactory()
+        factory.clientConnectionFailed = lambda c, f: failed.append(f)  # type: ignore[method-assign]
+        stub.browser.reactor.connectTCP("10.0.0.1", 22, factory)
+        stub.advance(0)
+        failed[0].trap(PermissionDenied)
         denials = _denials(events)
         self.assertEqual(len(denials), 1)
         self.assertIn("10.0.0.1:22", denials[0])
@@ -1186,13 +1193,13 @@ class ReactorThroughBrowserTests(SynchronousTestCase):
             permissions=["tcp-connect:93.184.216.34:80", "tcp-listen:7000"]
         )
         self.successResultOf(stub.browser.close())
-        self.assertRaises(
-            PermissionDenied,
-            stub.browser.reactor.connectTCP,
-            "93.184.216.34",
-            80,
-            object(),
-        )
+        failed: list[Failure] = []
+        factory = ClientFactory()
+        factory.clientConnectionFailed = lambda c, f: failed.append(f)  # type: ignore[method-assign]
+        stub.browser.reactor.connectTCP("93.184.216.34", 80, factory)
+        stub.advance(0)
+        failed[0].trap(PermissionDenied)
+        self.assertIn("closed", str(failed[0].value))
         self.assertRaises(
             PermissionDenied, stub.browser.reactor.listenTCP, 7000, object()
         )

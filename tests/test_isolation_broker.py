@@ -1601,15 +1601,29 @@ class BrokerNameTests(SynchronousTestCase):
 class NameCarriedTests(SynchronousTestCase):
     """
     In the child, the address dialed for a name reaches the wrapped reactor
-    (there, L{BrokeredReactor}) as a L{tcpext.reactor.AddressForName}
+    (there, L{BrokeredReactor}, which provides
+    L{tcpext.reactor.IDialsForNames}) as a L{tcpext.reactor.AddressForName}
     carrying the name, from C{browser.TCPSocket.connect} and from
     C{browser.reactor}; an address dialed as an address carries none.
     """
 
+    def test_brokeredReactorReadsNames(self) -> None:
+        """
+        L{BrokeredReactor} declares that it reads the names.
+        """
+        from tcpext.reactor import IDialsForNames
+
+        brokered = BrokeredReactor(MemoryReactorClock(), None, None)  # type: ignore[arg-type]
+        self.assertTrue(IDialsForNames.providedBy(brokered))
+
     def browser(self, *grants: str) -> Any:
+        from zope.interface import alsoProvides
+
         from tcpext.browser import makeBrowser
+        from tcpext.reactor import IDialsForNames
 
         self.reactor = MemoryReactorClock()
+        alsoProvides(self.reactor, IDialsForNames)
         return makeBrowser(
             extensionId="x",
             manifest={

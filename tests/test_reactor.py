@@ -5,7 +5,7 @@ Tests for L{tcpext.reactor.PermissionCheckingReactor}, in memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -36,7 +36,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import Interface, alsoProvides, implementer
 from zope.interface.verify import verifyObject
 
+from tcpext import _policy
 from tcpext import reactor as reactorModule
+from tcpext._resolution import DENIED_HOST_TEXT
 from tcpext.permissions import PermissionDenied, PermissionSet
 from tcpext.reactor import KNOWN_INTERFACES, PermissionCheckingReactor
 
@@ -184,6 +186,38 @@ class RecordingFactory(ClientFactory):
         The kinds of the recorded events.
         """
         return [e[0] for e in self.events]
+
+
+def refused(
+    test: SynchronousTestCase,
+    memory: MemoryReactorClock,
+    connect: Callable[[RecordingFactory], IConnector],
+) -> PermissionDenied:
+    """
+    Assert that C{connect}, given a fresh L{RecordingFactory}, is refused the
+    way Twisted reports a refused connection: a connector is returned, the
+    factory is started and told C{startedConnecting} at once, then (on the
+    next reactor turn, not before) C{clientConnectionFailed} with a
+    L{PermissionDenied} failure, then stopped; nothing reaches the wrapped
+    reactor.
+
+    @return: The L{PermissionDenied}.
+    """
+    before = (len(memory.tcpClients), len(memory.sslClients))
+    factory = RecordingFactory()
+    connector = connect(factory)
+    test.assertTrue(IConnector.providedBy(connector))
+    test.assertEqual(factory.kinds(), ["started"])
+    test.assertIs(factory.events[0][1], connector)
+    memory.advance(0)
+    test.assertEqual(factory.kinds(), ["started", "failed"])
+    test.assertIs(factory.events[1][1], connector)
+    test.assertEqual((factory.started, factory.stopped), (1, 1))
+    test.assertEqual(connector.state, "disconnected")  # type: ignore[attr-defined]
+    test.assertEqual((len(memory.tcpClients), len(memory.sslClients)), before)
+    error = factory.events[1][2].trap(PermissionDenied) and factory.events[1][2].value
+    test.assertIsInstance(error, PermissionDenied)
+    return error  # type: ignore[no-any-return]
 
 
 def build(
@@ -553,25 +587,23 @@ class ConnectTests(SynchronousTestCase):
 
     def test_deniedAddress(self) -> None:
         """
-        An address no grant covers raises L{PermissionDenied}; nothing is
-        dialed and the factory is not started.
+        An address no grant covers fails the connection with
+        L{PermissionDenied}, as a refused connection fails (see L{refused});
+        nothing is dialed.
         """
         wrapper, memory, _, _ = build(["tcp-connect:127.0.0.1:8080"])
-        factory = RecordingFactory()
-        error = self.assertRaises(
-            PermissionDenied, wrapper.connectTCP, "127.0.0.2", 8080, factory
+        error = refused(
+            self, memory, lambda f: wrapper.connectTCP("127.0.0.2", 8080, f)
         )
         self.assertIn("127.0.0.2:8080", str(error))
-        self.assertEqual((memory.tcpClients, factory.started), ([], 0))
+        self.assertEqual(memory.tcpClients, [])
 
     def test_deniedPort(self) -> None:
         """
         A port the grant does not cover is refused.
         """
         wrapper, memory, _, _ = build(["tcp-connect:127.0.0.1:8080"])
-        self.assertRaises(
-            PermissionDenied, wrapper.connectTCP, "127.0.0.1", 8081, RecordingFactory()
-        )
+        refused(self, memory, lambda f: wrapper.connectTCP("127.0.0.1", 8081, f))
         self.assertEqual(memory.tcpClients, [])
 
     def test_numericAliases(self) -> None:
@@ -581,8 +613,8 @@ class ConnectTests(SynchronousTestCase):
         """
         wrapper, memory, _, resolver = build(["tcp-connect:*:*"])
         for alias in ["2130706433", "0x7f000001", "0177.0.0.1", "127.1"]:
-            error = self.assertRaises(
-                PermissionDenied, wrapper.connectTCP, alias, 80, RecordingFactory()
+            error = refused(
+                self, memory, lambda f, alias=alias: wrapper.connectTCP(alias, 80, f)
             )
             self.assertIn(alias, str(error))
         self.assertEqual((memory.tcpClients, resolver.asked), ([], []))
@@ -600,13 +632,7 @@ class ConnectTests(SynchronousTestCase):
         A name never matches an IP grant, even one it resolves to.
         """
         wrapper, memory, _, resolver = build(["tcp-connect:93.184.216.34:443"])
-        self.assertRaises(
-            PermissionDenied,
-            wrapper.connectTCP,
-            "mixed.example",
-            443,
-            RecordingFactory(),
-        )
+        refused(self, memory, lambda f: wrapper.connectTCP("mixed.example", 443, f))
         self.assertEqual((memory.tcpClients, resolver.asked), ([], []))
 
     def test_nameResolvedOnce(self) -> None:
@@ -712,15 +738,23 @@ class ConnectTests(SynchronousTestCase):
 
     def test_reconnectChecksAgain(self) -> None:
         """
-        C{connect()} again after the grant was removed raises
-        L{PermissionDenied}.
+        C{connect()} again after the grant was removed does not raise: the
+        attempt fails with L{PermissionDenied} on the next reactor turn (so a
+        C{ReconnectingClientFactory} hears of it); once granted again it
+        dials.
         """
         wrapper, memory, permissions, _ = build(["tcp-connect:127.0.0.1:80"])
         factory = RecordingFactory()
         connector = wrapper.connectTCP("127.0.0.1", 80, factory)
         memory.tcpClients[0][2].clientConnectionFailed(None, Failure(Exception()))
         permissions.discard("tcp-connect:127.0.0.1:80")
-        self.assertRaises(PermissionDenied, connector.connect)
+        self.assertIsNone(connector.connect())
+        self.assertEqual(factory.kinds(), ["started", "failed", "started"])
+        memory.advance(0)
+        self.assertEqual(factory.kinds(), ["started", "failed", "started", "failed"])
+        factory.events[3][2].trap(PermissionDenied)
+        self.assertEqual((factory.started, factory.stopped), (2, 2))
+        self.assertEqual(len(memory.tcpClients), 1)
         permissions.add("tcp-connect:127.0.0.1:80")
         connector.connect()
         self.assertEqual(len(memory.tcpClients), 2)
@@ -732,13 +766,8 @@ class ConnectTests(SynchronousTestCase):
         """
         wrapper, memory, _, _ = build(["tcp-connect:mixed.example:443"])
         context = object()
-        self.assertRaises(
-            PermissionDenied,
-            wrapper.connectSSL,
-            "127.0.0.1",
-            443,
-            RecordingFactory(),
-            context,
+        refused(
+            self, memory, lambda f: wrapper.connectSSL("127.0.0.1", 443, f, context)
         )
         wrapper.connectSSL("mixed.example", 443, RecordingFactory(), context)
         [client] = memory.sslClients
@@ -902,7 +931,7 @@ class ResolverTests(SynchronousTestCase):
     def test_onlyNonPublic(self) -> None:
         """
         When every answer is refused, the receiver gets one placeholder
-        address, and connecting to it raises L{PermissionDenied} with the
+        address, and connecting to it fails with L{PermissionDenied} with the
         reason.
         """
         wrapper, memory, _, _ = build(
@@ -912,13 +941,11 @@ class ResolverTests(SynchronousTestCase):
         receiver = self.resolve(wrapper, "inside.example")
         [address] = receiver.addresses
         self.assertIsInstance(address, IPv4Address)
-        self.assertEqual(address.host, reactorModule.DENIED_HOST_TEXT)  # type: ignore[attr-defined]
-        error = self.assertRaises(
-            PermissionDenied,
-            wrapper.connectTCP,
-            address.host,  # type: ignore[attr-defined]
-            443,
-            RecordingFactory(),
+        self.assertEqual(address.host, DENIED_HOST_TEXT)  # type: ignore[attr-defined]
+        error = refused(
+            self,
+            memory,
+            lambda f: wrapper.connectTCP(address.host, 443, f),  # type: ignore[attr-defined]
         )
         self.assertIn("169.254.169.254", str(error))
         self.assertEqual(memory.tcpClients, [])
@@ -929,7 +956,7 @@ class ResolverTests(SynchronousTestCase):
         """
         wrapper, _, _, resolver = build(["tcp-connect:other.example:443"])
         receiver = self.resolve(wrapper, "mixed.example")
-        self.assertEqual(receiver.hosts(), [reactorModule.DENIED_HOST_TEXT])
+        self.assertEqual(receiver.hosts(), [DENIED_HOST_TEXT])
         self.assertEqual(resolver.asked, [])
 
     def test_portNotGranted(self) -> None:
@@ -938,7 +965,7 @@ class ResolverTests(SynchronousTestCase):
         """
         wrapper, _, _, resolver = build(["tcp-connect:mixed.example:80"])
         receiver = self.resolve(wrapper, "mixed.example", 443)
-        self.assertEqual(receiver.hosts(), [reactorModule.DENIED_HOST_TEXT])
+        self.assertEqual(receiver.hosts(), [DENIED_HOST_TEXT])
         self.assertEqual(resolver.asked, [])
 
     def test_localhost(self) -> None:
@@ -961,12 +988,10 @@ class ResolverTests(SynchronousTestCase):
 
         def assertRefused(*addresses: tuple[str, int]) -> None:
             for host, port in addresses:
-                self.assertRaises(
-                    PermissionDenied,
-                    wrapper.connectTCP,
-                    host,
-                    port,
-                    RecordingFactory(),
+                refused(
+                    self,
+                    memory,
+                    lambda f, h=host, p=port: wrapper.connectTCP(h, p, f),
                 )
 
         assertRefused(remembered)
@@ -977,7 +1002,9 @@ class ResolverTests(SynchronousTestCase):
         permissions.discard("tcp-connect:mixed.example:443")
         assertRefused(remembered)
         permissions.add("tcp-connect:mixed.example:443")
-        memory.advance(reactorModule.REMEMBER_SECONDS + 1)
+        wrapper.connectTCP(*remembered, RecordingFactory())
+        self.assertEqual(len(memory.tcpClients), 2)
+        memory.advance(_policy.REMEMBER_SECONDS + 1)
         assertRefused(remembered)
 
     def test_ipLiteral(self) -> None:
@@ -988,9 +1015,7 @@ class ResolverTests(SynchronousTestCase):
         self.assertEqual(
             self.resolve(wrapper, "::ffff:127.0.0.1").hosts(), ["127.0.0.1"]
         )
-        self.assertEqual(
-            self.resolve(wrapper, "127.1").hosts(), [reactorModule.DENIED_HOST_TEXT]
-        )
+        self.assertEqual(self.resolve(wrapper, "127.1").hosts(), [DENIED_HOST_TEXT])
         self.assertEqual(resolver.asked, [])
 
     def test_installNameResolverConfined(self) -> None:
@@ -1006,13 +1031,7 @@ class ResolverTests(SynchronousTestCase):
         self.assertEqual(
             self.resolve(wrapper, "mixed.example").hosts(), ["93.184.216.35"]
         )
-        self.assertRaises(
-            PermissionDenied,
-            wrapper.connectTCP,
-            "93.184.216.35",
-            443,
-            RecordingFactory(),
-        )
+        refused(self, memory, lambda f: wrapper.connectTCP("93.184.216.35", 443, f))
         factory = RecordingFactory()
         wrapper.connectTCP("mixed.example", 443, factory)
         memory.advance(0)
@@ -1115,9 +1134,15 @@ class CloseTests(SynchronousTestCase):
         memory.tcpClients[1][2].clientConnectionLost(None, Failure(Exception()))
         self.successResultOf(done)
         self.assertEqual(connected.kinds(), ["started", "lost"])
-        self.assertRaises(PermissionDenied, attempt.connect)
-        self.assertRaises(PermissionDenied, connection.connect)
         self.assertEqual(list(memory.getDelayedCalls()), [])
+        attempt.connect()
+        connection.connect()
+        memory.advance(0)
+        self.assertEqual(attempting.kinds(), ["started", "failed"] * 2)
+        self.assertEqual(connected.kinds(), ["started", "lost", "started", "failed"])
+        attempting.events[3][2].trap(PermissionDenied)
+        connected.events[3][2].trap(PermissionDenied)
+        self.assertEqual(len(memory.tcpClients), 2)
 
     def test_closeAllDeadline(self) -> None:
         """
@@ -1141,12 +1166,8 @@ class CloseTests(SynchronousTestCase):
         call = wrapper.callLater(5, lambda: None)
         self.successResultOf(wrapper.closeAll(refuseNew=True))
         self.assertFalse(call.active())
-        self.assertRaises(
-            PermissionDenied, wrapper.connectTCP, "127.0.0.1", 1, RecordingFactory()
-        )
-        self.assertRaises(
-            PermissionDenied, wrapper.connectTCP, "mixed.example", 1, RecordingFactory()
-        )
+        refused(self, memory, lambda f: wrapper.connectTCP("127.0.0.1", 1, f))
+        refused(self, memory, lambda f: wrapper.connectTCP("mixed.example", 1, f))
         self.assertRaises(PermissionDenied, wrapper.listenTCP, 1, Factory())
         self.failureResultOf(wrapper.resolve("mixed.example"), PermissionDenied)
         self.assertEqual((memory.tcpClients, memory.tcpServers), ([], []))
@@ -1208,12 +1229,8 @@ class LogTests(SynchronousTestCase):
             PermissionSet(["tcp-connect:inside.example:80"]),
             log=Logger(namespace="tcpext.test", observer=events.append),
         )
-        self.assertRaises(
-            PermissionDenied, wrapper.connectTCP, "127.0.0.1", 80, ClientFactory()
-        )
-        self.assertRaises(
-            PermissionDenied, wrapper.connectTCP, "127.1", 80, ClientFactory()
-        )
+        refused(self, memory, lambda f: wrapper.connectTCP("127.0.0.1", 80, f))
+        refused(self, memory, lambda f: wrapper.connectTCP("127.1", 80, f))
         self.assertRaises(PermissionDenied, wrapper.listenTCP, 80, Factory())
         self.assertRaises(PermissionDenied, wrapper.spawnProcess, Protocol(), "sh")
         self.failureResultOf(wrapper.resolve("mixed.example"), PermissionDenied)
@@ -1358,7 +1375,7 @@ class PlaceholderTests(SynchronousTestCase):
         wrapper.nameResolver.resolveHostName(
             receiver, "mixed.example", 53, transportSemantics="UDP"
         )
-        self.assertEqual(receiver.hosts(), [reactorModule.DENIED_HOST_TEXT])
+        self.assertEqual(receiver.hosts(), [DENIED_HOST_TEXT])
         self.assertEqual(resolver.asked, [])
 
 
@@ -1404,9 +1421,7 @@ class ConnectPropertyTests(SynchronousTestCase):
                 wrapper.connectTCP(host, port, RecordingFactory())
                 self.assertEqual(len(memory.tcpClients), 1)
             else:
-                self.assertRaises(
-                    PermissionDenied, wrapper.connectTCP, host, port, RecordingFactory()
-                )
+                refused(self, memory, lambda f: wrapper.connectTCP(host, port, f))
                 self.assertEqual(memory.tcpClients, [])
 
         check()

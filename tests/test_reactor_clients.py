@@ -257,16 +257,18 @@ class EndpointTests(_LoopbackMixin, TestCase):
 
     def test_connectTCPAlias(self) -> None:
         """
-        C{connectTCP} to a numeric alias raises L{PermissionDenied}.
+        C{connectTCP} to a numeric alias does not raise: the factory's
+        C{clientConnectionFailed} gets L{PermissionDenied}.
         """
         wrapper = self.wrapper("tcp-connect:*:*")
-        self.assertRaises(
-            PermissionDenied,
-            wrapper.connectTCP,
-            "2130706433",
-            self.portNumber,
-            ClientFactory(),
-        )
+        failed: Deferred[None] = Deferred()
+
+        class Failing(ClientFactory):
+            def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+                failed.errback(reason)
+
+        wrapper.connectTCP("2130706433", self.portNumber, Failing())
+        return self.assertFailure(failed, PermissionDenied)
 
     def test_listenWithoutGrant(self) -> None:
         """
