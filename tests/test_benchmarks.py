@@ -292,6 +292,47 @@ def runChild(impl: str, workload: str) -> dict[str, Any]:
     return result
 
 
+class CountTests(SynchronousTestCase):
+    """
+    The per-connection counts of the user idiom
+    (C{benchmarks/count_idiom.py}).
+    """
+
+    def test_counts(self) -> None:
+        """
+        It reports, for each phase of a connection and in total, the
+        Deferreds, coroutine steps and calls per connection pair, and the
+        loopback cycles' counts; every connection takes some of each.
+        """
+        done = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "benchmarks", "count_idiom.py"),
+                "--pairs",
+                "5",
+                "--cycles",
+                "5",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        report = json.loads(done.stdout)
+        phases = report["phases"]
+        self.assertEqual(
+            list(phases), ["connect", "accept", "open", "first read", "close", "total"]
+        )
+        total = phases["total"]
+        self.assertGreater(total["deferreds"], 0)
+        self.assertGreater(total["coroutineSteps"], total["coroutinesStarted"])
+        self.assertEqual(total["coroutinesStarted"], 2)
+        self.assertGreater(total["tcpextCalls"], 0)
+        self.assertGreater(report["loopback"]["deferreds"], 0)
+
+
 class IdiomTests(SynchronousTestCase):
     """
     The user-idiom variant (C{tcpext-idiom}) has W4, W5 and W8 only.
