@@ -17,14 +17,12 @@ from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
+from tcpext._outcome import Outcome, observe, settle
 from tcpext._socket import (
     DEFAULT_HIGH_WATER,
     SocketProtocol,
     TCPClientSocket,
     _hostOf,
-    _observe,
-    _Outcome,
-    _settle,
 )
 
 __all__ = ["DEFAULT_BACKLOG", "ServerSocketFactory", "TCPServerSocket"]
@@ -69,7 +67,7 @@ class TCPServerSocket:
         self._waiters: deque[Deferred[TCPClientSocket | None]] = deque()
         self._paused = False
         self._closing = False
-        self._closed: _Outcome = None
+        self._closed: Outcome = None
         self._closedWaiters: list[Deferred[None]] | None = None
         self._handshaking: set[TCPClientSocket] | None = None
 
@@ -136,7 +134,7 @@ class TCPServerSocket:
         A new Deferred that fires once the server closed (its port stopped
         listening), or fails with the error that stopped it.
         """
-        d, self._closedWaiters = _observe(self._closed, self._closedWaiters)
+        d, self._closedWaiters = observe(self._closed, self._closedWaiters)
         return d
 
     def accept(self) -> Deferred[TCPClientSocket | None]:
@@ -245,7 +243,7 @@ class TCPServerSocket:
             self._closed = True if outcome is None else outcome
             waiters = self._closedWaiters
             self._closedWaiters = None
-            _settle(waiters, outcome)
+            settle(waiters, outcome)
 
         if isinstance(stopped, Deferred):
             stopped.addBoth(done)
@@ -260,7 +258,7 @@ class TCPServerSocket:
         self._closed = reason
         waiters = self._closedWaiters
         self._closedWaiters = None
-        _settle(waiters, reason)
+        settle(waiters, reason)
         return reason
 
 

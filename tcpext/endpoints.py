@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import (
     IAddress,
     IStreamClientEndpoint,
@@ -28,6 +27,7 @@ from twisted.python.failure import Failure
 
 from tcpext._server import DEFAULT_BACKLOG, ServerSocketFactory, TCPServerSocket
 from tcpext._socket import DEFAULT_HIGH_WATER, SocketProtocol, TCPClientSocket
+from tcpext._twistedcompat import plainTCPEndpoint, requestedAddress
 
 __all__ = [
     "ClientSocketFactory",
@@ -97,30 +97,6 @@ def _notAnEndpoint(kind: str, endpoint: object) -> str:
     )
 
 
-def _requestedAddress(endpoint: object) -> tuple[str | None, int | None]:
-    """
-    The host and port an endpoint was made for, when Twisted's endpoint says
-    (best effort: through TLS and other wrappers).
-    """
-    for _ in range(10):
-        inner = getattr(endpoint, "_wrappedEndpoint", None)
-        if inner is None:
-            break
-        endpoint = inner
-    host = getattr(endpoint, "_hostText", None) or getattr(endpoint, "_host", None)
-    if host is None:
-        path = getattr(endpoint, "_path", None)
-        if isinstance(path, bytes):
-            path = path.decode("utf-8", "replace")
-        return (path if isinstance(path, str) else None), None
-    if isinstance(host, bytes):
-        host = host.decode("ascii", "replace")
-    port = getattr(endpoint, "_port", None)
-    return (host if isinstance(host, str) else None), (
-        port if isinstance(port, int) else None
-    )
-
-
 def startSocket(
     endpoint: IStreamClientEndpoint,
     host: str | None = None,
@@ -147,28 +123,25 @@ def startSocket(
     """
     if not callable(getattr(endpoint, "connect", None)):
         raise TypeError(_notAnEndpoint("client", endpoint))
-    if type(endpoint) is TCP4ClientEndpoint:
+    plain = plainTCPEndpoint(endpoint)
+    if plain is not None:
         # What TCP4ClientEndpoint.connect does, without the wrapping factory,
         # protocol and Deferred (the factory takes connection failures): a
         # third of the cost of a short connection.
-        tcp: Any = endpoint
+        tcpReactor, tcpHost, tcpPort, timeout, bindAddress = plain
         if host is None and port is None:
-            host, port = tcp._host, tcp._port
+            host, port = tcpHost, tcpPort
         factory = ClientSocketFactory(host, port, highWater)
         sock = factory.socket
         try:
-            sock._connecting = tcp._reactor.connectTCP(
-                tcp._host,
-                tcp._port,
-                factory,
-                timeout=tcp._timeout,
-                bindAddress=tcp._bindAddress,
+            sock._connecting = tcpReactor.connectTCP(
+                tcpHost, tcpPort, factory, timeout=timeout, bindAddress=bindAddress
             )
         except Exception:
             sock._connectFailed(Failure())
         return sock
     if host is None and port is None:
-        host, port = _requestedAddress(endpoint)
+        host, port = requestedAddress(endpoint)
     factory = ClientSocketFactory(host, port, highWater)
     sock = factory.socket
     try:

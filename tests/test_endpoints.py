@@ -31,10 +31,10 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tcpext._server import TCPServerSocket
 from tcpext._socket import TCPClientSocket
+from tcpext._twistedcompat import requestedAddress
 from tcpext.endpoints import (
     ClientSocketFactory,
     ServerSocketFactory,
-    _requestedAddress,
     connectSocket,
     listenSocket,
     startSocket,
@@ -68,19 +68,19 @@ class StartSocketTests(SynchronousTestCase):
         )
         self.assertEqual((sock.host, sock.port), ("example.com", 80))
 
-    def test_requestedAddress(self) -> None:
+    def testrequestedAddress(self) -> None:
         """
         The requested address is read through wrappers and from UNIX
         endpoints; unknown endpoints give L{None}.
         """
         reactor = MemoryReactorClock()
         tls = wrapClientTLS(object(), TCP4ClientEndpoint(reactor, "192.0.2.1", 8443))  # type: ignore[arg-type]
-        self.assertEqual(_requestedAddress(tls), ("192.0.2.1", 8443))
+        self.assertEqual(requestedAddress(tls), ("192.0.2.1", 8443))
         self.assertEqual(
-            _requestedAddress(UNIXClientEndpoint(reactor, "/tmp/sock")),
+            requestedAddress(UNIXClientEndpoint(reactor, "/tmp/sock")),
             ("/tmp/sock", None),
         )
-        self.assertEqual(_requestedAddress(object()), (None, None))
+        self.assertEqual(requestedAddress(object()), (None, None))
 
     def test_endpointRaises(self) -> None:
         """
