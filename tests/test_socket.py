@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from io import BytesIO
 from typing import Any
 
@@ -349,6 +350,67 @@ class StateTests(SynchronousTestCase):
         """
         sock, _ = connecting()
         self.assertEqual(repr(sock), "<TCPClientSocket example.com:80 connecting>")
+
+
+class CounterTests(SynchronousTestCase):
+    """
+    C{bytesIn}, C{bytesOut} and C{openedAt}: what an operator's view of a
+    socket shows.
+    """
+
+    def test_bytesIn(self) -> None:
+        """
+        Every byte received counts, read or still buffered.
+        """
+        sock, protocol, transport = connected()
+        self.assertEqual(sock.bytesIn, 0)
+        protocol.dataReceived(b"abc")
+        d = sock.read()
+        self.assertEqual(self.successResultOf(d), b"abc")
+        reading = sock.read()
+        protocol.dataReceived(b"defg")
+        self.assertEqual(self.successResultOf(reading), b"defg")
+        self.assertEqual(sock.bytesIn, 7)
+
+    def test_bytesOut(self) -> None:
+        """
+        Bytes count once handed to the transport: held writes when they go.
+        """
+        sock, protocol = connecting()
+        sock.write(b"early")
+        self.assertEqual(sock.bytesOut, 0)
+        transport = FakeTCPTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(sock.bytesOut, 5)
+        sock.write(b"late", byteOffset=1)
+        sock.write(b"")
+        self.assertEqual(sock.bytesOut, 8)
+        self.assertEqual(transport.value(), b"earlyate")
+
+    def test_openedAt(self) -> None:
+        """
+        L{None} until the socket opens, then the Unix time it opened; it
+        stays after the socket closed.
+        """
+        sock, protocol = connecting()
+        self.assertIsNone(sock.openedAt)
+        before = time.time()
+        protocol.makeConnection(FakeTCPTransport())
+        after = time.time()
+        assert sock.openedAt is not None
+        self.assertTrue(before <= sock.openedAt <= after)
+        opened = sock.openedAt
+        sock.closeImmediately()
+        self.assertEqual(sock.openedAt, opened)
+
+    def test_neverOpened(self) -> None:
+        """
+        A socket that never opened has no C{openedAt} and no bytes.
+        """
+        sock, protocol = connecting()
+        sock.write(b"never sent")
+        sock.closeImmediately()
+        self.assertEqual((sock.openedAt, sock.bytesIn, sock.bytesOut), (None, 0, 0))
 
 
 class ReadTests(SynchronousTestCase):
@@ -1817,6 +1879,26 @@ class LoopbackTests(TestCase):
         await writing
         await client.close()
         self.assertIsNone(transport.producer)
+
+    async def test_counters(self) -> None:
+        """
+        Over real TCP, C{bytesOut} of one end (sent at once or queued) is
+        C{bytesIn} of the other, and both ends know when they opened.
+        """
+        client, accepted = await self.pair()
+        payload = os.urandom(300 * 1024)
+        writing = client.write(b"hello")
+        writing = client.write(payload)
+        self.assertEqual(
+            await accepted.readExactly(5 + len(payload)), b"hello" + payload
+        )
+        await writing
+        self.assertEqual(client.bytesOut, 5 + len(payload))
+        self.assertEqual(accepted.bytesIn, client.bytesOut)
+        self.assertEqual((client.bytesIn, accepted.bytesOut), (0, 0))
+        self.assertIsInstance(client.openedAt, float)
+        self.assertIsInstance(accepted.openedAt, float)
+        await client.close()
 
     async def test_writeSendsAtOnce(self) -> None:
         """
