@@ -35,7 +35,9 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
+    IFileDescriptorReceiver,
     IHostResolution,
+    IPushProducer,
     IReadDescriptor,
     IResolutionReceiver,
     IWriteDescriptor,
@@ -45,7 +47,12 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tcpext._limits import RateLimitedLog, TokenBucket
 from tcpext._wire import (
+    AMP_MAX_BOX_BYTES,
+    AMP_MAX_KEYS,
+    REQUEST_BURST,
+    REQUEST_RATE,
     BadRequest,
     BrokerLimit,
     Connect,
@@ -319,6 +326,13 @@ class BrokerProtocol(amp.AMP):
     maxRemembered = 4096
     """Resolved (address, port) pairs remembered for later connects."""
 
+    maxBoxKeys = AMP_MAX_KEYS
+    """The most keys in one AMP box from the child."""
+
+    maxBoxBytes = AMP_MAX_BOX_BYTES
+    """The most bytes of one AMP box from the child (keys, values and their
+    length prefixes)."""
+
     def __init__(
         self,
         reactor: Any,
@@ -326,6 +340,9 @@ class BrokerProtocol(amp.AMP):
         log: Logger,
         owner: Any = None,
         connectTimeout: float = 30.0,
+        *,
+        requests: TokenBucket | None = None,
+        denials: RateLimitedLog | None = None,
     ) -> None:
         """
         @param reactor: The host's reactor (with a C{nameResolver}).
@@ -336,6 +353,11 @@ class BrokerProtocol(amp.AMP):
             object) answering L{Hello}, L{RequestPermissions}, L{SaveGrants}
             and L{MainFailed}, or L{None} in tests.
         @param connectTimeout: The longest connect attempt, in seconds.
+        @param requests: The child's request rate (shared with its
+            synchronous channel; default: L{REQUEST_RATE} a second, bursts
+            of L{REQUEST_BURST}).
+        @param denials: Where refusals are logged, rate-limited (default: a
+            L{RateLimitedLog} of C{log} of its own).
         """
         super().__init__()
         self._reactor = reactor
@@ -343,34 +365,108 @@ class BrokerProtocol(amp.AMP):
         self.log = log
         self.owner = owner
         self._connectTimeout = connectTimeout
+        self.requests = (
+            requests
+            if requests is not None
+            else TokenBucket(REQUEST_RATE, REQUEST_BURST, reactor.seconds)
+        )
+        self.denials = (
+            denials if denials is not None else RateLimitedLog(log, reactor, "")
+        )
         self._held: dict[int, _Held] = {}
         self._nextId = 1
         self._resolved: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._outstanding = 0
-        self._paused = False
+        self._gate: _ReadGate | None = None
+        self._boxKeys = 0
+        self._boxBytes = 0
+        self._broken = False
         self.lost: Deferred[None] = Deferred()
 
-    # Flow control: a child cannot make the host queue unbounded work.
+    # Bounds: whatever the child sends, the host holds a bounded amount of
+    # it, and a child that breaks a bound is disconnected (its supervisor
+    # then restarts it with backoff).
+
+    def connectionMade(self) -> None:
+        """
+        Stop reading the child while the host's answers to it are not sent
+        (a child that does not read them cannot make the host buffer them
+        without end).
+        """
+        super().connectionMade()
+        assert self.transport is not None
+        self._gate = _ReadGate(self.transport)
+        self.transport.registerProducer(self._gate, True)  # type: ignore[attr-defined]
+
+    def stringReceived(self, string: bytes) -> None:
+        """
+        Count each key and value of the box being received against
+        L{maxBoxKeys} and L{maxBoxBytes} before AMP keeps it; past either,
+        disconnect.
+        """
+        if self._broken:
+            return
+        if self.state == "init":
+            self._boxKeys = self._boxBytes = 0
+        self._boxBytes += 2 + len(string)
+        if string and self.state in ("init", "key"):
+            self._boxKeys += 1
+        if self._boxKeys > self.maxBoxKeys:
+            self.violation(f"a message of more than {self.maxBoxKeys} keys")
+        elif self._boxBytes > self.maxBoxBytes:
+            self.violation(f"a message of more than {self.maxBoxBytes} bytes")
+        else:
+            super().stringReceived(string)
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        """
+        No request from the child carries a descriptor: close it and
+        disconnect.
+        """
+        os.close(descriptor)
+        self.violation("a file descriptor")
+
+    def violation(self, what: str) -> None:
+        """
+        The child sent C{what}, which breaks the channel's limits: log it
+        once and disconnect.
+        """
+        if self._broken:
+            return
+        self._broken = True
+        self.log.error(
+            "the extension sent {what} on its channel; disconnecting it", what=what
+        )
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def admit(self, request: str) -> None:
+        """
+        Take one request from the child's rate.
+
+        @raise BrokerLimit: past the rate (the request is refused, logged
+            with the other refusals).
+        """
+        if not self.requests.take():
+            raise self._refuse(
+                request,
+                BrokerLimit(
+                    f"more than {self.requests.rate:g} requests a second; "
+                    "refused (rate limit)"
+                ),
+            )
 
     def _begin(self) -> None:
         self._outstanding += 1
         if self._outstanding > self.maxFlood:
-            self.log.error(
-                "the extension flooded the broker with {count} requests; "
-                "disconnecting it",
-                count=self._outstanding,
-            )
-            assert self.transport is not None
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-        elif self._outstanding > self.maxOutstanding and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.violation(f"{self._outstanding} requests at once")
+        elif self._outstanding > self.maxOutstanding and self._gate is not None:
+            self._gate.close("requests")
 
     def _end(self, result: object) -> object:
         self._outstanding -= 1
-        if self._paused and self._outstanding <= self.maxOutstanding // 2:
-            self._paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+        if self._outstanding <= self.maxOutstanding // 2 and self._gate is not None:
+            self._gate.open("requests")
         return result
 
     def _tracked(self, d: Deferred[Any]) -> Deferred[Any]:
@@ -378,7 +474,7 @@ class BrokerProtocol(amp.AMP):
         return d.addBoth(self._end)
 
     def _refuse(self, request: str, error: Exception) -> Exception:
-        self.log.warn(
+        self.denials.warn(
             "broker refused {request}: {reason}", request=request, reason=str(error)
         )
         return error
@@ -505,6 +601,7 @@ class BrokerProtocol(amp.AMP):
         """
         Check, resolve if needed, dial, and hand the connected socket over.
         """
+        self.admit(f"connect to {host}:{port}")
         return self._tracked(
             defer.ensureDeferred(self._connect(host, port, timeout, name))
         )
@@ -592,6 +689,7 @@ class BrokerProtocol(amp.AMP):
         """
         Check the listen grant, open the listening socket, hand it over.
         """
+        self.admit(f"listen on {interface or '*'}:{port}")
         self._begin()
         try:
             return self._listen(port, interface, backlog)
@@ -626,6 +724,7 @@ class BrokerProtocol(amp.AMP):
         """
         Resolve a name the grants let the extension connect to.
         """
+        self.admit(f"resolve {name} for port {port}")
         return self._tracked(defer.ensureDeferred(self._resolve(name, port)))
 
     async def _resolve(self, name: str, port: int) -> dict[str, list[str]]:
@@ -661,6 +760,7 @@ class BrokerProtocol(amp.AMP):
         """
         Ask the owner's prompt policy.
         """
+        self.admit("a permissions request")
         if self.owner is None:
             return {"granted": False}
         return self._tracked(
@@ -674,6 +774,7 @@ class BrokerProtocol(amp.AMP):
         """
         Let the owner accept removals.
         """
+        self.admit("a grant save")
         if self.owner is not None:
             self.owner.saveGrants(entries)
         return {}
@@ -703,6 +804,56 @@ class BrokerProtocol(amp.AMP):
             self.lost.callback(None)
 
 
+@implementer(IPushProducer)
+class _ReadGate:
+    """
+    Stops reading a child's channel while there is a reason to: the
+    transport's write buffer is full (it calls L{pauseProducing}: the child
+    does not read the host's answers), or the child has too many requests
+    in progress (L{close} with C{"requests"}).
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._reasons: set[str] = set()
+
+    def close(self, reason: str) -> None:
+        """
+        Stop reading for C{reason}.
+        """
+        if not self._reasons:
+            self._transport.pauseProducing()
+        self._reasons.add(reason)
+
+    def open(self, reason: str) -> None:
+        """
+        C{reason} is gone: read again if it was the last one.
+        """
+        if reason not in self._reasons:
+            return
+        self._reasons.discard(reason)
+        if not self._reasons:
+            self._transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        """
+        The answers are not sent: stop reading requests.
+        """
+        self.close("writes")
+
+    def resumeProducing(self) -> None:
+        """
+        The answers went out.
+        """
+        self.open("writes")
+
+    def stopProducing(self) -> None:
+        """
+        The connection is gone.
+        """
+
+
+@implementer(IFileDescriptorReceiver)
 class SyncListenProtocol(SyncServerProtocol):
     """
     The host's end of the synchronous channel: answers one listen request at
@@ -713,6 +864,25 @@ class SyncListenProtocol(SyncServerProtocol):
 
     def __init__(self, broker: BrokerProtocol) -> None:
         self._broker = broker
+
+    def connectionMade(self) -> None:
+        """
+        Stop reading the child while its answers are not sent.
+        """
+        assert self.transport is not None
+        self.transport.registerProducer(  # type: ignore[attr-defined]
+            _ReadGate(self.transport), True
+        )
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        """
+        No request carries a descriptor: close it and disconnect.
+        """
+        os.close(descriptor)
+        self._broker.log.error(
+            "the extension sent a file descriptor on its listen channel; disconnecting"
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def handle(self, request: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
         """

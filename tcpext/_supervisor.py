@@ -30,10 +30,13 @@ from twisted.python.failure import Failure
 from tcpext._broker import BrokerProtocol, SyncListenProtocol
 from tcpext._isolation import LAYERS, _childEnvironment
 from tcpext._ledger import _operatorGrants, _storedGrants
+from tcpext._limits import RateLimitedLog, TokenBucket
 from tcpext._wire import (
     AMP_FD,
     EXIT_MAIN_FAILED,
     EXIT_NO_NAMESPACE,
+    REQUEST_BURST,
+    REQUEST_RATE,
     SYNC_FD,
     BadRequest,
     Ping,
@@ -757,6 +760,7 @@ class IsolatedExtension(Service):
 
     @ivar grants: The authoritative L{tcpext.permissions.PermissionSet}.
     @ivar log: The extension's logger (C{tcpext.extension.<id>}).
+    @ivar denials: Its refusals' log, rate-limited (L{RateLimitedLog}).
     """
 
     exitGrace = 2.0
@@ -847,6 +851,10 @@ class IsolatedExtension(Service):
 
         self._stopping = False
         self._scratch: str | None = None
+        # The child's request rate and its logged denials outlive each of
+        # its processes: a restart does not start them afresh.
+        self._requests = TokenBucket(REQUEST_RATE, REQUEST_BURST, reactor.seconds)
+        self.denials = RateLimitedLog(self.log, reactor, extensionId)
         self._supervisor = _Supervisor(
             reactor=reactor,
             log=self.log,
@@ -1080,7 +1088,7 @@ class IsolatedExtension(Service):
         self._stopping = True
         stopped: Deferred[None] = Deferred()
         self._machine.stop(stopped)
-        return stopped
+        return stopped.addCallback(lambda _: self.denials.flush())
 
     def _makeScratch(self) -> str:
         """
@@ -1127,7 +1135,14 @@ class IsolatedExtension(Service):
         """
         ampHost, ampChild = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         syncHost, syncChild = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        broker = BrokerProtocol(self._reactor, self.grants, self.log, owner=self)
+        broker = BrokerProtocol(
+            self._reactor,
+            self.grants,
+            self.log,
+            owner=self,
+            requests=self._requests,
+            denials=self.denials,
+        )
         sync = SyncListenProtocol(broker)
         try:
             for sock, protocol in ((ampHost, broker), (syncHost, sync)):

@@ -55,10 +55,14 @@ __all__ = [
     "EXIT_MAIN_FAILED",
     "EXIT_NO_NAMESPACE",
     "Hello",
+    "AMP_MAX_BOX_BYTES",
+    "AMP_MAX_KEYS",
     "ListenFailed",
     "LookupFailed",
     "MainFailed",
     "Ping",
+    "REQUEST_BURST",
+    "REQUEST_RATE",
     "Refused",
     "Release",
     "RequestPermissions",
@@ -82,6 +86,24 @@ AMP_FD = 3
 
 SYNC_FD = 4
 """The child's descriptor for the synchronous channel."""
+
+
+# Limits on what the child sends (the host disconnects a child that breaks
+# one; tcpext._broker).
+
+AMP_MAX_KEYS = 32
+"""The most keys in one AMP box from the child (the largest command has
+seven, with AMP's own)."""
+
+AMP_MAX_BOX_BYTES = 128 * 1024
+"""The most bytes in one AMP box from the child, length prefixes included."""
+
+REQUEST_RATE = 500.0
+"""Requests a second a child may make on average (AMP and the synchronous
+channel together); more are refused with L{BrokerLimit}."""
+
+REQUEST_BURST = 1000
+"""Requests a child may make at once before L{REQUEST_RATE} applies."""
 
 
 # Exit codes of the child process.
@@ -295,7 +317,7 @@ class RequestPermissions(amp.Command):
 
     arguments = [(b"permissions", amp.ListOf(amp.Unicode()))]
     response = [(b"granted", amp.Boolean())]
-    errors = _errors(BadRequest)
+    errors = _errors(BadRequest, BrokerLimit)
 
 
 class SaveGrants(amp.Command):
@@ -305,6 +327,7 @@ class SaveGrants(amp.Command):
     """
 
     arguments = [(b"entries", amp.ListOf(amp.Unicode()))]
+    errors = _errors(BrokerLimit)
 
 
 class MainFailed(amp.Command):

@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import Logger
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpext._broker import (
@@ -505,6 +505,167 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         await self.broker.lost
 
 
+def _pair(key: bytes, value: bytes) -> bytes:
+    """
+    One AMP key/value pair as it travels: each string after its 16-bit
+    length.
+    """
+    return len(key).to_bytes(2, "big") + key + len(value).to_bytes(2, "big") + value
+
+
+class HostBoundsTests(SynchronousTestCase):
+    """
+    What a child can make the host hold is bounded: the size of an AMP box,
+    descriptors, the requests' rate, answers it does not read, and the
+    lines its refusals log.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.events: list[dict[str, Any]] = []
+        self.log = Logger(namespace="tcpext.extension.x", observer=self.events.append)
+        self.grants = _Grants()
+        self.broker = BrokerProtocol(self.reactor, self.grants, self.log)
+        self.transport = StringTransport()
+        self.broker.makeConnection(self.transport)
+
+    def errors(self) -> list[str]:
+        from twisted.logger import LogLevel, formatEvent
+
+        return [formatEvent(e) for e in self.events if e["log_level"] == LogLevel.error]
+
+    def test_tooManyKeys(self) -> None:
+        """
+        A box that goes on past C{maxBoxKeys} keys (never terminated) ends
+        the connection; the host keeps no more than the limit, logs it once,
+        and ignores the rest.
+        """
+        limit = self.broker.maxBoxKeys
+        data = b"".join(_pair(b"k%d" % i, b"v") for i in range(limit))
+        self.broker.dataReceived(data)
+        self.assertFalse(self.transport.disconnecting)
+        self.broker.dataReceived(_pair(b"one-more", b"v") + _pair(b"and", b"more"))
+        self.assertTrue(self.transport.disconnected)
+        self.assertLessEqual(len(self.broker._currentBox or {}), limit)
+        self.broker.dataReceived(b"".join(_pair(b"x%d" % i, b"v") for i in range(99)))
+        self.assertLessEqual(len(self.broker._currentBox or {}), limit)
+        self.assertEqual(
+            self.errors(),
+            [
+                f"the extension sent a message of more than {limit} keys on its "
+                "channel; disconnecting it"
+            ],
+        )
+
+    def test_tooManyBytes(self) -> None:
+        """
+        A box past C{maxBoxBytes} bytes ends the connection, even when it
+        repeats one key.
+        """
+        big = b"x" * 60000
+        self.broker.dataReceived(_pair(b"k", big) + _pair(b"k", big))
+        self.assertFalse(self.transport.disconnecting)
+        self.broker.dataReceived(_pair(b"k", big))
+        self.assertTrue(self.transport.disconnected)
+        self.assertIn("more than 131072 bytes", self.errors()[0])
+
+    def test_boxesWithinLimits(self) -> None:
+        """
+        The limits are per box: many boxes within them are answered.
+        """
+        box = (
+            _pair(b"_command", b"Release")
+            + _pair(b"_ask", b"1")
+            + _pair(b"socketIds", b"")
+            + b"\x00\x00"
+        )
+        for _ in range(500):
+            self.broker.dataReceived(box)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.transport.value().count(b"_answer"), 500)
+
+    def test_descriptorRefused(self) -> None:
+        """
+        A descriptor from the child is closed at once and ends the
+        connection (no request carries one; AMP would keep it for ever).
+        """
+        fd = os.open(os.devnull, os.O_RDONLY)
+        self.broker.fileDescriptorReceived(fd)
+        self.assertRaises(OSError, os.fstat, fd)
+        self.assertTrue(self.transport.disconnected)
+        self.assertEqual(self.broker._descriptors, {})
+        self.assertIn("a file descriptor", self.errors()[0])
+
+    def test_requestRate(self) -> None:
+        """
+        Past its request rate, a child's requests are refused with
+        L{BrokerLimit} (the rate refills over time), and the refusal is
+        logged like the others.
+        """
+        from tcpext._limits import TokenBucket
+        from tcpext._wire import BrokerLimit
+
+        self.broker.requests = TokenBucket(2, 2, self.reactor.seconds)
+        self.broker.saveGrants([])
+        self.broker.saveGrants([])
+        error = self.assertRaises(BrokerLimit, self.broker.saveGrants, [])
+        self.assertIn("more than 2 requests a second", str(error))
+        self.assertRaises(BrokerLimit, self.broker.listen, 0, "127.0.0.1", 5)
+        d = defer.maybeDeferred(self.broker.resolve, "example.com", 80)
+        self.failureResultOf(d, BrokerLimit)
+        self.reactor.advance(0.5)
+        self.broker.saveGrants([])
+        self.assertIn(
+            "broker refused a grant save: more than 2 requests",
+            formatEvent(self.events[0]),
+        )
+
+    def test_denialsRateLimited(self) -> None:
+        """
+        Refusals are logged at most C{burst} times a window, then one
+        summary line says how many were left out.
+        """
+        from tcpext._audit import DenialLimiter
+        from tcpext._limits import RateLimitedLog
+
+        limiter = DenialLimiter(burst=5, window=10, clock=self.reactor.seconds)
+        self.broker.denials = RateLimitedLog(self.log, self.reactor, "x", limiter)
+        for _ in range(100):
+            d = self.broker.connect(host="127.0.0.1", port=80, timeout=1.0)
+            self.failureResultOf(d, Denied)
+        refused = [e for e in self.events if "broker refused" in e["log_format"]]
+        self.assertEqual(len(refused), 5)
+        self.reactor.advance(10)
+        self.assertIn("95 more denials suppressed", formatEvent(self.events[-1]))
+
+    def test_unreadAnswers(self) -> None:
+        """
+        While the host's answers are not sent (the transport's buffer is
+        full: the child does not read them), the host stops reading the
+        child; it reads again once they went out.  Too many requests in
+        progress stop it too, independently.
+        """
+        gate = self.transport.producer
+        self.assertTrue(self.transport.streaming)
+        gate.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.broker._begin()
+        self.broker._end(None)
+        self.assertEqual(self.transport.producerState, "paused")
+        gate.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.broker.maxOutstanding = 2
+        for _ in range(3):
+            self.broker._begin()
+        self.assertEqual(self.transport.producerState, "paused")
+        gate.pauseProducing()
+        gate.resumeProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        for _ in range(3):
+            self.broker._end(None)
+        self.assertEqual(self.transport.producerState, "producing")
+
+
 class SyncListenTests(SynchronousTestCase):
     """
     L{SyncListenProtocol} answers listen requests with a descriptor.
@@ -571,6 +732,56 @@ class SyncListenTests(SynchronousTestCase):
         """
         self.protocol.dataReceived((100000).to_bytes(4, "big"))
         self.assertTrue(self.transport.disconnecting)
+
+
+class SyncBoundsTests(SynchronousTestCase):
+    """
+    The synchronous channel's bounds: a descriptor from the child ends it,
+    its requests count against the child's rate, and answers the child does
+    not read stop the host reading it.
+    """
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.reactor = MemoryReactorClock()
+        self.broker = BrokerProtocol(
+            self.reactor, _Grants(), Logger(observer=self.events.append)
+        )
+        self.protocol = SyncListenProtocol(self.broker)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def test_descriptor(self) -> None:
+        """
+        A descriptor is closed at once and ends the channel.
+        """
+        fd = os.open(os.devnull, os.O_RDONLY)
+        self.protocol.fileDescriptorReceived(fd)
+        self.assertRaises(OSError, os.fstat, fd)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_rate(self) -> None:
+        """
+        Past the child's rate, a listen request is answered C{LIMIT}.
+        """
+        from tcpext._limits import TokenBucket
+
+        self.broker.requests = TokenBucket(1, 1, self.reactor.seconds)
+        for expected in ("DENIED", "LIMIT"):
+            payload = json.dumps({"op": "listen", "port": 7, "backlog": 1}).encode()
+            self.protocol.dataReceived(len(payload).to_bytes(4, "big") + payload)
+            answer = json.loads(self.transport.value()[4:])
+            self.transport.clear()
+            self.assertEqual(answer["error"], expected)
+
+    def test_unreadAnswers(self) -> None:
+        """
+        The channel stops being read while its answers are not sent.
+        """
+        self.transport.producer.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.transport.producer.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
 
 
 class DialTests(SynchronousTestCase):
