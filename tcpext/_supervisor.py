@@ -784,6 +784,7 @@ class IsolatedExtension(Service):
         restart: RestartPolicy = RestartPolicy(),
         python: str | None = None,
         limits: Mapping[str, int] | None = None,
+        spawnProcess: Callable[..., Any] | None = None,
     ) -> None:
         """
         @param path: The extension's folder.
@@ -804,6 +805,10 @@ class IsolatedExtension(Service):
         @param limits: Resource limits for the child, by C{resource} name
             (C{{"RLIMIT_AS": 2**30, "RLIMIT_NOFILE": 1024}}), set soft and
             hard before the extension's code runs.
+        @param spawnProcess: How the child is started, with the signature of
+            C{IReactorProcess.spawnProcess}: the reactor's by default (a
+            fresh interpreter), or L{tcpext._zygote.Zygote.spawnProcess}
+            (forked from the preloaded template).
 
         @raise ValueError: for an unknown mode, an invalid C{tcp-*} entry, or
             an operator grant the manifest does not list as optional.
@@ -866,6 +871,7 @@ class IsolatedExtension(Service):
         )
         self._machine = _Machine(self._supervisor)
         self._supervisor.inputs = self._machine
+        self._spawnProcess = spawnProcess
 
     # Grants.
 
@@ -1157,7 +1163,8 @@ class IsolatedExtension(Service):
             env = _childEnvironment()
             env["TMPDIR"] = scratch
             process = _ChildProcess(supervisor)
-            transport = self._reactor.spawnProcess(
+            spawn = self._spawnProcess or self._reactor.spawnProcess
+            transport = spawn(
                 process,
                 self._python,
                 [

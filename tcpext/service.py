@@ -48,9 +48,11 @@ PROMPTS = ("deny", "tty", "admin")
 The values of C{--prompt}.
 """
 
-ISOLATION_MODES = ("none", "process", "process-unconfined")
+ISOLATION_MODES = ("auto", "none", "process", "process-unconfined")
 """
-The values of C{--isolation} (see C{docs/isolation.md}).
+The values of C{--isolation} (see C{docs/isolation.md}); C{auto}, the
+default, is C{process} where the system can confine extensions and C{none}
+where it cannot.
 """
 
 
@@ -90,7 +92,9 @@ class Options(usage.Options):
     synopsis = (
         "[--extension PATH ...] [--extensions DIR ...] [--state DIR] "
         "[--grant NAME=PERMISSION ...] [--prompt deny|tty|admin] "
-        "[--prompt-timeout SECONDS] [--isolation none|process|process-unconfined] "
+        "[--prompt-timeout SECONDS] "
+        "[--isolation auto|none|process|process-unconfined] "
+        "[--no-template] "
         "[--admin ENDPOINT|none] [--admin-token-file PATH] [--audit-log PATH]"
     )
     longdesc = (
@@ -99,6 +103,16 @@ class Options(usage.Options):
         "tcp-* permissions its manifest lists, the optional ones granted with "
         "--grant, and those granted at runtime (kept in the state folder)."
     )
+    optFlags = [
+        [
+            "no-template",
+            None,
+            "With an isolation mode: start each extension's process afresh "
+            "(a new interpreter) instead of forking it from the preloaded "
+            "template process.",
+        ],
+    ]
+
     optParameters = [
         [
             "state",
@@ -146,10 +160,12 @@ class Options(usage.Options):
         [
             "isolation",
             None,
-            "none",
-            "'none' runs extensions in this process; 'process' runs each in "
-            "its own process, network namespace, Landlock and seccomp "
-            "confinement (refusing to start where the system cannot); "
+            "auto",
+            "'process' runs each extension in its own process, network "
+            "namespace, Landlock and seccomp confinement (refusing to start "
+            "where the system cannot); 'auto' does so where the system can "
+            "and otherwise runs them in this process (saying so: grants are "
+            "then advisory); 'none' runs them in this process; "
             "'process-unconfined' applies what the system offers.",
         ],
     ]
@@ -317,6 +333,7 @@ class TCPExtService(MultiService):
         adminToken: str | None = None,
         promptTimeout: float = 300.0,
         auditLog: str | None = None,
+        template: bool = True,
     ) -> None:
         """
         @param extensionPaths: Extension folders.
@@ -326,7 +343,9 @@ class TCPExtService(MultiService):
             operator (each must be in that extension's
             C{optional_permissions}, else it is reported and not granted).
         @param prompt: One of L{PROMPTS}.
-        @param isolation: One of L{ISOLATION_MODES}.
+        @param isolation: One of L{ISOLATION_MODES}; C{"auto"} is resolved
+            here, with L{tcpext._isolation.missingConfinement}, to
+            C{"process"} or C{"none"} (C{isolation} holds the outcome).
         @param reactor: The reactor (the global one by default).
         @param admin: Where the operator console listens (a
             L{tcpext._admin.AdminEndpoint}), or L{None} for no console.
@@ -334,6 +353,9 @@ class TCPExtService(MultiService):
         @param promptTimeout: Seconds a request waits under
             C{--prompt admin}.
         @param auditLog: A file to append every decision to (JSON lines).
+        @param template: With an isolation mode, fork extension processes
+            from a preloaded template process (L{tcpext._zygote}) rather
+            than starting each afresh.
         """
         super().__init__()
         if prompt not in PROMPTS:
@@ -347,6 +369,12 @@ class TCPExtService(MultiService):
         self.stateDirectory = os.path.abspath(stateDirectory)
         self.operatorGrants = list(grants)
         self.promptMode = prompt
+        self.isolationMissing: list[str] = []
+        if isolation == "auto":
+            from tcpext._isolation import missingConfinement
+
+            self.isolationMissing = missingConfinement()
+            isolation = "none" if self.isolationMissing else "process"
         self.isolation = isolation
         self._reactor = reactor
         self.extensions: dict[str, Manifest] = {}
@@ -364,6 +392,8 @@ class TCPExtService(MultiService):
         self.adminPrompt: Any = None
         self.adminPort: Any = None
         self._auditFlush: Any = None
+        self.useTemplate = template
+        self.zygote: Any = None
 
     def _getReactor(self) -> Any:
         """
@@ -498,6 +528,9 @@ class TCPExtService(MultiService):
                 operatorGrants=operatorGrants,
                 log=extensionLogger(manifest.id),
                 mode=self.isolation,
+                spawnProcess=(
+                    self.zygote.spawnProcess if self.zygote is not None else None
+                ),
             )
         return ExtensionService(
             manifest,
@@ -536,6 +569,13 @@ class TCPExtService(MultiService):
             ask = denyAll
         self.prompt = RememberingPrompt(ask)
         self._startConsole()
+        if self.isolation != "none" and self.useTemplate and self.zygote is None:
+            from tcpext._zygote import Zygote
+
+            # Blocks until the template has preloaded (a second or so), so
+            # that the first extension processes are forked from it.
+            self.zygote = Zygote(self._getReactor())
+            self.zygote.start()
         for manifest in self.loadExtensions():
             grants = self._grantsFor(manifest)
             try:
@@ -561,6 +601,13 @@ class TCPExtService(MultiService):
             problems=len(self.errors),
         )
         self._logGrants()
+        if self.isolationMissing:
+            self.log.warn(
+                "tcpext: this system cannot confine extensions (missing "
+                "{missing}); running them in the service's process, where "
+                "grants are advisory (--isolation none says this is meant)",
+                missing="; ".join(self.isolationMissing),
+            )
         super().startService()
         self._listenConsole()
 
@@ -675,7 +722,13 @@ class TCPExtService(MultiService):
         port, self.adminPort = self.adminPort, None
         if port is not None:
             waits.append(defer.maybeDeferred(port.stopListening))
-        waits.append(defer.maybeDeferred(super().stopService))
+        stopped = defer.maybeDeferred(super().stopService)
+        zygote, self.zygote = self.zygote, None
+        if zygote is not None:
+            # After the extension processes: they are the template's
+            # children, and end with it.
+            stopped.addBoth(lambda _: zygote.stop())
+        waits.append(stopped)
         result = defer.gatherResults(waits, consumeErrors=True)
         return result.addCallback(self._stopped)
 
@@ -709,6 +762,7 @@ def makeService(options: Options) -> TCPExtService:
         grants=options["grant"],
         prompt=options["prompt"],
         isolation=options["isolation"],
+        template=not options["no-template"],
         admin=options.get("admin-endpoint"),
         adminToken=options.get("admin-token"),
         promptTimeout=options["prompt-timeout"],

@@ -834,9 +834,10 @@ class AttackTests(SynchronousTestCase):
             it at an ungranted listener (C{connect}, and TCP Fast Open's
             C{sendto}) fails at every step, and the listener receives
             nothing;
-         2. an extension cannot kill, trace or read the memory of twistd,
-            another extension's process, or any other process of the host
-            (the service and the other extension keep running);
+         2. an extension (forked from the template, as by default) cannot
+            kill, trace or read the memory of twistd, the template, another
+            extension's process, or any other process of the host (the
+            service and the other extension keep running);
          3. an extension cannot write its grant file, the state folder,
             another extension's folder or its own (only its C{TMPDIR}
             scratch folder, removed when it ends); after a restart it has
@@ -945,8 +946,17 @@ class AttackTests(SynchronousTestCase):
         victim = _sacrificialProcess(self)
         twistd.waitFor(lambda: _childPid(twistd, "echo") is not None, "echo's pid")
         echoPid = _childPid(twistd, "echo")
+        templatePid = _templatePid(twistd)
+        self.assertIsNotNone(templatePid, "no template process")
         with open(pidsPath + ".tmp", "w") as f:
-            json.dump({"host-process": victim.pid, "sibling": echoPid}, f)
+            json.dump(
+                {
+                    "host-process": victim.pid,
+                    "sibling": echoPid,
+                    "template": templatePid,
+                },
+                f,
+            )
         os.rename(pidsPath + ".tmp", pidsPath)
         self.reports.collect({"killer", "writer", "prober"}, twistd)
         killed = received["killer"]
@@ -954,7 +964,7 @@ class AttackTests(SynchronousTestCase):
             killed,
             {
                 f"{action}-{target}": error
-                for target in ("host-process", "sibling", "parent")
+                for target in ("host-process", "sibling", "template", "parent")
                 for action, error in (
                     ("kill", "EPERM"),
                     ("ptrace", "EPERM"),
@@ -964,6 +974,9 @@ class AttackTests(SynchronousTestCase):
         )
         self.assertIsNone(twistd.process.poll())
         self.assertIsNone(victim.poll())
+        os.kill(templatePid, 0)  # type: ignore[arg-type]
+        # Every extension process was forked from the template.
+        self.assertNotIn("afresh", twistd.log())
         with socket.create_connection(("127.0.0.1", echoPort), timeout=10) as c:
             c.sendall(b"still here")
             self.assertEqual(c.recv(100), b"still here")
@@ -1030,6 +1043,16 @@ def _accepts(port: int) -> bool:
         lines = f.read().splitlines()[1:]
     wanted = f"0100007F:{port:04X}"
     return any(line.split()[1] == wanted and line.split()[3] == "0A" for line in lines)
+
+
+def _templatePid(twistd: Twistd) -> int | None:
+    """
+    The pid of twistd's template process, from its log.
+    """
+    for line in twistd.log().splitlines():
+        if "[tcpext.template#info] template process " in line:
+            return int(line.split("template process ")[1].split()[0])
+    return None
 
 
 def _childPid(twistd: Twistd, name: str) -> int | None:

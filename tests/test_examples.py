@@ -54,15 +54,20 @@ class Twistd:
         found from the source tree), in a scratch folder by default.
 
         @param state: The state folder (default: a new one).
-        @param isolation: If not L{None}, run with C{--isolation ISOLATION}
-            (default: the test case's C{isolation} attribute, if it has one;
-            this is how C{tests.test_isolation_examples} runs these same
-            tests isolated).
+        @param isolation: Run with C{--isolation ISOLATION} (default: the
+            test case's C{isolation} attribute, if it has one, which is how
+            C{tests.test_isolation_examples} runs these same tests isolated;
+            otherwise C{none}, unless C{args} choose); C{""} gives no
+            C{--isolation} at all (the default, C{auto}).
         @param popen: More arguments for L{subprocess.Popen}.
         """
         if isolation is None:
             isolation = getattr(case, "isolation", None)
-        if isolation is not None:
+        if isolation is None and not any(
+            a == "--isolation" or a.startswith("--isolation=") for a in args
+        ):
+            isolation = "none"
+        if isolation:
             args = [*args, "--isolation", isolation]
         if not any(a == "--admin" or a.startswith("--admin=") for a in args):
             # The console's default socket, in a state folder this deep in

@@ -74,14 +74,14 @@ class OptionsTests(SynchronousTestCase):
 
     def test_defaults(self) -> None:
         """
-        The prompt refuses, isolation is off, the state folder is the
-        default one.
+        The prompt refuses, isolation is C{auto} (resolved by the
+        service), the state folder is the default one.
         """
         options = self.parse("--extensions", self.base.path)
         self.assertEqual(options["extensions"], [self.base.path])
         self.assertEqual(options["extension"], [])
         self.assertEqual(options["prompt"], "deny")
-        self.assertEqual(options["isolation"], "none")
+        self.assertEqual(options["isolation"], "auto")
         self.assertEqual(options["state"], defaultStateDirectory())
         self.assertEqual(options["grant"], [])
 
@@ -203,6 +203,7 @@ class OptionsTests(SynchronousTestCase):
             "--grant=",
             "--prompt=",
             "--isolation=",
+            "--no-template",
         ]:
             self.assertIn(option, text)
 
@@ -222,6 +223,9 @@ class OptionsTests(SynchronousTestCase):
             "--prompt",
             "tty",
         )
+        from tcpext import _isolation
+
+        self.patch(_isolation, "missingConfinement", lambda: [])
         service = makeService(options)
         self.assertIsInstance(service, TCPExtService)
         self.assertEqual(service.extensionDirectories, [self.base.path])
@@ -229,7 +233,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(service.stateDirectory, "/tmp/st")
         self.assertEqual(service.operatorGrants, [("a", "tcp-listen:7000")])
         self.assertEqual(service.promptMode, "tty")
-        self.assertEqual(service.isolation, "none")
+        self.assertEqual(service.isolation, "process")
 
 
 class FindExtensionsTests(SynchronousTestCase):
@@ -276,6 +280,29 @@ class LoadExtensionsTests(SynchronousTestCase):
             reactor=MemoryReactorClock(),
             **kw,
         )
+
+    def test_isolationAuto(self) -> None:
+        """
+        C{isolation="auto"} is C{process} where the system can confine; where
+        it cannot, it is C{none}, and starting says so in one warning line
+        that names what is missing and that grants are then advisory.
+        """
+        from tcpext import _isolation
+
+        self.patch(_isolation, "missingConfinement", lambda: [])
+        service = self.service(isolation="auto")
+        self.assertEqual(service.isolation, "process")
+        missing = ["Landlock (Landlock ABI 6 is needed; this kernel offers ABI 3)"]
+        self.patch(_isolation, "missingConfinement", lambda: missing)
+        writeExtension(self.base, "good")
+        service = self.service(isolation="auto", template=False)
+        self.assertEqual(service.isolation, "none")
+        service.startService()
+        self.addCleanup(service.stopService)
+        [warning] = [m for m in self.log.messages() if "cannot confine" in m]
+        self.assertIn("offers ABI 3", warning)
+        self.assertIn("advisory", warning)
+        self.assertNotIn("\n", warning)
 
     def test_badOnesReported(self) -> None:
         """
