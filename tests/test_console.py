@@ -97,62 +97,29 @@ def waitUntil(
     raise AssertionError(f"no {what} within {timeout} s; log:\n{twistd.log()}")
 
 
-class ConsoleService:
+class ConsoleClient:
     """
-    A C{twistd tcpext --prompt admin} running the C{on-demand} example
-    (aimed at an echo server), with its console on a UNIX socket, an audit
-    log, and the C{tcpext} command to talk to it.
+    The C{tcpext} command, and a scrape of C{/metrics}, for a C{twistd
+    tcpext} whose console is on the default socket of its state folder.
     """
 
     def __init__(
-        self,
-        case: SynchronousTestCase,
-        isolation: str | None,
-        admin: str | None = None,
-        extra: list[str] | None = None,
+        self, case: SynchronousTestCase, twistd: Twistd, state: str, echoPort: int
     ) -> None:
         """
-        @param isolation: The C{--isolation} mode, or L{None} for the
-            default.
-        @param admin: The C{--admin} endpoint (default: a UNIX socket in a
-            short folder).
-        @param extra: More twistd arguments.
+        @param twistd: The service.
+        @param state: Its state folder.
+        @param echoPort: The port of the echo server its extension talks to.
         """
         self.case = case
-        self.echoPort = startEcho(case)
-        self.folder = shortFolder(case)
-        self.state = os.path.join(self.folder, "state")
-        self.socketPath = os.path.join(self.state, "admin.sock")
-        self.auditPath = os.path.join(self.folder, "audit.jsonl")
-        self.extension = copyExample(
-            case,
-            "on-demand",
-            host="127.0.0.1",
-            port=self.echoPort,
-            retry=0.5,
-            interval=0.2,
-        )
-        self.admin = admin if admin is not None else "unix:" + self.socketPath
-        self.twistd = Twistd(
-            case,
-            [
-                "--extension",
-                self.extension,
-                "--prompt",
-                "admin",
-                "--admin",
-                self.admin,
-                "--audit-log",
-                self.auditPath,
-                *(extra or []),
-            ],
-            state=self.state,
-            isolation=isolation,
-        )
+        self.twistd = twistd
+        self.state = state
+        self.socketPath = os.path.join(state, "admin.sock")
+        self.echoPort = echoPort
 
     def waitForConsole(self) -> None:
         """
-        Wait until the console answers.
+        Wait until the console listens.
         """
         self.twistd.waitFor(
             self.twistd.logged("tcpext: operator console on"), "the console"
@@ -233,6 +200,60 @@ class ConsoleService:
         return body.decode("utf-8")
 
 
+class ConsoleService(ConsoleClient):
+    """
+    A C{twistd tcpext --prompt admin} running the C{on-demand} example
+    (aimed at an echo server), with its console on a UNIX socket (by
+    default), an audit log, and the C{tcpext} command to talk to it.
+    """
+
+    def __init__(
+        self,
+        case: SynchronousTestCase,
+        isolation: str | None,
+        admin: str | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
+        """
+        @param isolation: The C{--isolation} mode, or L{None} for the
+            default.
+        @param admin: The C{--admin} endpoint (default: a UNIX socket in a
+            short folder).
+        @param extra: More twistd arguments.
+        """
+        echoPort = startEcho(case)
+        self.folder = shortFolder(case)
+        state = os.path.join(self.folder, "state")
+        self.auditPath = os.path.join(self.folder, "audit.jsonl")
+        self.extension = copyExample(
+            case,
+            "on-demand",
+            host="127.0.0.1",
+            port=echoPort,
+            retry=0.5,
+            interval=0.2,
+        )
+        if admin is None:
+            admin = "unix:" + os.path.join(state, "admin.sock")
+        twistd = Twistd(
+            case,
+            [
+                "--extension",
+                self.extension,
+                "--prompt",
+                "admin",
+                "--admin",
+                admin,
+                "--audit-log",
+                self.auditPath,
+                *(extra or []),
+            ],
+            state=state,
+            isolation=isolation,
+        )
+        super().__init__(case, twistd, state, echoPort)
+
+
 class ConsoleEndToEndMixin:
     """
     The console's whole loop, in one isolation mode.
@@ -261,6 +282,10 @@ class ConsoleEndToEndMixin:
         )
         table = service.tcpext("status").stdout
         case.assertIn("on-demand", table)
+        case.assertIn(
+            "extension 'on-demand' grants: manifest [], operator [], stored []",
+            twistd.log(),
+        )
 
         # Approve: the extension connects and talks.
         [request] = waitUntil(twistd, service.pending, "a pending request")
@@ -363,6 +388,70 @@ class ConsoleInProcessTests(ConsoleEndToEndMixin, SynchronousTestCase):
     """
 
     isolation = "none"
+
+
+class OperatorGrantTests(SynchronousTestCase):
+    """
+    Grants given with C{--grant}, and manifest permissions, seen from the
+    console.
+    """
+
+    def test_revokeForThisRun(self) -> None:
+        """
+        A C{--grant} is listed as an operator grant; revoking it closes the
+        socket it allowed, for this run only: the next run has it again.  A
+        manifest permission cannot be revoked (exit 1, 409).
+        """
+        echoPort = startEcho(self)
+        folder = shortFolder(self)
+        state = os.path.join(folder, "state")
+        extension = copyExample(
+            self, "on-demand", port=echoPort, retry=0.5, interval=0.2
+        )
+        listener = copyExample(self, "echo-server")
+        args = [
+            "--extension",
+            extension,
+            "--extension",
+            listener,
+            "--grant",
+            f"on-demand={PERMISSION}",
+            "--admin",
+            "unix:" + os.path.join(state, "admin.sock"),
+        ]
+
+        def start() -> ConsoleClient:
+            twistd = Twistd(self, args, state=state, isolation="none")
+            service = ConsoleClient(self, twistd, state, echoPort)
+            service.waitForConsole()
+            return service
+
+        service = start()
+        twistd = service.twistd
+        waitUntil(twistd, service.echoSockets, "the socket the --grant allows")
+        self.assertEqual(
+            service.json("grants", "on-demand"),
+            {"manifest": [], "operator": [PERMISSION], "stored": []},
+        )
+        self.assertIn(
+            f"extension 'on-demand' grants: manifest [], operator [{PERMISSION}], "
+            "stored []",
+            twistd.log(),
+        )
+        service.tcpext("revoke", "on-demand", PERMISSION)
+        waitUntil(twistd, lambda: not service.echoSockets(), "the socket closed")
+        self.assertEqual(service.json("grants", "on-demand")["operator"], [])
+        [manifestGrant] = service.json("grants", "echo-server")["manifest"]
+        refused = service.tcpext("revoke", "echo-server", manifestGrant, check=False)
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn("409", refused.stderr)
+        self.assertEqual(len(refused.stderr.splitlines()), 1)
+        self.assertEqual(twistd.terminate(), 0)
+
+        again = start()
+        self.assertEqual(again.json("grants", "on-demand")["operator"], [PERMISSION])
+        waitUntil(again.twistd, again.echoSockets, "the socket in the next run")
+        self.assertEqual(again.twistd.terminate(), 0)
 
 
 class ConsoleStartupTests(SynchronousTestCase):
