@@ -18,9 +18,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, jsonFileLogObserver
 
-__all__ = ["AuditLog", "DenialLimiter", "openAuditFile"]
+__all__ = ["AuditLog", "AuditedPrompt", "DenialLimiter", "openAuditFile"]
 
 DEFAULT_RING_SIZE = 10000
 """
@@ -98,6 +100,43 @@ def openAuditFile(path: str) -> IO[str]:
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
+class AuditedPrompt:
+    """
+    A prompt policy that records its answers in the audit trail (as
+    C{request} decisions), for the hosts whose decisions are not reported
+    through the policy's observers.
+    """
+
+    def __init__(self, prompt: Callable[[str, list[str]], Any], audit: AuditLog):
+        """
+        @param prompt: The policy that answers.
+        @param audit: Where the answers are recorded.
+        """
+        self.prompt = prompt
+        self._audit = audit
+
+    def __call__(self, extensionId: str, permissions: list[str]) -> Deferred[bool]:
+        """
+        Ask, and record the answer.
+        """
+
+        def answered(answer: bool) -> bool:
+            allowed = answer is True
+            self._audit.record(
+                extensionId,
+                "request",
+                ", ".join(permissions),
+                allowed,
+                grant=self._audit.requestGrant if allowed else None,
+                reason=None if allowed else "the request was refused",
+            )
+            return answer
+
+        return defer.maybeDeferred(
+            self.prompt, extensionId, list(permissions)
+        ).addCallback(answered)
+
+
 class AuditLog:
     """
     Every permission decision, as events with a sequence number.
@@ -113,6 +152,7 @@ class AuditLog:
         limiter: DenialLimiter | None = None,
         clock: Callable[[], float] = time.time,
         observers: Iterable[Callable[[dict[str, Any]], None]] = (),
+        requestGrant: str = "granted by the prompt",
     ) -> None:
         """
         @param size: How many events the ring keeps.
@@ -123,7 +163,10 @@ class AuditLog:
         @param clock: The wall clock for C{time} (Unix seconds).
         @param observers: Called with every decision, including the denials
             the rate limit leaves out of the ring and the file (metrics).
+        @param requestGrant: What allowed a granted runtime request (the
+            C{grant} of its event), e.g. who answered it.
         """
+        self.requestGrant = requestGrant
         if size < 1:
             raise ValueError("the audit ring must keep at least one event")
         self._ring: deque[dict[str, Any]] = deque(maxlen=size)
@@ -160,6 +203,7 @@ class AuditLog:
         reason: str | None = None,
         addresses: Iterable[str] = (),
         origin: str = "host",
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """
         Record one decision.
@@ -174,6 +218,7 @@ class AuditLog:
         @param addresses: The addresses concerned (resolved, dialed).
         @param origin: C{"host"}, or C{"child"} for what an isolated
             extension's own process refused before asking the host.
+        @param extra: More fields for the event.
         @return: The event kept, or L{None} if the rate limit left it out.
         """
         event: dict[str, Any] = {
@@ -191,6 +236,8 @@ class AuditLog:
             event["addresses"] = addresses
         if origin != "host":
             event["origin"] = origin
+        if extra:
+            event.update(extra)
         for observer in self._observers:
             observer(event)
         if not allowed:
@@ -200,6 +247,36 @@ class AuditLog:
             if not admitted:
                 return None
         return self._keep(event)
+
+    def recordDecision(self, extensionId: str, decision: Any) -> dict[str, Any] | None:
+        """
+        Record a decision of the policy (a L{tcpext._policy.Decision}): its
+        verb, target and answer, the grant that allowed it or the reason it
+        was refused, the addresses concerned, the name they were dialed for,
+        and the resolved addresses it refused.
+        """
+        grant = decision.grant
+        if grant is not None:
+            grantText = str(grant)
+        elif decision.verb == "request":
+            grantText = self.requestGrant
+        else:
+            grantText = ""
+        extra: dict[str, Any] = {}
+        if decision.name:
+            extra["name"] = decision.name
+        if decision.refused:
+            extra["refused"] = list(decision.refused)
+        return self.record(
+            extensionId,
+            decision.verb,
+            decision.target,
+            decision.allowed,
+            grant=grantText,
+            reason=decision.reason,
+            addresses=decision.addresses,
+            extra=extra,
+        )
 
     def flushSuppressed(self) -> None:
         """

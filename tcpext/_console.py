@@ -19,7 +19,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-__all__ = ["BadRequest", "Conflict", "ConsoleError", "IConsole", "NotFound"]
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "ConsoleError",
+    "IConsole",
+    "NotFound",
+    "Unavailable",
+]
 
 
 class ConsoleError(Exception):
@@ -46,6 +53,15 @@ class NotFound(ConsoleError):
     """
 
     status = 404
+
+
+class Unavailable(ConsoleError):
+    """
+    The service could not do it now (e.g. the grant store failed); nothing
+    was changed (503).
+    """
+
+    status = 503
 
 
 class Conflict(ConsoleError):

@@ -18,10 +18,12 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpext._audit import AuditLog
-from tcpext._console import BadRequest, Conflict, IConsole, NotFound
+from tcpext._console import BadRequest, Conflict, IConsole, NotFound, Unavailable
+from tcpext._ledger import GrantNotSaved
 from tcpext._metrics import ConsoleMetrics, ExtensionSample, kernelByteCounts
 from tcpext._requests import AdminPrompt, RememberingPrompt, UnknownRequest
 from tcpext.permissions import parsePermission
@@ -405,6 +407,15 @@ class ServiceConsole:
                 f"{extensionId!r} ({', '.join(sorted(optional)) or 'none'})"
             )
         d: Deferred[None] = defer.maybeDeferred(view.grant, entry)
+
+        def notSaved(failure: Failure) -> None:
+            failure.trap(GrantNotSaved)
+            raise Unavailable(
+                f"the grant store could not save {entry!r}; nothing was granted "
+                f"({failure.getErrorMessage()})"
+            )
+
+        d.addErrback(notSaved)
 
         def granted(result: None) -> None:
             if self._prompt is not None:

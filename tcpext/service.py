@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from tcpext._audit import AuditedPrompt
 from tcpext.extension import (
     ExtensionError,
     ExtensionService,
@@ -524,7 +525,7 @@ class TCPExtService(MultiService):
                 manifest=manifest.raw,
                 reactor=reactor,
                 grantStore=self.grantStore,
-                prompt=self.prompt,
+                prompt=AuditedPrompt(self.prompt, self.audit),
                 operatorGrants=operatorGrants,
                 log=extensionLogger(manifest.id),
                 mode=self.isolation,
@@ -540,8 +541,15 @@ class TCPExtService(MultiService):
                 grantStore=self.grantStore,
                 prompt=self.prompt,
                 operatorGrants=operatorGrants,
+                decisionObservers=[self._decided],
             ),
         )
+
+    def _decided(self, extensionId: str, decision: Any) -> None:
+        """
+        Record one decision of the policy in the audit trail.
+        """
+        self.audit.recordDecision(extensionId, decision)
 
     def startService(self) -> None:
         """
@@ -622,7 +630,13 @@ class TCPExtService(MultiService):
         output = None
         if self.auditLogPath is not None:
             output = openAuditFile(self.auditLogPath)
-        self.audit = AuditLog(output=output)
+        self.audit = AuditLog(
+            output=output,
+            requestGrant={
+                "admin": "approved in the operator console",
+                "tty": "approved on the terminal",
+            }.get(self.promptMode, "granted by the prompt"),
+        )
         # The summaries of denials left out by the rate limit come out at
         # least once a window, even if the extension goes quiet.
         from twisted.internet.task import LoopingCall
@@ -633,21 +647,6 @@ class TCPExtService(MultiService):
         self.console = ServiceConsole(
             self, audit=self.audit, prompt=self.prompt, admin=self.adminPrompt
         )
-        if self.adminPrompt is not None:
-            audit = self.audit
-
-            def answered(request: Any, outcome: str) -> None:
-                approved = outcome == "approved"
-                audit.record(
-                    request.extension,
-                    "request",
-                    " ".join(request.permissions),
-                    approved,
-                    grant="approved by the operator" if approved else None,
-                    reason=None if approved else f"request {outcome}",
-                )
-
-            self.adminPrompt.addListener(answered)
 
     def _listenConsole(self) -> None:
         """

@@ -232,3 +232,64 @@ class DenialLimitTests(SynchronousTestCase):
         self.assertRaises(ValueError, DenialLimiter, burst=0)
         self.assertRaises(ValueError, DenialLimiter, window=0)
         self.assertRaises(ValueError, AuditLog, size=0)
+
+
+class DecisionTests(SynchronousTestCase):
+    """
+    Decisions of the policy, and prompt answers, as audit events.
+    """
+
+    def test_recordDecision(self) -> None:
+        """
+        A policy L{Decision} becomes an event with its verb, target, answer,
+        the grant that allowed it (canonical text) or the reason, its
+        addresses, the name they were dialed for and the refused ones.
+        """
+        from tcpext._policy import Decision
+        from tcpext.permissions import parsePermission
+
+        audit = AuditLog(requestGrant="approved in the operator console")
+        audit.recordDecision(
+            "ext",
+            Decision(
+                "connect",
+                "example.com:443",
+                True,
+                addresses=("192.0.2.1",),
+                refused=("10.0.0.1: not public",),
+                grant=parsePermission("tcp-connect:*.example.com:443"),
+                name="example.com",
+            ),
+        )
+        audit.recordDecision(
+            "ext", Decision("listen", "0.0.0.0:80", False, reason="no grant")
+        )
+        audit.recordDecision("ext", Decision("request", "tcp-listen:80", True))
+        allowed, denied, request = audit.after(0)
+        self.assertEqual(allowed["grant"], "tcp-connect:*.example.com:443")
+        self.assertEqual(allowed["addresses"], ["192.0.2.1"])
+        self.assertEqual(allowed["name"], "example.com")
+        self.assertEqual(allowed["refused"], ["10.0.0.1: not public"])
+        self.assertEqual((denied["decision"], denied["reason"]), ("deny", "no grant"))
+        self.assertEqual(request["grant"], "approved in the operator console")
+
+    def test_auditedPrompt(self) -> None:
+        """
+        L{AuditedPrompt} records each answer as a C{request} decision and
+        passes it on.
+        """
+        from twisted.internet import defer
+
+        from tcpext._audit import AuditedPrompt
+
+        audit = AuditLog()
+        answers = [True, False]
+        prompt = AuditedPrompt(lambda e, p: defer.succeed(answers.pop(0)), audit)
+        self.assertIs(self.successResultOf(prompt("ext", ["a", "b"])), True)
+        self.assertIs(self.successResultOf(prompt("ext", ["c"])), False)
+        first, second = audit.after(0)
+        self.assertEqual(
+            (first["verb"], first["target"], first["decision"]),
+            ("request", "a, b", "allow"),
+        )
+        self.assertEqual(second["reason"], "the request was refused")

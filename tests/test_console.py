@@ -349,6 +349,8 @@ class ConsoleEndToEndMixin:
             ("revoke", "deny"),
             ("request", "deny"),
             ("grant", "allow"),
+            ("connect", "allow"),
+            ("connect", "deny"),
         }
         while time.monotonic() < deadline:
             line = follow.stdout.readline()
@@ -360,6 +362,13 @@ class ConsoleEndToEndMixin:
         follow.kill()
         case.assertTrue(wanted <= {(e["verb"], e["decision"]) for e in seen}, seen)
         case.assertEqual([e["seq"] for e in seen], list(range(1, len(seen) + 1)))
+        connects = [e for e in seen if e["verb"] == "connect"]
+        case.assertEqual(connects[0]["target"], f"127.0.0.1:{service.echoPort}")
+        case.assertEqual(connects[0]["grant"], PERMISSION)
+        case.assertIn(
+            "the grant was removed",
+            [e.get("reason") for e in connects if e["decision"] == "deny"],
+        )
         with open(service.auditPath, encoding="utf-8") as f:
             logged = [json.loads(line) for line in f]
         case.assertEqual(

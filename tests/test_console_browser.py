@@ -133,7 +133,8 @@ class ConsolePageTests(SynchronousTestCase):
         waitUntil(
             twistd,
             lambda: (
-                "approved by the operator" in driver.find_element(By.ID, "audit").text
+                "approved in the operator console"
+                in driver.find_element(By.ID, "audit").text
             ),
             "the approval in the audit table",
         )
