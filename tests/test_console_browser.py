@@ -73,6 +73,7 @@ class ConsolePageTests(SynchronousTestCase):
         to the echo server then shows on the page, with its bytes, without
         a reload.  The token never stays in the address bar.
         """
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
 
         folder = shortFolder(self)
@@ -102,21 +103,33 @@ class ConsolePageTests(SynchronousTestCase):
             found = driver.find_elements(By.CSS_SELECTOR, "#requests button.approve")
             return found[0] if found else None
 
-        button = waitUntil(twistd, approveButton, "the pending request on the page")
-        row = driver.find_element(By.CSS_SELECTOR, "#requests tbody tr")
-        self.assertIn("on-demand", row.text)
-        self.assertIn("tcp-connect:127.0.0.1:1024-65535", row.text)
-        button.click()
+        def clickApprove() -> bool:
+            # The page redraws itself every second: an element found just
+            # before may be gone; try again then.
+            try:
+                button = approveButton()
+                if button is None:
+                    return False
+                row = driver.find_element(By.CSS_SELECTOR, "#requests tbody tr")
+                self.assertIn("on-demand", row.text)
+                self.assertIn("tcp-connect:127.0.0.1:1024-65535", row.text)
+                button.click()
+            except StaleElementReferenceException:
+                return False
+            return True
+
+        waitUntil(twistd, clickApprove, "the pending request on the page")
 
         remote = f"127.0.0.1:{service.echoPort}"
 
         def socketRow() -> Any:
-            rows = driver.find_elements(
-                By.CSS_SELECTOR,
-                '.extension[data-extension="on-demand"] table.sockets tbody tr',
+            # Read the table in one step (the page may redraw between two).
+            rows = driver.execute_script(
+                "return Array.from(document.querySelectorAll("
+                "'.extension[data-extension=\"on-demand\"] table.sockets tbody tr'"
+                ")).map((r) => Array.from(r.cells).map((c) => c.textContent));"
             )
-            for r in rows:
-                cells = [c.text for c in r.find_elements(By.TAG_NAME, "td")]
+            for cells in rows:
                 if len(cells) >= 5 and cells[2] == remote and int(cells[3] or 0) > 0:
                     return cells
             return None
@@ -126,9 +139,10 @@ class ConsolePageTests(SynchronousTestCase):
         self.assertEqual(
             driver.find_elements(By.CSS_SELECTOR, "#requests button.approve"), []
         )
-        stored = driver.find_element(
-            By.CSS_SELECTOR, '.extension[data-extension="on-demand"] .grants'
-        ).text
+        stored = driver.execute_script(
+            "return document.querySelector("
+            "'.extension[data-extension=\"on-demand\"] .grants').textContent;"
+        )
         self.assertIn("tcp-connect:127.0.0.1:1024-65535", stored)
         waitUntil(
             twistd,
