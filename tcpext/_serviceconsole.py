@@ -179,7 +179,7 @@ class _InProcessView:
             return []
         result = [describeClientSocket(s, "client") for s in list(browser._sockets)]
         for server, listen in list(browser._servers.items()):
-            result.append(describeServerSocket(server, None))
+            result.append(describeServerSocket(server, listen.openedAt))
             tracker = listen.tracker
             if tracker is None:
                 continue

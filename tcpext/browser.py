@@ -23,6 +23,7 @@ port), never the caller's objects.
 from __future__ import annotations
 
 import copy
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Union
@@ -367,13 +368,15 @@ class _TrackingServerEndpoint:
 @define(eq=False)
 class _Listen:
     """
-    What an open server socket was allowed for, where it listens, and what
-    it accepted.
+    What an open server socket was allowed for, where it listens, what it
+    accepted, and when it was opened (Unix seconds, for the operator
+    console).
     """
 
     grounds: Grounds
     where: str
     tracker: _AcceptTracker | None = None
+    openedAt: float = field(factory=time.time)
 
     def abortAccepted(self, reason: Exception | None) -> list[Deferred[Any]]:
         """

@@ -450,6 +450,32 @@ class OperatorGrantTests(SynchronousTestCase):
         service.tcpext("revoke", "on-demand", PERMISSION)
         waitUntil(twistd, lambda: not service.echoSockets(), "the socket closed")
         self.assertEqual(service.json("grants", "on-demand")["operator"], [])
+        # The listening socket, and a connection it accepted.
+        with open(os.path.join(listener, "config.json"), encoding="utf-8") as f:
+            listenPort = json.load(f)["port"]
+        [server] = waitUntil(
+            twistd,
+            lambda: [
+                s
+                for s in service.json("sockets", "echo-server")
+                if s["kind"] == "server"
+            ],
+            "the echo server's listening socket",
+        )
+        self.assertEqual(server["local"], f"127.0.0.1:{listenPort}")
+        self.assertIsInstance(server["openedAt"], float)
+        with socket.create_connection(("127.0.0.1", listenPort), timeout=TIMEOUT) as c:
+            c.sendall(b"hello\n")
+            self.assertEqual(c.recv(6), b"hello\n")
+            [accepted] = [
+                s
+                for s in service.json("sockets", "echo-server")
+                if s["kind"] == "accepted"
+            ]
+            self.assertEqual(accepted["local"], f"127.0.0.1:{listenPort}")
+            self.assertEqual(accepted["remote"], f"127.0.0.1:{c.getsockname()[1]}")
+            self.assertEqual((accepted["bytesIn"], accepted["bytesOut"]), (6, 6))
+            self.assertIsInstance(accepted["openedAt"], float)
         [manifestGrant] = service.json("grants", "echo-server")["manifest"]
         refused = service.tcpext("revoke", "echo-server", manifestGrant, check=False)
         self.assertEqual(refused.returncode, 1)
