@@ -32,6 +32,9 @@ FULL = {
     "W8": {"connections": 10_000, "perConnection": 1 * MiB, "chunk": 64 * KiB},
 }
 
+#: The fewest idle connections W5 measures at any scale.
+W5_MIN_CONNECTIONS = 256
+
 #: Connection attempts in flight at once while a workload opens many
 #: connections before its measured phase (W5, W8).
 CONNECT_CONCURRENCY = 200
@@ -70,6 +73,11 @@ class Params:
         if "total" in out:
             chunk = out["chunk"]
             out["total"] = max(chunk, out["total"] // chunk * chunk)
+        if workload == "W5":
+            # A handful of idle connections fits in the allocator's slack and
+            # may not move the resident size at all: measure at least a few
+            # hundred, even in a smoke run.
+            out["connections"] = max(W5_MIN_CONNECTIONS, out["connections"])
         if workload == "W8":
             out["perConnection"] = max(4 * KiB, out["perConnection"])
             out["chunk"] = min(out["chunk"], out["perConnection"])
