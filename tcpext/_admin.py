@@ -606,7 +606,7 @@ def _pageFile(name: str) -> bytes:
     """
     data = _pageCache.get(name)
     if data is None:
-        data = resources.files("tcpext").joinpath("_page", name).read_bytes()
+        data = resources.files("tcpext").joinpath("_page").joinpath(name).read_bytes()
         _pageCache[name] = data
     return data
 
