@@ -13,16 +13,12 @@ import tempfile
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from tcpext._statefolder import GRANTS_FOLDER, makePrivateFolders
 from tcpext.browser import GrantStore
 from tcpext.extension import validateExtensionId
 
 __all__ = ["GRANTS_FOLDER", "JSONGrantStore"]
 
-GRANTS_FOLDER = "grants"
-"""
-The folder, inside the state folder, that holds one C{<id>.json} per
-extension.
-"""
 
 _FORMAT = 1
 _MAX_BYTES = 1 << 20
@@ -38,8 +34,9 @@ class JSONGrantStore:
     C{fsync}ed and renamed over the old file (and the folder is C{fsync}ed),
     so a crash leaves either the old or the new grants, never a mix.  A file
     that cannot be read or parsed is reported and treated as holding no
-    grants (fail closed).  Folders are created with mode C{0700} and files
-    with C{0600}.
+    grants (fail closed), a file nested too deeply for the parser
+    included.  Folders are created with mode C{0700} and files with
+    C{0600}.
     """
 
     log = Logger()
@@ -83,6 +80,9 @@ class JSONGrantStore:
         except ValueError as e:
             self._corrupt(extensionId, path, f"invalid JSON: {e}")
             return []
+        except RecursionError:
+            self._corrupt(extensionId, path, "invalid JSON: nested too deeply")
+            return []
         if (
             not isinstance(content, dict)
             or content.get("format") != _FORMAT
@@ -123,7 +123,7 @@ class JSONGrantStore:
         @raise OSError: If the file cannot be written (the old one is kept).
         """
         path = self.pathFor(extensionId)
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        makePrivateFolders(self.directory)
         data = json.dumps(
             {"format": _FORMAT, "extension": extensionId, "grants": list(entries)},
             indent=1,

@@ -460,6 +460,10 @@ class SyncServerProtocol(Int32StringReceiver):
             self._answer({"ok": False, "error": errorCode(e), "message": str(e)})
         except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
             self._answer({"ok": False, "error": "BAD_REQUEST", "message": str(e)})
+        except RecursionError:
+            self._answer(
+                {"ok": False, "error": "BAD_REQUEST", "message": "nested too deeply"}
+            )
         else:
             if descriptor is not None:
                 self.transport.sendFileDescriptor(  # type: ignore[union-attr]

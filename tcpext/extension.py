@@ -226,6 +226,8 @@ def loadManifest(path: str) -> Manifest:
         raise ExtensionError(label, MANIFEST_FILE, f"not UTF-8: {e}")
     except ValueError as e:
         raise ExtensionError(label, MANIFEST_FILE, f"invalid JSON: {e}")
+    except RecursionError:
+        raise ExtensionError(label, MANIFEST_FILE, "invalid JSON: nested too deeply")
     if not isinstance(raw, dict):
         raise ExtensionError(label, MANIFEST_FILE, "must hold a JSON object")
 

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from tcpext._audit import AuditedPrompt
+from tcpext._statefolder import StateFolder, StateFolderError
 from tcpext.extension import (
     ExtensionError,
     ExtensionService,
@@ -335,6 +336,7 @@ class TCPExtService(MultiService):
         promptTimeout: float = 300.0,
         auditLog: str | None = None,
         template: bool = True,
+        stateFolder: StateFolder | None = None,
     ) -> None:
         """
         @param extensionPaths: Extension folders.
@@ -357,6 +359,9 @@ class TCPExtService(MultiService):
         @param template: With an isolation mode, fork extension processes
             from a preloaded template process (L{tcpext._zygote}) rather
             than starting each afresh.
+        @param stateFolder: The L{StateFolder} of C{stateDirectory}, already
+            opened (locked) by L{makeService}; without one, the service opens
+            it when it starts.
         """
         super().__init__()
         if prompt not in PROMPTS:
@@ -368,6 +373,7 @@ class TCPExtService(MultiService):
         self.extensionPaths = list(extensionPaths)
         self.extensionDirectories = list(extensionDirectories)
         self.stateDirectory = os.path.abspath(stateDirectory)
+        self.stateFolder = stateFolder
         self.operatorGrants = list(grants)
         self.promptMode = prompt
         self.isolationMissing: list[str] = []
@@ -564,6 +570,7 @@ class TCPExtService(MultiService):
             self.removeService(child)
         self.extensions = {}
         self.errors = []
+        self._holdStateFolder()
         self.grantStore = JSONGrantStore(self.stateDirectory)
         self.adminPrompt = None
         if self.promptMode == "tty":
@@ -618,6 +625,21 @@ class TCPExtService(MultiService):
             )
         super().startService()
         self._listenConsole()
+
+    def _holdStateFolder(self) -> None:
+        """
+        Hold the state folder for the service's lifetime: lock it (unless
+        L{makeService} did), and record this process's pid in the lock
+        (twistd may have daemonized since).
+
+        @raise StateFolderError: If it cannot be locked.
+        """
+        if self.stateFolder is None:
+            self.stateFolder = StateFolder(self.stateDirectory)
+        if self.stateFolder.held:
+            self.stateFolder.writePid()
+        else:
+            self.stateFolder.open()
 
     def _startConsole(self) -> None:
         """
@@ -747,13 +769,24 @@ class TCPExtService(MultiService):
             reactor._exitSignal = None
         if self.audit is not None:
             self.audit.close()
+        if self.stateFolder is not None:
+            self.stateFolder.close()
         self.log.info("tcpext: stopped")
 
 
 def makeService(options: Options) -> TCPExtService:
     """
     Build the service from the parsed command line (C{twistd} calls this).
+
+    The state folder is locked here, before twistd logs or daemonizes, so
+    that a second service on the same folder refuses to start with one line
+    on its standard error and exit status 1.
     """
+    stateFolder = StateFolder(options["state"])
+    try:
+        stateFolder.open()
+    except StateFolderError as e:
+        raise SystemExit(f"tcpext: {e}")
     return TCPExtService(
         extensionPaths=options["extension"],
         extensionDirectories=options["extensions"],
@@ -766,4 +799,5 @@ def makeService(options: Options) -> TCPExtService:
         adminToken=options.get("admin-token"),
         promptTimeout=options["prompt-timeout"],
         auditLog=options["audit-log"],
+        stateFolder=stateFolder,
     )

@@ -1242,6 +1242,39 @@ class IsolatedExtensionUnitTests(_FakeProcessMixin, SynchronousTestCase):
         self.assertFalse(service.grants.allowsConnect("example.com", 443))
         self.assertEqual(self.store["x"], [])
 
+    def test_childCannotWriteGrants(self) -> None:
+        """
+        Nothing the child sends writes a grant the host did not decide: a
+        save that adds entries (valid, invalid, not optional, manifest ones)
+        writes nothing; only a removal of a stored grant is written.
+        """
+        self.store["x"] = ["tcp-connect:example.com:443"]
+        service = self.make()
+        saves: list[list[str]] = []
+        real = service._store.save
+
+        def save(extensionId: str, entries: list[str]) -> None:
+            saves.append(list(entries))
+            real(extensionId, entries)
+
+        service._store.save = save  # type: ignore[method-assign]
+        service.saveGrants(
+            [
+                "tcp-connect:example.com:443",
+                "tcp-connect:10.0.0.1:22",
+                "tcp-connect:*:*",
+                "tcp-listen:7000",
+                "not a permission",
+                "x" * 60000,
+            ]
+        )
+        self.assertEqual(saves, [])
+        self.assertEqual(self.store["x"], ["tcp-connect:example.com:443"])
+        service.saveGrants(["tcp-connect:*:*"])
+        self.assertEqual(saves, [[]])
+        self.assertFalse(service.grants.allowsConnect("example.com", 443))
+        self.assertFalse(service.grants.allowsConnect("10.0.0.1", 22))
+
     def test_revoke(self) -> None:
         """
         Revoking withdraws the grant in the host at once, persists, and tells
