@@ -210,11 +210,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench_template.py")
     parser.add_argument("--counts", type=int, nargs="+", default=[20, 50, 100])
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results: list[dict[str, Any]] = []
     for index, count in enumerate(args.counts):
-        order = list(MODES) if index % 2 == 0 else list(reversed(MODES))
+        order = args.modes if index % 2 == 0 else list(reversed(args.modes))
         for mode in order:
             result = oneRun(mode, count, args.timeout)
             result.update(mode=mode, count=count)

@@ -41,6 +41,7 @@ from typing import Any
 __all__ = [
     "SeccompUnavailable",
     "installFilter",
+    "prepareFilter",
     "seccompMissing",
 ]
 
@@ -148,14 +149,16 @@ def _binding() -> Any:
     return pyseccomp
 
 
-def installFilter() -> None:
-    """
-    Load the filter described in the module docstring on the calling thread
-    (and whatever it starts later).  Call it while the process is
-    single-threaded, after C{PR_SET_NO_NEW_PRIVS}.
+_prepared: Any = None
+"""The filter built by L{prepareFilter}, ready to load (a libseccomp
+context; it survives C{fork}, so a template process builds it once)."""
 
-    @raise SeccompUnavailable: when the filter cannot be built or loaded;
-        nothing is filtered then.
+
+def _build() -> Any:
+    """
+    Build (not load) the filter described in the module docstring.
+
+    @raise SeccompUnavailable: when it cannot be built.
     """
     seccomp = _binding()
     deny = seccomp.ERRNO(errno.EPERM)
@@ -184,6 +187,33 @@ def installFilter() -> None:
         f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
         for request in (_TIOCSTI, _TIOCLINUX):
             f.add_rule(deny, "ioctl", Arg(1, seccomp.MASKED_EQ, _INT_MASK, request))
+    except OSError as e:
+        raise SeccompUnavailable(f"the seccomp filter cannot be built: {e}") from e
+    return f
+
+
+def prepareFilter() -> None:
+    """
+    Build the filter now, so that L{installFilter} (here, or in a process
+    forked from here) only has to load it.
+
+    @raise SeccompUnavailable: when it cannot be built.
+    """
+    global _prepared
+    _prepared = _build()
+
+
+def installFilter() -> None:
+    """
+    Load the filter described in the module docstring on the calling thread
+    (and whatever it starts later).  Call it while the process is
+    single-threaded, after C{PR_SET_NO_NEW_PRIVS}.
+
+    @raise SeccompUnavailable: when the filter cannot be built or loaded;
+        nothing is filtered then.
+    """
+    f = _prepared if _prepared is not None else _build()
+    try:
         f.load()
     except OSError as e:
         raise SeccompUnavailable(f"the seccomp filter was refused: {e}") from e

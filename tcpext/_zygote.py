@@ -150,19 +150,30 @@ def _preload() -> None:
     import tcpext.sandbox  # noqa: F401
     from tcpext import _seccomp
 
-    # Load libseccomp now, so that children share it.
-    _seccomp.seccompMissing()
+    # Load libseccomp and build the filter now: children only load it.
+    if _seccomp.seccompMissing() is None:
+        _seccomp.prepareFilter()
+    import twisted.internet.default  # noqa: F401
+
     if "twisted.internet.reactor" in sys.modules:  # pragma: no cover
         raise RuntimeError("a reactor was installed while preloading")
 
 
-def _runChild(request: dict[str, Any], fds: list[int]) -> None:
+def _runChild(request: dict[str, Any], fds: list[int], template: int) -> None:
     """
     In the forked process: take the descriptors, folder and environment of
     the request and run the sandbox's start path.  Never returns.
+
+    @param template: The template's pid.
     """
     code = 1
     try:
+        # Die with the template, even if it died before this line ran.
+        from tcpext.sandbox import _dieWithParent
+
+        _dieWithParent()
+        if os.getppid() != template:
+            os._exit(1)
         signal.set_wakeup_fd(-1)
         for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(number, signal.SIG_DFL)
@@ -216,9 +227,10 @@ def _spawn(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], lis
         return {"ok": False, "message": "a spawn request needs args, env and cwd"}, []
     sys.stdout.flush()
     sys.stderr.flush()
+    template = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _runChild(request, fds)
+        _runChild(request, fds, template)
     pidfd = os.pidfd_open(pid)
     return {"ok": True, "pid": pid}, [pidfd]
 

@@ -132,20 +132,55 @@ class ZygoteTests(TestCase):
         reported with its exit status once its output is closed.
         """
         self.start()
-        transport, recorder = self.spawn("--rlimit=RLIMIT_BOGUS=1")
-        self.assertIsInstance(transport, ForkedProcess)
+        transport, recorder, ampHost = self.spawnOpen()
         pid = transport.pid
         with open(f"/proc/{pid}/status") as f:
             ppid = [line for line in f if line.startswith("PPid:")]
         self.assertEqual(ppid, [f"PPid:\t{self.zygote.pid}\n"])
+        ampHost.close()
+        await recorder.ended
+        self.assertIsNone(transport.pid)
+        self.assertRaises(error.ProcessExitedAlready, transport.signalProcess, "KILL")
+        transport, recorder = self.spawn("--rlimit=RLIMIT_BOGUS=1")
+        self.assertIsInstance(transport, ForkedProcess)
         reason = await recorder.ended
         self.assertIsInstance(reason, error.ProcessTerminated)
         self.assertEqual(reason.exitCode, 4)
         self.assertIn(b"unknown resource limit", recorder.output[2])
         self.assertEqual(sorted(recorder.lost), [1, 2])
-        self.assertIsNone(transport.pid)
-        self.assertRaises(error.ProcessExitedAlready, transport.signalProcess, "KILL")
-        self.assertEqual(self.zygote.forked, 1)
+        self.assertEqual(self.zygote.forked, 2)
+
+    def spawnOpen(self) -> tuple[Any, _Recorder, socket.socket]:
+        """
+        Spawn a sandbox process through the zygote and keep the host's end
+        of its AMP channel open (it waits for the host's answer to its
+        hello); return that end too.
+        """
+        python = sys.executable
+        recorder = _Recorder()
+        ampHost, ampChild = socket.socketpair()
+        syncHost, syncChild = socket.socketpair()
+        try:
+            transport = self.zygote.spawnProcess(
+                recorder,
+                python,
+                [python, "-m", "tcpext.sandbox"],
+                env=_childEnvironment(),
+                path=os.getcwd(),
+                childFDs={
+                    0: "w",
+                    1: "r",
+                    2: "r",
+                    3: ampChild.fileno(),
+                    4: syncChild.fileno(),
+                },
+            )
+        finally:
+            for s in (ampChild, syncChild):
+                s.close()
+        self.addCleanup(ampHost.close)
+        self.addCleanup(syncHost.close)
+        return transport, recorder, ampHost
 
     async def test_signal(self) -> None:
         """
