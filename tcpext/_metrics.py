@@ -26,17 +26,19 @@ from prometheus_client.metrics_core import (
 
 __all__ = ["ConsoleMetrics", "ExtensionSample", "kernelByteCounts"]
 
-# struct tcp_info (linux/tcp.h): tcpi_bytes_acked and tcpi_bytes_received
-# are the two 64-bit counters at these offsets (both present since 4.1).
-_TCP_INFO_BYTES_ACKED = 120
+# struct tcp_info (linux/tcp.h): the 64-bit counters tcpi_bytes_received
+# (since Linux 4.1), tcpi_bytes_sent and tcpi_bytes_retrans (since 4.19) at
+# these offsets.
 _TCP_INFO_BYTES_RECEIVED = 128
-_TCP_INFO_SIZE = 136
+_TCP_INFO_BYTES_SENT = 200
+_TCP_INFO_BYTES_RETRANS = 208
+_TCP_INFO_SIZE = 216
 
 
 def kernelByteCounts(sock: socket.socket) -> tuple[int, int] | None:
     """
-    The bytes a TCP socket has received and sent (and had acknowledged), as
-    the kernel counts them (C{TCP_INFO}).
+    The data bytes a TCP socket has received and sent (retransmissions
+    counted once), as the kernel counts them (C{TCP_INFO}).
 
     @return: C{(bytesIn, bytesOut)}, or L{None} if the kernel does not tell
         (not a TCP socket, closed, or not Linux).
@@ -50,9 +52,10 @@ def kernelByteCounts(sock: socket.socket) -> tuple[int, int] | None:
         return None
     if len(info) < _TCP_INFO_SIZE:
         return None
-    (acked,) = struct.unpack_from("=Q", info, _TCP_INFO_BYTES_ACKED)
     (received,) = struct.unpack_from("=Q", info, _TCP_INFO_BYTES_RECEIVED)
-    return received, acked
+    (sent,) = struct.unpack_from("=Q", info, _TCP_INFO_BYTES_SENT)
+    (retransmitted,) = struct.unpack_from("=Q", info, _TCP_INFO_BYTES_RETRANS)
+    return received, max(0, sent - retransmitted)
 
 
 @frozen

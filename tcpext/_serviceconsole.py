@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ISSLTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -78,6 +79,48 @@ def describeClientSocket(sock: Any, kind: str) -> dict[str, Any]:
         "bytesOut": bytesOut,
         "openedAt": getattr(sock, "openedAt", None),
         "tls": bool(sock.ssl),
+    }
+
+
+def _addressOf(address: Any) -> str | None:
+    """
+    C{"HOST:PORT"} of a Twisted address (L{None} if it has no host).
+    """
+    return addressText(getattr(address, "host", None), getattr(address, "port", None))
+
+
+def describeTransport(
+    kind: str, transport: Any, openedAt: float | None
+) -> dict[str, Any]:
+    """
+    A connection or port opened through the extension's checked reactor
+    (Twisted code of its own) as the console lists it: kernel byte counts.
+    """
+    counts = None
+    if kind != "server":
+        # Under TLS the transport is a protocol over the TCP transport.
+        sock = _socketOf(transport) or _socketOf(getattr(transport, "transport", None))
+        if sock is not None:
+            counts = kernelByteCounts(sock)
+    bytesIn, bytesOut = counts if counts is not None else (0, 0)
+    try:
+        local = _addressOf(transport.getHost())
+    except Exception:
+        local = None
+    remote = None
+    if kind != "server":
+        try:
+            remote = _addressOf(transport.getPeer())
+        except Exception:
+            remote = None
+    return {
+        "kind": kind,
+        "local": local,
+        "remote": remote,
+        "bytesIn": bytesIn,
+        "bytesOut": bytesOut,
+        "openedAt": openedAt,
+        "tls": ISSLTransport.providedBy(transport),
     }
 
 
@@ -187,6 +230,8 @@ class _InProcessView:
                 sock = getattr(protocol, "socket", None)
                 if sock is not None and sock.readyState != "closed":
                     result.append(describeClientSocket(sock, "accepted"))
+        for kind, transport, openedAt in browser.reactor.openTransports():
+            result.append(describeTransport(kind, transport, openedAt))
         return result
 
     @property

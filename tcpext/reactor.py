@@ -92,6 +92,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Union
@@ -401,8 +402,12 @@ class _Listener:
         """
         self.grounds = grounds
         self.listeningPort: Any = None
+        self.openedAt: float | None = None
         self._weak: weakref.WeakSet[Any] = weakref.WeakSet()
         self._strong: list[Any] = []
+        self._acceptedAt: weakref.WeakKeyDictionary[Any, float] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def add(self, protocol: object) -> None:
         """
@@ -410,6 +415,7 @@ class _Listener:
         """
         try:
             self._weak.add(protocol)
+            self._acceptedAt[protocol] = time.time()
         except TypeError:
             if len(self._strong) >= 64:
                 self._strong = [
@@ -418,6 +424,17 @@ class _Listener:
                     if not _reportsClosed(getattr(p, "transport", None))
                 ]
             self._strong.append(protocol)
+
+    def acceptedAt(self, transport: Any) -> float | None:
+        """
+        When the connection of C{transport} was accepted (Unix seconds), if
+        known.
+        """
+        protocol = getattr(transport, "protocol", None)
+        try:
+            return self._acceptedAt.get(protocol)
+        except TypeError:
+            return None
 
     def transports(self) -> list[Any]:
         """
@@ -1126,6 +1143,7 @@ class _CheckedConnector:
         self.factory = factory
         self.timeout = timeout
         self.bindAddress = bindAddress
+        self.connectedAt: float | None = None
         self.state = "disconnected"
         self.__attempt = 0
         self.__inner: Any = None
@@ -1387,6 +1405,7 @@ class _CheckedConnector:
         if attempt != self.__attempt or self.state != "connecting":
             return None
         self.state = "connected"
+        self.connectedAt = time.time()
         protocol: IProtocol | None = self.factory.buildProtocol(addr)
         self.__protocol = protocol
         return protocol
@@ -1918,6 +1937,7 @@ class PermissionCheckingReactor:
         else:
             listening = guard.reactor.listenTCP(where, tracking, backlog, address)
         listener.listeningPort = listening
+        listener.openedAt = time.time()
         guard.listeners[id(listening)] = listener
         return listening
 
@@ -2052,3 +2072,30 @@ class PermissionCheckingReactor:
             if not connector._stillAllowed():
                 waits.append(connector._abort(None))
         return guard.gather(waits)
+
+    def openTransports(self) -> list[tuple[str, Any, float | None]]:
+        """
+        What is open through this reactor now, for the operator console:
+        C{("client", transport, openedAt)} for each connected connection,
+        C{("server", port, openedAt)} for each listening port and
+        C{("accepted", transport, openedAt)} for each connection a port
+        accepted that is still open (C{openedAt}: Unix seconds, L{None} if
+        not known).
+        """
+        guard = self.__guard
+        result: list[tuple[str, Any, float | None]] = []
+        for connector in list(guard.connectors):
+            transport = connector.transport
+            if (
+                connector.state == "connected"
+                and transport is not None
+                and not _reportsClosed(transport)
+            ):
+                result.append(("client", transport, connector.connectedAt))
+        for listener in list(guard.listeners.values()):
+            if listener.listeningPort is not None:
+                result.append(("server", listener.listeningPort, listener.openedAt))
+            result.extend(
+                ("accepted", t, listener.acceptedAt(t)) for t in listener.transports()
+            )
+        return result

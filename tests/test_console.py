@@ -489,6 +489,98 @@ class OperatorGrantTests(SynchronousTestCase):
         self.assertEqual(again.twistd.terminate(), 0)
 
 
+RAW_EXTENSION = """
+from twisted.internet.protocol import Factory, Protocol
+
+
+class Echo(Protocol):
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+
+class Hello(Protocol):
+    def connectionMade(self):
+        self.transport.write(b"hello")
+
+
+def main(browser):
+    reactor = browser.reactor
+    reactor.listenTCP(PORT, Factory.forProtocol(Echo), interface="127.0.0.1")
+    reactor.connectTCP("127.0.0.1", PORT, Factory.forProtocol(Hello))
+"""
+
+
+class ReactorSocketsTests(SynchronousTestCase):
+    """
+    What an extension opens through C{browser.reactor} (its own Twisted
+    protocols) is listed too.
+    """
+
+    def test_listed(self) -> None:
+        """
+        A port, a connection to it and the connection it accepted, with the
+        kernel's byte counts.
+        """
+        from tests.test_examples import freePort
+
+        port = freePort()
+        folder = shortFolder(self)
+        state = os.path.join(folder, "state")
+        extension = os.path.join(folder, "raw")
+        os.makedirs(extension)
+        with open(os.path.join(extension, "manifest.json"), "w") as f:
+            json.dump(
+                {
+                    "manifest_version": 2,
+                    "name": "raw",
+                    "version": "1.0",
+                    "permissions": [
+                        f"tcp-listen:127.0.0.1:{port}",
+                        f"tcp-connect:127.0.0.1:{port}",
+                    ],
+                    "background": {"scripts": ["background.py"]},
+                },
+                f,
+            )
+        with open(os.path.join(extension, "background.py"), "w") as f:
+            f.write(RAW_EXTENSION.replace("PORT", str(port)))
+        twistd = Twistd(
+            self,
+            [
+                "--extension",
+                extension,
+                "--admin",
+                "unix:" + os.path.join(state, "admin.sock"),
+            ],
+            state=state,
+            isolation="none",
+        )
+        client = ConsoleClient(self, twistd, state, port)
+        client.waitForConsole()
+
+        def listed() -> dict[str, dict[str, Any]]:
+            sockets = client.json("sockets", "raw")
+            kinds = {s["kind"]: s for s in sockets}
+            if set(kinds) == {"server", "client", "accepted"} and all(
+                s["bytesIn"] + s["bytesOut"] > 0
+                for s in sockets
+                if s["kind"] != "server"
+            ):
+                return kinds
+            return {}
+
+        kinds = waitUntil(twistd, listed, "the extension's sockets")
+        self.assertEqual(kinds["server"]["local"], f"127.0.0.1:{port}")
+        self.assertEqual(kinds["client"]["remote"], f"127.0.0.1:{port}")
+        self.assertEqual(kinds["client"]["bytesOut"], 5)
+        self.assertEqual(kinds["accepted"]["bytesIn"], 5)
+        self.assertEqual(kinds["accepted"]["local"], f"127.0.0.1:{port}")
+        for s in kinds.values():
+            self.assertIsInstance(s["openedAt"], float)
+            self.assertIs(s["tls"], False)
+        self.assertEqual(twistd.terminate(), 0)
+
+
 class ConsoleStartupTests(SynchronousTestCase):
     """
     What the console refuses at start.

@@ -163,3 +163,35 @@ class ServiceConsoleTests(SynchronousTestCase):
             b'tcpext_extension_state{extension="ext",state="running"} 1.0', text
         )
         self.assertIn(b'tcpext_open_sockets{extension="ext",kind="client"} 0.0', text)
+
+
+class KernelCountsTests(SynchronousTestCase):
+    """
+    L{kernelByteCounts} reads what the kernel counted on a TCP socket.
+    """
+
+    def test_loopback(self) -> None:
+        """
+        The bytes sent (and acknowledged) and received, data only, on both
+        ends of a loopback connection; L{None} for a socket that is not TCP.
+        """
+        import socket
+
+        from tcpext._metrics import kernelByteCounts
+
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            client = socket.create_connection(server.getsockname(), timeout=10)
+            self.addCleanup(client.close)
+            accepted, _ = server.accept()
+            self.addCleanup(accepted.close)
+            client.sendall(b"x" * 1000)
+            received = b""
+            while len(received) < 1000:
+                received += accepted.recv(4096)
+            accepted.sendall(b"y" * 10)
+            self.assertEqual(client.recv(10), b"y" * 10)
+            self.assertEqual(kernelByteCounts(accepted), (1000, 10))
+            self.assertEqual(kernelByteCounts(client), (10, 1000))
+        unix = socket.socket(socket.AF_UNIX)
+        self.addCleanup(unix.close)
+        self.assertIsNone(kernelByteCounts(unix))
