@@ -7,11 +7,12 @@ An isolated extension runs in its own process inside an empty network
 namespace (L{tcpext._isolation}).  The only sockets that reach the outside are
 those the host opens for it: the child asks over an AMP connection on a UNIX
 socket pair (L{tcpext._wire.Connect}, L{tcpext._wire.Resolve}) or, to listen,
-over the synchronous channel (L{SyncListenProtocol}); the host checks the
-request against the extension's grants with the same L{tcpext.permissions}
-code and rebinding rule as the in-process reactor, opens the socket, and
-passes its file descriptor back (C{SCM_RIGHTS}).  The child then adopts it
-with C{adoptStreamConnection} / C{adoptStreamPort}.
+over the synchronous channel (L{SyncListenProtocol}); the host has the
+extension's L{tcpext._policy.Policy} decide (the same decisions, messages
+and rebinding rule as in-process), reports each decision to the policy's
+observers, opens the socket, and passes its file descriptor back
+(C{SCM_RIGHTS}).  The child then adopts it with C{adoptStreamConnection} /
+C{adoptStreamPort}.
 
 The host holds the authoritative grants: a child that skips its own checks
 still gets nothing the grants do not allow.  The wire format itself is
@@ -22,12 +23,9 @@ L{tcpext._supervisor}.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import time
-from collections import OrderedDict
-from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet import defer
@@ -47,7 +45,20 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tcpext._hosts import formatHostPort, parseHost
 from tcpext._limits import RateLimitedLog, TokenBucket
+from tcpext._policy import (
+    CONNECT,
+    LISTEN,
+    RESOLVE,
+    Decision,
+    DenialLog,
+    Grounds,
+    Policy,
+    connectTarget,
+    listenTarget,
+    localhostAddresses,
+)
 from tcpext._wire import (
     AMP_MAX_BOX_BYTES,
     AMP_MAX_KEYS,
@@ -64,13 +75,13 @@ from tcpext._wire import (
     MainFailed,
     Refused,
     Release,
+    RemovePermissions,
     RequestPermissions,
     Resolve,
-    SaveGrants,
     SyncServerProtocol,
     TimedOut,
 )
-from tcpext.permissions import LOCALHOST_ADDRESSES, canonicalHost, isLocalhostName
+from tcpext.permissions import PermissionSet
 
 __all__ = [
     "BrokerProtocol",
@@ -191,7 +202,12 @@ def dialTCP(
     description = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     sock = socket.socket(_family(address), socket.SOCK_STREAM)
     sock.setblocking(False)
-    err = sock.connect_ex((address, port))
+    try:
+        err = sock.connect_ex((address, port))
+    except OSError as e:
+        # An address the OS cannot even read (an unknown zone index).
+        sock.close()
+        return defer.fail(DialFailed(f"{description}: {e}"))
     if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
         sock.close()
         return defer.fail(_connectError(err, description))
@@ -237,10 +253,11 @@ class _Addresses:
 
     def addressResolved(self, address: IAddress) -> None:
         """
-        Keep each IP address once, in order.
+        Keep each IP address once, in order (as the resolver wrote it: the
+        policy reads it, zone and all).
         """
         if isinstance(address, (IPv4Address, IPv6Address)):
-            host = address.host.split("%", 1)[0]
+            host = str.__str__(address.host)
             if host not in self.addresses:
                 self.addresses.append(host)
 
@@ -251,45 +268,30 @@ class _Addresses:
         self.deferred.callback(self.addresses)
 
 
-def _ipLiteral(host: str) -> str | None:
-    """
-    The canonical text of C{host} if it is an IP literal (brackets allowed),
-    else L{None}.
-    """
-    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-def _checkPort(port: int, lowest: int) -> None:
-    if not isinstance(port, int) or isinstance(port, bool):
-        raise BadRequest(f"port must be an int, not {port!r}")
-    if not lowest <= port <= 65535:
-        raise BadRequest(f"port {port} is outside {lowest}..65535")
-
-
 class _Held:
     """
     The host's copy of a socket it handed over, and what it was for.
 
     @ivar openedAt: When the host opened it (Unix seconds; the operator
         console shows it).
+    @ivar grounds: What the policy allowed it for (checked again after a
+        revoke).
     """
 
-    __slots__ = ("kind", "address", "port", "name", "sock", "openedAt")
+    __slots__ = ("kind", "address", "port", "name", "sock", "openedAt", "grounds")
 
-    def __init__(
-        self, kind: str, address: str, port: int, name: str | None = None
-    ) -> None:
+    def __init__(self, kind: str, address: str, port: int, grounds: Grounds) -> None:
+        """
+        @param kind: C{"connect"} or C{"listen"}.
+        @param address: The address dialed, or the interface listened on.
+        @param port: The port (as requested, for a listen).
+        @param grounds: What the policy allowed it for.
+        """
         self.kind = kind
         self.address = address
         self.port = port
-        self.name = name
+        self.name = grounds.name
+        self.grounds = grounds
         self.sock: socket.socket
         self.openedAt = time.time()
 
@@ -297,21 +299,24 @@ class _Held:
         """
         For the log.
         """
-        where = f"[{self.address}]" if ":" in self.address else self.address
+        where = formatHostPort(self.address, self.port)
         if self.kind == "listen":
-            return f"listening socket on {where or '*'}:{self.port}"
+            return f"listening socket on {where}"
         via = f" ({self.name})" if self.name else ""
-        return f"connection to {where}:{self.port}{via}"
+        return f"connection to {where}{via}"
 
 
 class BrokerProtocol(amp.AMP):
     """
     The host's end of the AMP connection with one isolated extension's
-    process: it answers L{Connect} and L{Resolve} (and, through L{SyncListenProtocol},
-    listen requests) within C{grants}.
+    process: it answers L{Connect} and L{Resolve} (and, through
+    L{SyncListenProtocol}, listen requests) as its C{policy} decides.
 
     @ivar grants: The host's live L{tcpext.permissions.PermissionSet} for this
         extension (the authority; the child's copy is advisory).
+    @ivar policy: The L{tcpext._policy.Policy} that decides, over C{grants};
+        every decision is reported to its observers (the log lines, rate
+        limited, say C{broker refused ...}).
     """
 
     maxOutstanding = 64
@@ -323,9 +328,6 @@ class BrokerProtocol(amp.AMP):
     maxHeld = 4096
     """Sockets handed over and not yet released by the child."""
 
-    maxRemembered = 4096
-    """Resolved (address, port) pairs remembered for later connects."""
-
     maxBoxKeys = AMP_MAX_KEYS
     """The most keys in one AMP box from the child."""
 
@@ -336,23 +338,26 @@ class BrokerProtocol(amp.AMP):
     def __init__(
         self,
         reactor: Any,
-        grants: Any,
+        grants: PermissionSet,
         log: Logger,
         owner: Any = None,
         connectTimeout: float = 30.0,
         *,
         requests: TokenBucket | None = None,
         denials: RateLimitedLog | None = None,
+        policy: Policy | None = None,
     ) -> None:
         """
         @param reactor: The host's reactor (with a C{nameResolver}).
-        @param grants: A L{tcpext.permissions.PermissionSet} (or anything
-            with C{checkConnect}, C{checkListen} and C{checkResolved}).
+        @param grants: The extension's live L{PermissionSet}.
         @param log: Where refusals and problems are logged.
         @param owner: The L{tcpext._supervisor.IsolatedExtension} (or any
-            object) answering L{Hello}, L{RequestPermissions}, L{SaveGrants}
-            and L{MainFailed}, or L{None} in tests.
+            object) answering L{Hello}, L{RequestPermissions},
+            L{RemovePermissions} and L{MainFailed}, or L{None} in tests.
         @param connectTimeout: The longest connect attempt, in seconds.
+        @param policy: The extension's policy over C{grants} (kept across
+            the child's restarts, with its name memory); by default one
+            whose only observer logs refusals on C{denials}.
         @param requests: The child's request rate (shared with its
             synchronous channel; default: L{REQUEST_RATE} a second, bursts
             of L{REQUEST_BURST}).
@@ -373,9 +378,13 @@ class BrokerProtocol(amp.AMP):
         self.denials = (
             denials if denials is not None else RateLimitedLog(log, reactor, "")
         )
+        if policy is None:
+            policy = Policy(grants, observers=[self._logDenial])
+        elif policy.grants is not grants:
+            raise ValueError("the policy must decide over the same grants")
+        self.policy = policy
         self._held: dict[int, _Held] = {}
         self._nextId = 1
-        self._resolved: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._outstanding = 0
         self._gate: _ReadGate | None = None
         self._boxKeys = 0
@@ -479,6 +488,33 @@ class BrokerProtocol(amp.AMP):
         )
         return error
 
+    def _logDenial(self, extensionId: str, decision: Decision) -> None:
+        """
+        The default policy's observer: log refusals on C{denials} (as it
+        is now: it may be replaced).
+        """
+        DenialLog(self.denials, "broker refused {request}: {reason}")(
+            extensionId, decision
+        )
+
+    def _invalid(
+        self, verb: str, target: str, request: str, error: Exception
+    ) -> BadRequest:
+        """
+        Report a request that is not valid; the error to answer with.
+        """
+        self.policy.report(self.policy.invalid(verb, target, error, request))
+        return BadRequest(str(error))
+
+    def _decided(self, decision: Decision) -> Decision:
+        """
+        Report a decision; raise L{Denied} if it is a refusal.
+        """
+        self.policy.report(decision)
+        if not decision.allowed:
+            raise Denied(decision.message)
+        return decision
+
     # Handing sockets over.
 
     def _handOver(self, sock: socket.socket, held: _Held) -> dict[str, int]:
@@ -506,22 +542,6 @@ class BrokerProtocol(amp.AMP):
                 held.sock.close()
         return {}
 
-    def _allowed(self, held: _Held) -> bool:
-        """
-        Do the grants still allow this socket?
-        """
-        try:
-            if held.kind == "listen":
-                self.grants.checkListen(held.port, held.address or None)
-            elif held.name is None:
-                self.grants.checkConnect(held.address, held.port)
-            else:
-                self.grants.checkConnect(held.name, held.port)
-                self.grants.checkResolved(held.name, held.port, [held.address])
-        except Exception:
-            return False
-        return True
-
     def enforce(self) -> list[int]:
         """
         Shut down every handed-over socket the grants no longer allow, in the
@@ -532,7 +552,7 @@ class BrokerProtocol(amp.AMP):
         """
         closed = []
         for socketId, held in list(self._held.items()):
-            if self._allowed(held):
+            if self.policy.stillAllowed(held.grounds):
                 continue
             del self._held[socketId]
             try:
@@ -548,51 +568,19 @@ class BrokerProtocol(amp.AMP):
 
     # Connect.
 
-    def _remember(self, name: str, addresses: Iterable[str], port: int) -> None:
-        name = canonicalHost(name)
-        for address in addresses:
-            self._resolved[(address, port)] = name
-            self._resolved.move_to_end((address, port))
-        while len(self._resolved) > self.maxRemembered:
-            self._resolved.popitem(last=False)
-
     def _lookup(self, name: str, port: int) -> Deferred[list[str]]:
-        if isLocalhostName(name):
-            return defer.succeed(list(LOCALHOST_ADDRESSES))
+        """
+        The addresses of C{name}: loopback for a C{localhost} name (no
+        DNS), else the host's resolver's answer.
+        """
+        local = localhostAddresses(name)
+        if local is not None:
+            return defer.succeed(list(local))
         receiver = _Addresses()
         self._reactor.nameResolver.resolveHostName(
             receiver, name, portNumber=port, transportSemantics="TCP"
         )
         return receiver.deferred
-
-    def _namesFor(self, literal: str, port: int, claimed: str | None) -> list[str]:
-        """
-        The names a connection to C{literal}:C{port} may be allowed as: the
-        name the child says it dials the address for, if it maps to that
-        address as far as the host knows, then the name the host itself last
-        resolved to that address for that port.
-
-        @raise Denied: if C{claimed} is a C{localhost} name and C{literal} is
-            not one of the loopback addresses those names map to.
-        """
-        remembered = self._resolved.get((literal, port))
-        names = []
-        if claimed is not None:
-            if isLocalhostName(claimed):
-                # The child's browser maps these names to loopback itself
-                # (RFC 6761), without a Resolve: so does the host.
-                if literal not in LOCALHOST_ADDRESSES:
-                    raise Denied(
-                        f"permission denied: connect to {claimed} at {literal}: "
-                        f"{claimed} means {' or '.join(LOCALHOST_ADDRESSES)} "
-                        "(localhost names only reach loopback)"
-                    )
-                names.append(claimed)
-            elif claimed == remembered:
-                names.append(claimed)
-        if remembered is not None and remembered not in names:
-            names.append(remembered)
-        return names
 
     @Connect.responder
     def connect(
@@ -609,78 +597,50 @@ class BrokerProtocol(amp.AMP):
     async def _connect(
         self, host: str, port: int, timeout: float, name: str | None = None
     ) -> dict[str, int]:
-        request = f"connect to {host}:{port}"
-        _checkPort(port, 1)
+        where = formatHostPort(host, port)
+        request = f"connect to {where}" + (f" (for {name})" if name else "")
+        try:
+            target = connectTarget(host, port)
+            claimed: str | None = None
+            if name is not None:
+                if target.isName:
+                    raise ValueError(f"a name ({name!r}) only goes with an address")
+                parsedName = parseHost(name)
+                if parsedName.ip is not None:
+                    raise ValueError(f"{name!r} is an address, not a name")
+                claimed = parsedName.text
+        except (TypeError, ValueError) as e:
+            raise self._invalid(CONNECT, where, request, e)
         if not 0 < timeout <= self._connectTimeout:
             timeout = self._connectTimeout
-        literal = _ipLiteral(host)
-        viaName: str | None = None
-        if name is not None:
-            request = f"connect to {host}:{port} (for {name})"
-            if literal is None:
-                raise self._refuse(
-                    request, BadRequest(f"a name ({name!r}) only goes with an address")
+        if not target.isName:
+            decision = self._decided(
+                self.policy.connect(
+                    target,
+                    now=self._reactor.seconds(),
+                    claimedName=claimed,
+                    request=request,
                 )
-            try:
-                name = canonicalHost(name)
-            except ValueError as e:
-                raise self._refuse(request, BadRequest(str(e)))
-            if _ipLiteral(name) is not None:
-                raise self._refuse(
-                    request, BadRequest(f"{name!r} is an address, not a name")
-                )
-        if literal is not None:
-            try:
-                self.grants.checkConnect(literal, port)
-            except ValueError as e:
-                raise self._refuse(request, BadRequest(str(e)))
-            except Exception as e:
-                # Not allowed as an address: maybe as a name it stands for.
-                # The host checks the name with its own grants and
-                # rebinding rule (as the in-process reactor does for an
-                # address it resolved a name to).
-                try:
-                    names = self._namesFor(literal, port, name)
-                except Denied as e2:
-                    raise self._refuse(request, e2)
-                refusal: Exception = e
-                for candidate in names:
-                    try:
-                        self.grants.checkConnect(candidate, port)
-                        self.grants.checkResolved(candidate, port, [literal])
-                    except Exception as e2:
-                        refusal = e2
-                        continue
-                    viaName = candidate
-                    break
-                if viaName is None:
-                    raise self._refuse(request, Denied(str(refusal)))
-            addresses = [literal]
+            )
         else:
-            try:
-                self.grants.checkConnect(host, port)
-            except ValueError as e:
-                raise self._refuse(request, BadRequest(str(e)))
-            except Exception as e:
-                raise self._refuse(request, Denied(str(e)))
-            found = await self._lookup(host, port)
+            first = self.policy.connect(target, request=request)
+            if not first.allowed:
+                self._decided(first)
+            found = await self._lookup(target.address, target.port)
             if not found:
-                raise LookupFailed(f"{host} did not resolve")
+                raise LookupFailed(f"{target.address} did not resolve")
+            decision = self._decided(
+                self.policy.resolved(target, found, request=request)
+            )
+        last: Exception = DialFailed(f"no address to dial for {target}")
+        for address in decision.addresses:
             try:
-                addresses = list(self.grants.checkResolved(host, port, found))
-            except Exception as e:
-                raise self._refuse(request, Denied(str(e)))
-        last: Exception = DialFailed(f"no address to dial for {host}")
-        for address in addresses:
-            try:
-                sock = await dialTCP(self._reactor, address, port, timeout)
+                sock = await dialTCP(self._reactor, address, target.port, timeout)
             except (Refused, TimedOut, DialFailed) as e:
                 last = e
                 continue
-            return self._handOver(
-                sock,
-                _Held("connect", address, port, host if literal is None else viaName),
-            )
+            grounds = Grounds(CONNECT, target.port, (address,), decision.name)
+            return self._handOver(sock, _Held("connect", address, target.port, grounds))
         raise last
 
     # Listen (over the synchronous channel).
@@ -697,24 +657,23 @@ class BrokerProtocol(amp.AMP):
             self._end(None)
 
     def _listen(self, port: int, interface: str, backlog: int) -> dict[str, int]:
-        request = f"listen on {interface or '*'}:{port}"
-        _checkPort(port, 0)
-        if interface:
-            literal = _ipLiteral(interface)
-            if literal is None:
-                raise self._refuse(
-                    request, BadRequest(f"interface {interface!r} is not an IP")
-                )
-            interface = literal
+        where = formatHostPort(interface or "0.0.0.0", port)
+        request = f"listen on {where}"
         try:
-            self.grants.checkListen(port, interface or None)
-        except ValueError as e:
-            raise self._refuse(request, BadRequest(str(e)))
-        except Exception as e:
-            raise self._refuse(request, Denied(str(e)))
+            target = listenTarget(port, interface or None)
+        except (TypeError, ValueError) as e:
+            raise self._invalid(LISTEN, where, request, e)
+        self._decided(self.policy.listen(target, request=f"listen on {target}"))
         backlog = max(1, min(int(backlog), 4096))
+        address = target.bindAddress
         return self._handOver(
-            openListener(interface, port, backlog), _Held("listen", interface, port)
+            openListener(address, target.port, backlog),
+            _Held(
+                "listen",
+                address,
+                target.port,
+                Grounds(LISTEN, target.port, (target.key,)),
+            ),
         )
 
     # Resolve.
@@ -722,27 +681,34 @@ class BrokerProtocol(amp.AMP):
     @Resolve.responder
     def resolve(self, name: str, port: int) -> Deferred[Any]:
         """
-        Resolve a name the grants let the extension connect to.
+        Resolve a name the grants let the extension connect to; answer the
+        addresses that may be dialed for it.
         """
         self.admit(f"resolve {name} for port {port}")
         return self._tracked(defer.ensureDeferred(self._resolve(name, port)))
 
     async def _resolve(self, name: str, port: int) -> dict[str, list[str]]:
         request = f"resolve {name} for port {port}"
-        _checkPort(port, 1)
         try:
-            self.grants.checkConnect(name, port)
-        except ValueError as e:
-            raise self._refuse(request, BadRequest(str(e)))
-        except Exception as e:
-            raise self._refuse(request, Denied(str(e)))
-        found = await self._lookup(name, port)
-        try:
-            allowed = list(self.grants.checkResolved(name, port, found))
-        except Exception:
-            allowed = []
-        self._remember(name, allowed, port)
-        return {"addresses": found}
+            target = connectTarget(name, port)
+        except (TypeError, ValueError) as e:
+            raise self._invalid(RESOLVE, formatHostPort(name, port), request, e)
+        if not target.isName:
+            # An address "resolves" to itself, as in-process.
+            return {"addresses": [target.address]}
+        self._decided(self.policy.resolve(target.host, target.port, request=request))
+        found = await self._lookup(target.address, target.port)
+        if not found:
+            raise LookupFailed(f"{target.address} did not resolve")
+        decision = self._decided(
+            self.policy.resolvedForPorts(
+                target.host, target.port, found, request=request
+            )
+        )
+        self.policy.remember(
+            target.address, decision.addresses, self._reactor.seconds()
+        )
+        return {"addresses": list(decision.addresses)}
 
     # Delegated to the owner.
 
@@ -769,15 +735,16 @@ class BrokerProtocol(amp.AMP):
             )
         )
 
-    @SaveGrants.responder
-    def saveGrants(self, entries: list[str]) -> dict[str, object]:
+    @RemovePermissions.responder
+    def removePermissions(self, permissions: list[str]) -> dict[str, object]:
         """
-        Let the owner accept removals.
+        The extension gives optional permissions up: the owner takes them
+        away.
         """
-        self.admit("a grant save")
-        if self.owner is not None:
-            self.owner.saveGrants(entries)
-        return {}
+        self.admit("a permissions removal")
+        if self.owner is None:
+            return {"removed": False}
+        return {"removed": bool(self.owner.removePermissions(permissions))}
 
     @MainFailed.responder
     def mainFailed(self, reason: str) -> dict[str, object]:

@@ -196,9 +196,10 @@ class DenialLog:
     changed; the host side of isolation says C{broker refused ...}).
     """
 
-    def __init__(self, log: Logger, format: str = "denied {request}: {reason}") -> None:
+    def __init__(self, log: Any, format: str = "denied {request}: {reason}") -> None:
         """
-        @param log: The extension's logger.
+        @param log: The extension's logger (or anything with its C{warn},
+            such as the isolated host's rate-limited log).
         @param format: The log format; C{request} and C{reason} are given.
         """
         self.log = log
@@ -633,7 +634,12 @@ class Policy:
                 f"{why} (it was resolved for {', '.join(remembered)}, which no "
                 f"grant allows on port {port} at this address)"
             )
-        return self._denied(CONNECT, where, why, request)
+        elif names:
+            why = (
+                f"{why} (it was dialed for {', '.join(names)}, which no grant "
+                f"allows on port {port} at this address)"
+            )
+        return self._denied(verb, where, why, request)
 
     def _nameAllows(self, name: str, port: int, address: str) -> Permission | None:
         """

@@ -268,20 +268,16 @@ class _IsolatedView:
         """
         The grants in effect, by source.
         """
-        child = self.child
-        return {
-            "manifest": sorted(child._required),
-            "operator": sorted(child._operator),
-            "stored": sorted(child._runtime),
-        }
+        result: dict[str, list[str]] = self.child.ledger.grantsBySource()
+        return result
 
     def grant(self, permission: str) -> Deferred[None]:
         """
-        Grant an optional permission as a stored grant.
+        Grant an optional permission as a stored grant; the running child
+        hears of it at once.
         """
-        raise BadRequest(
-            "granting from the console to an isolated extension is not available yet"
-        )
+        self.child.grant(permission)
+        return defer.succeed(None)
 
     def revoke(self, permission: str) -> Deferred[None]:
         """

@@ -29,8 +29,15 @@ from twisted.python.failure import Failure
 
 from tcpext._broker import BrokerProtocol, SyncListenProtocol
 from tcpext._isolation import LAYERS, _childEnvironment
-from tcpext._ledger import _operatorGrants, _storedGrants
+from tcpext._ledger import (
+    GrantChange,
+    GrantLedger,
+    GrantNotSaved,
+    MemoryGrantStore,
+    NotGranted,
+)
 from tcpext._limits import RateLimitedLog, TokenBucket
+from tcpext._policy import REQUEST, Decision, DecisionObserver, DenialLog, Policy
 from tcpext._wire import (
     AMP_FD,
     EXIT_MAIN_FAILED,
@@ -39,16 +46,14 @@ from tcpext._wire import (
     REQUEST_RATE,
     SYNC_FD,
     BadRequest,
+    Grant,
+    NotSaved,
     Ping,
     Revoke,
     Shutdown,
 )
 from tcpext.extension import _warnIgnored
-from tcpext.permissions import (
-    PermissionSet,
-    parseManifestPermissions,
-    parsePermission,
-)
+from tcpext.permissions import Permission, parseManifestPermissions
 
 __all__ = ["IsolatedExtension", "RestartPolicy"]
 
@@ -728,21 +733,6 @@ def _makeMachine() -> Callable[[_Supervisor], _Inputs]:
 _Machine = _makeMachine()
 
 
-class _MemoryStore:
-    """
-    The default grant store: nothing persists.
-    """
-
-    def __init__(self) -> None:
-        self._grants: dict[str, list[str]] = {}
-
-    def load(self, extensionId: str) -> list[str]:
-        return list(self._grants.get(extensionId, ()))
-
-    def save(self, extensionId: str, entries: list[str]) -> None:
-        self._grants[extensionId] = list(entries)
-
-
 def _refuse(extensionId: str, permissions: list[str]) -> bool:
     """
     The default prompt policy: refuse.
@@ -758,7 +748,15 @@ class IsolatedExtension(Service):
     Its process's life is the state machine of L{_makeMachine}; L{state}
     shows it.
 
-    @ivar grants: The authoritative L{tcpext.permissions.PermissionSet}.
+    @ivar ledger: The extension's L{GrantLedger}, the authority on its
+        grants: every change made through it (a runtime request, the
+        operator's grant or revoke, the extension's remove) reaches the
+        running child at once (L{Grant}, L{Revoke}), and after a revoke the
+        host shuts down its copies of the sockets no remaining grant allows.
+    @ivar grants: The ledger's live L{tcpext.permissions.PermissionSet}.
+    @ivar policy: The L{Policy} the broker decides with (its observers are
+        told of every decision; refusals are logged, rate-limited, on
+        C{denials}).
     @ivar log: The extension's logger (C{tcpext.extension.<id>}).
     @ivar denials: Its refusals' log, rate-limited (L{RateLimitedLog}).
     """
@@ -785,6 +783,8 @@ class IsolatedExtension(Service):
         python: str | None = None,
         limits: Mapping[str, int] | None = None,
         spawnProcess: Callable[..., Any] | None = None,
+        ledger: GrantLedger | None = None,
+        decisionObservers: Iterable[DecisionObserver] = (),
     ) -> None:
         """
         @param path: The extension's folder.
@@ -809,6 +809,11 @@ class IsolatedExtension(Service):
             C{IReactorProcess.spawnProcess}: the reactor's by default (a
             fresh interpreter), or L{tcpext._zygote.Zygote.spawnProcess}
             (forked from the preloaded template).
+        @param ledger: The extension's L{GrantLedger}, when the host keeps
+            it; by default one built from C{manifest}, C{grantStore} and
+            C{operatorGrants}.
+        @param decisionObservers: Told of every decision of the broker,
+            beside the denial log (see L{tcpext._policy.DecisionObserver}).
 
         @raise ValueError: for an unknown mode, an invalid C{tcp-*} entry, or
             an operator grant the manifest does not list as optional.
@@ -823,7 +828,6 @@ class IsolatedExtension(Service):
         self.extensionId = extensionId
         self.manifest = dict(manifest)
         self._reactor = reactor
-        self._store = grantStore if grantStore is not None else _MemoryStore()
         self._prompt = prompt if prompt is not None else _refuse
         self.log = log or Logger(namespace=f"tcpext.extension.{extensionId}")
         self.mode = mode
@@ -835,24 +839,27 @@ class IsolatedExtension(Service):
                 raise ValueError(f"unknown resource limit {name!r}")
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"resource limit {name}: {value!r} is not an int")
-        self._parse = parsePermission
-
-        required, ignored = parseManifestPermissions(
-            list(manifest.get("permissions", []))
-        )
-        optional, ignoredOptional = parseManifestPermissions(
+        _, ignored = parseManifestPermissions(list(manifest.get("permissions", [])))
+        _, ignoredOptional = parseManifestPermissions(
             list(manifest.get("optional_permissions", []))
         )
         self._ignored = [*ignored, *ignoredOptional]
-        self._required = {str(p): p for p in required}
-        self._optional = {str(p): p for p in optional}
-        self._operator: dict[str, Any] = _operatorGrants(
-            extensionId, operatorGrants, self._optional
-        )
-        self._runtime: dict[str, Any] = _storedGrants(
-            self._store.load(extensionId), self._optional, self.log
-        )
-        self.grants = PermissionSet(self._effective().values())
+        if ledger is None:
+            ledger = GrantLedger.fromManifest(
+                extensionId=extensionId,
+                manifest=manifest,
+                store=grantStore if grantStore is not None else MemoryGrantStore(),
+                operatorGrants=operatorGrants,
+                log=self.log,
+            )
+        elif grantStore is not None or tuple(operatorGrants):
+            raise TypeError(
+                "give either a ledger or its grant store and operator grants, not both"
+            )
+        self.ledger = ledger
+        self.grants = ledger.grants
+        self._pushes: list[Deferred[None]] = []
+        ledger.addObserver(self._grantsChanged)
 
         self._stopping = False
         self._scratch: str | None = None
@@ -860,6 +867,14 @@ class IsolatedExtension(Service):
         # its processes: a restart does not start them afresh.
         self._requests = TokenBucket(REQUEST_RATE, REQUEST_BURST, reactor.seconds)
         self.denials = RateLimitedLog(self.log, reactor, extensionId)
+        self.policy = Policy(
+            ledger.grants,
+            extensionId=extensionId,
+            observers=[
+                DenialLog(self.denials, "broker refused {request}: {reason}"),
+                *decisionObservers,
+            ],
+        )
         self._supervisor = _Supervisor(
             reactor=reactor,
             log=self.log,
@@ -875,106 +890,32 @@ class IsolatedExtension(Service):
 
     # Grants.
 
-    def _effective(self) -> dict[str, Any]:
-        return {**self._required, **self._operator, **self._runtime}
-
-    def _sync(self) -> list[str]:
+    def _grantsChanged(self, change: GrantChange) -> None:
         """
-        Bring C{grants} in line with the three sources; return what was
-        withdrawn.
+        The ledger changed: tell the running child at once; after a revoke,
+        shut down the host's copies of what no remaining grant allows.
         """
-        wanted = self._effective()
-        removed = []
-        for p in list(self.grants):
-            if str(p) not in wanted:
-                self.grants.discard(p)
-                removed.append(str(p))
-        for p in wanted.values():
-            if p not in self.grants:
-                self.grants.add(p)
-        return removed
-
-    def requestPermissions(self, entries: list[str]) -> Deferred[bool]:
-        """
-        The child's C{permissions.request}: only optional entries; the host's
-        prompt decides and the host persists.
-        """
-        wanted = []
-        for entry in entries:
-            try:
-                p = self._parse(entry)
-            except ValueError as e:
-                raise BadRequest(str(e))
-            if str(p) not in self._optional:
-                raise BadRequest(f"{entry!r} is not in optional_permissions")
-            if p not in self.grants:
-                wanted.append(str(p))
-        if not wanted:
-            return defer.succeed(True)
-
-        def answered(answer: object) -> bool:
-            if answer is not True or self._stopping:
-                self.log.warn("refused runtime request for {entries}", entries=wanted)
-                return False
-            for entry in wanted:
-                self._runtime[entry] = self._optional[entry]
-            self._sync()
-            self._store.save(self.extensionId, sorted(self._runtime))
-            self.log.info("granted {entries}", entries=wanted)
-            return True
-
-        def failed(reason: Failure) -> bool:
-            self.log.failure("the prompt failed; refusing", reason)
-            return False
-
-        return (
-            defer.maybeDeferred(self._prompt, self.extensionId, list(wanted))
-            .addCallback(answered)
-            .addErrback(failed)
-        )
-
-    def saveGrants(self, entries: list[str]) -> None:
-        """
-        The child saved its runtime grants: accept removals only.
-        """
-        keep = set()
-        for entry in entries:
-            try:
-                keep.add(str(self._parse(entry)))
-            except ValueError:
-                continue
-        removed = [e for e in self._runtime if e not in keep]
-        if not removed:
-            return
-        for entry in removed:
-            del self._runtime[entry]
-        self._sync()
-        self._store.save(self.extensionId, sorted(self._runtime))
-        self.log.info("removed {entries}", entries=removed)
-
-    def revoke(self, entries: Iterable[str]) -> Deferred[None]:
-        """
-        Withdraw optional grants (operator or runtime ones): the host stops
-        allowing them at once and tells the child, which closes the sockets
-        no remaining grant allows.
-        """
-        for entry in entries:
-            key = str(self._parse(entry))
-            self._operator.pop(key, None)
-            self._runtime.pop(key, None)
-        removed = self._sync()
-        self._store.save(self.extensionId, sorted(self._runtime))
-        if removed:
-            self.log.info("revoked {entries}", entries=removed)
         broker = self.broker
-        if not removed or broker is None or broker.transport is None:
-            return defer.succeed(None)
-        # The child closes what the grants no longer allow (its sockets then
-        # fail with PermissionDenied); whatever it does, the host then shuts
-        # down its own copies of those sockets, which ends them for the child
-        # too.  A child that does not answer within revokeGrace seconds gets
-        # the same.
-        d = broker.callRemote(Revoke, permissions=removed)
+        if broker is None or broker.transport is None:
+            return
+        if change.granted:
+            broker.callRemote(
+                Grant, permissions=[str(p) for p in change.granted]
+            ).addErrback(lambda f: None)
+        if change.revoked:
+            self._pushes.append(self._pushRevoke(broker, change.revoked))
+
+    def _pushRevoke(
+        self, broker: BrokerProtocol, revoked: Iterable[Permission]
+    ) -> Deferred[None]:
+        """
+        Tell the child of a revoke.  The child closes what the grants no
+        longer allow (its sockets then fail with PermissionDenied); whatever
+        it does, the host then shuts down its own copies of those sockets,
+        which ends them for the child too.  A child that does not answer
+        within C{revokeGrace} seconds gets the same.
+        """
+        d = broker.callRemote(Revoke, permissions=[str(p) for p in revoked])
         d.addErrback(lambda f: None)
         timer = self._reactor.callLater(self.revokeGrace, d.cancel)
 
@@ -984,6 +925,101 @@ class IsolatedExtension(Service):
             broker.enforce()
 
         return d.addBoth(enforce)
+
+    def _enforced(self) -> Deferred[None]:
+        """
+        A L{Deferred} that fires once the revokes pushed so far are
+        enforced.
+        """
+        pushes, self._pushes = self._pushes, []
+        return defer.gatherResults(pushes).addCallback(lambda _: None)
+
+    def requestPermissions(self, entries: list[str]) -> Deferred[bool]:
+        """
+        The child's C{permissions.request}: only optional entries; the host's
+        prompt decides, and the ledger saves then grants (the child hears of
+        the grant before the answer).
+
+        @raise BadRequest: For an entry that is not an optional permission.
+        """
+        try:
+            missing = [str(p) for p in self.ledger.missing(entries)]
+        except (TypeError, ValueError) as e:
+            raise BadRequest(str(e))
+        if not missing:
+            return defer.succeed(True)
+        target = ", ".join(missing)
+        request = f"permissions.request({missing!r})"
+
+        def answered(answer: object) -> bool:
+            if answer is not True or self._stopping:
+                self.policy.report(
+                    Decision(
+                        REQUEST,
+                        target,
+                        False,
+                        reason="the request was refused",
+                        message="permission denied: the request was refused",
+                        request=request,
+                    )
+                )
+                return False
+            try:
+                self.ledger.request(missing)
+            except GrantNotSaved as e:
+                raise NotSaved(str(e))
+            self.policy.report(Decision(REQUEST, target, True, request=request))
+            return True
+
+        def failed(reason: Failure) -> bool:
+            self.log.failure("the prompt failed; refusing", reason)
+            return False
+
+        return (
+            defer.maybeDeferred(self._prompt, self.extensionId, list(missing))
+            .addErrback(failed)
+            .addCallback(answered)
+        )
+
+    def removePermissions(self, entries: list[str]) -> bool:
+        """
+        The child's C{permissions.remove}: the ledger takes them away (for
+        this run, and from the store).
+
+        @raise BadRequest: For an entry that is not an optional permission.
+        """
+        try:
+            return self.ledger.remove(entries)
+        except (TypeError, ValueError) as e:
+            raise BadRequest(str(e))
+
+    def grant(self, permission: Permission | str) -> bool:
+        """
+        Grant one optional permission now, stored as a runtime grant (the
+        operator's): the running child hears of it at once.
+
+        @return: C{True} if it was not granted before.
+        @raise ValueError: It is not an optional permission.
+        @raise GrantNotSaved: The store could not save it (nothing granted).
+        """
+        return self.ledger.grant(permission)
+
+    def revoke(self, entries: Iterable[Permission | str]) -> Deferred[None]:
+        """
+        Withdraw optional grants (operator ones for this run, stored ones for
+        good): the host stops allowing them at once and tells the child,
+        which closes the sockets no remaining grant allows; the host then
+        shuts down its own copies of those sockets.
+
+        @return: A L{Deferred} that fires once that is done.
+        @raise CannotRevoke: For one of the manifest's permissions.
+        """
+        for entry in entries:
+            try:
+                self.ledger.revoke(entry)
+            except NotGranted:
+                continue
+        return self._enforced()
 
     # Child messages.
 
@@ -1039,8 +1075,8 @@ class IsolatedExtension(Service):
             "extensionId": self.extensionId,
             "path": self.path,
             "manifest": json.dumps(self.manifest),
-            "runtimeGrants": sorted(self._runtime),
-            "operatorGrants": sorted(self._operator),
+            "runtimeGrants": self.ledger.grantsBySource()["stored"],
+            "operatorGrants": self.ledger.grantsBySource()["operator"],
         }
 
     def mainFailed(self, reason: str) -> None:
@@ -1148,6 +1184,7 @@ class IsolatedExtension(Service):
             owner=self,
             requests=self._requests,
             denials=self.denials,
+            policy=self.policy,
         )
         sync = SyncListenProtocol(broker)
         try:

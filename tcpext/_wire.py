@@ -8,8 +8,10 @@ both import this module, and it imports neither.
 
  - The AMP commands spoken over the child's descriptor L{AMP_FD}: child to
    host (L{Hello}, L{Connect}, L{Resolve}, L{Release},
-   L{RequestPermissions}, L{SaveGrants}, L{MainFailed}) and host to child
-   (L{Revoke}, L{Shutdown}, L{Ping}).
+   L{RequestPermissions}, L{RemovePermissions}, L{MainFailed}) and host to
+   child (L{Grant}, L{Revoke}, L{Shutdown}, L{Ping}).  Only the host changes
+   grants (its L{tcpext._ledger.GrantLedger}); the child's copy follows
+   (L{Grant}, L{Revoke}), and the child can only give grants up.
  - One error table, L{ERRORS}: the exceptions a request may fail with and
    their codes on the wire, shared by the AMP commands and the synchronous
    channel; L{translateError} turns them into the exceptions in-process code
@@ -42,6 +44,7 @@ from twisted.protocols import amp
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
+from tcpext._ledger import GrantNotSaved
 from tcpext.permissions import PermissionDenied
 
 __all__ = [
@@ -54,23 +57,25 @@ __all__ = [
     "ERRORS",
     "EXIT_MAIN_FAILED",
     "EXIT_NO_NAMESPACE",
+    "Grant",
     "Hello",
     "AMP_MAX_BOX_BYTES",
     "AMP_MAX_KEYS",
     "ListenFailed",
     "LookupFailed",
     "MainFailed",
+    "NotSaved",
     "Ping",
     "REQUEST_BURST",
     "REQUEST_RATE",
     "Refused",
     "Release",
+    "RemovePermissions",
     "RequestPermissions",
     "Resolve",
     "Revoke",
     "SYNC_FD",
     "SYNC_MAX_LENGTH",
-    "SaveGrants",
     "Shutdown",
     "SyncChannel",
     "SyncServerProtocol",
@@ -167,6 +172,13 @@ class BrokerLimit(Exception):
     """
 
 
+class NotSaved(Exception):
+    """
+    A runtime request was answered yes, but the host's grant store could not
+    save it: nothing was granted.
+    """
+
+
 ERRORS: dict[type[Exception], bytes] = {
     Denied: b"DENIED",
     BadRequest: b"BAD_REQUEST",
@@ -176,6 +188,7 @@ ERRORS: dict[type[Exception], bytes] = {
     DialFailed: b"DIAL",
     ListenFailed: b"LISTEN",
     BrokerLimit: b"LIMIT",
+    NotSaved: b"NOT_SAVED",
 }
 """Every error a request may fail with, and its code on the wire."""
 
@@ -227,6 +240,8 @@ def translateError(failure: Failure) -> Failure:
         return Failure(DNSLookupError(text))
     if isinstance(error, (DialFailed, BrokerLimit)):
         return Failure(ConnectError(text))
+    if isinstance(error, NotSaved):
+        return Failure(GrantNotSaved(text))
     return failure
 
 
@@ -289,9 +304,10 @@ class Connect(amp.Command):
 
 class Resolve(amp.Command):
     """
-    Resolve a name for a port the extension may connect to; answers every
-    address found (the child applies the rebinding rule as in-process code
-    does, and the host applies it again on L{Connect}).
+    Resolve a name for a port the extension may connect to; answers the
+    addresses that may be dialed for it (the host's rebinding rule), never
+    those it refused.  Fails with L{Denied} when the name may not be
+    resolved for that port, or when every address is refused.
     """
 
     arguments = [(b"name", amp.Unicode()), (b"port", amp.Integer())]
@@ -312,22 +328,25 @@ class Release(amp.Command):
 class RequestPermissions(amp.Command):
     """
     C{browser.permissions.request}: the host asks its prompt policy and, if
-    granted, adds and persists the grants itself.
+    granted, saves then grants them itself (telling the child with
+    L{Grant} before it answers).  L{NotSaved} if the store failed.
     """
 
     arguments = [(b"permissions", amp.ListOf(amp.Unicode()))]
     response = [(b"granted", amp.Boolean())]
+    errors = _errors(BadRequest, BrokerLimit, NotSaved)
+
+
+class RemovePermissions(amp.Command):
+    """
+    C{browser.permissions.remove}: the extension gives these optional
+    permissions up; the host takes them away (and saves).  The only grant
+    change a child can cause, besides asking.
+    """
+
+    arguments = [(b"permissions", amp.ListOf(amp.Unicode()))]
+    response = [(b"removed", amp.Boolean())]
     errors = _errors(BadRequest, BrokerLimit)
-
-
-class SaveGrants(amp.Command):
-    """
-    The child's grant store saves its runtime grants: the host accepts
-    removals only (a child cannot grant itself anything).
-    """
-
-    arguments = [(b"entries", amp.ListOf(amp.Unicode()))]
-    errors = _errors(BrokerLimit)
 
 
 class MainFailed(amp.Command):
@@ -339,6 +358,15 @@ class MainFailed(amp.Command):
 
 
 # Host to child.
+
+
+class Grant(amp.Command):
+    """
+    These grants were given (a runtime request answered yes, or the
+    operator): the child's copy of the grants follows.
+    """
+
+    arguments = [(b"permissions", amp.ListOf(amp.Unicode()))]
 
 
 class Revoke(amp.Command):

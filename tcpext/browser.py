@@ -956,6 +956,9 @@ class Browser:
         target = ", ".join(missing)
         try:
             answer = await defer.maybeDeferred(self._prompt, self._id, list(missing))
+        except GrantNotSaved:
+            # The host answered yes but could not save: as in-process.
+            raise
         except Exception as e:
             self.log.failure(
                 "the prompt for {permissions} failed; refusing",

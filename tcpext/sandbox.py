@@ -34,7 +34,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -52,8 +52,10 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from tcpext._hosts import parseHost
 from tcpext._isolation import confine
-from tcpext._resolution import ImmediateResolution, tcpAddress
+from tcpext._ledger import GrantChange, GrantLedger, MemoryGrantStore
+from tcpext._resolution import DeniedHost, ImmediateResolution, tcpAddress
 from tcpext._wire import (
     AMP_FD,
     EXIT_MAIN_FAILED,
@@ -62,14 +64,15 @@ from tcpext._wire import (
     BadRequest,
     Connect,
     Denied,
+    Grant,
     Hello,
     MainFailed,
     Ping,
     Release,
+    RemovePermissions,
     RequestPermissions,
     Resolve,
     Revoke,
-    SaveGrants,
     Shutdown,
     SyncChannel,
     errorFromCode,
@@ -77,7 +80,7 @@ from tcpext._wire import (
 )
 from tcpext.browser import makeBrowser
 from tcpext.extension import ExtensionError, loadMain, loadManifest
-from tcpext.permissions import PermissionDenied, parsePermission
+from tcpext.permissions import Permission, PermissionDenied, parsePermission
 from tcpext.reactor import IDialsForNames
 
 __all__ = [
@@ -95,20 +98,11 @@ __all__ = [
 _log = Logger(namespace="tcpext.sandbox")
 
 
-def _ipLiteral(host: str) -> str | None:
-    import ipaddress
-
-    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        return str(ipaddress.ip_address(text.split("%", 1)[0]))
-    except ValueError:
-        return None
-
-
 class HostConnection(amp.AMP):
     """
     The child's end of the AMP connection with the host.
 
+    @ivar onGrant: Called with the canonical text of new grants.
     @ivar onRevoke: Called with the canonical text of withdrawn grants.
     @ivar onShutdown: Called when the host asks the child to stop; returns a
         L{Deferred} that fires once the extension is closed.
@@ -117,9 +111,18 @@ class HostConnection(amp.AMP):
 
     def __init__(self) -> None:
         super().__init__()
+        self.onGrant: Callable[[list[str]], None] = lambda entries: None
         self.onRevoke: Callable[[list[str]], None] = lambda entries: None
         self.onShutdown: Callable[[], Any] = lambda: None
         self.lost: Deferred[None] = Deferred()
+
+    @Grant.responder
+    def grant(self, permissions: list[str]) -> dict[str, object]:
+        """
+        Add grants the host gave to the child's copy.
+        """
+        self.onGrant(permissions)
+        return {}
 
     @Revoke.responder
     def revoke(self, permissions: list[str]) -> dict[str, object]:
@@ -322,15 +325,29 @@ class _BrokeredResolver:
                     resolutionReceiver.addressResolved(resolved)
             resolutionReceiver.resolutionComplete()
 
-        literal = _ipLiteral(hostName)
-        if literal is not None:
-            deliver([literal])
+        try:
+            host = parseHost(hostName)
+        except (TypeError, ValueError):
+            deliver([])
+            return resolution
+        if host.ip is not None:
+            # An address resolves to itself (canonical, zone kept), as on
+            # the host.
+            deliver([host.text])
             return resolution
         if not 0 < portNumber < 65536:
             deliver([])
             return resolution
 
         def failed(reason: Failure) -> None:
+            if reason.check(Denied):
+                # The host refused: say so, as a checked resolver does.
+                kind = IPv4Address if IPv4Address in types else IPv6Address
+                resolutionReceiver.addressResolved(
+                    kind("TCP", DeniedHost(reason.getErrorMessage()), portNumber)
+                )
+                resolutionReceiver.resolutionComplete()
+                return
             _log.info(
                 "resolving {name} failed: {reason}",
                 name=hostName,
@@ -494,32 +511,6 @@ class BrokeredReactor:
         )
 
 
-class _HostGrantStore:
-    """
-    The child's grant store: loads what the host sent, and reports saves to
-    the host (which accepts removals only).
-    """
-
-    def __init__(self, host: HostConnection, entries: list[str]) -> None:
-        self._host = host
-        self._entries = list(entries)
-
-    def load(self, extensionId: str) -> list[str]:
-        """
-        The runtime grants the host holds for this extension.
-        """
-        return list(self._entries)
-
-    def save(self, extensionId: str, entries: list[str]) -> None:
-        """
-        Tell the host.
-        """
-        self._entries = list(entries)
-        self._host.callRemote(SaveGrants, entries=list(entries)).addErrback(
-            lambda f: None
-        )
-
-
 def installGlobalReactor(reactor: Any) -> None:
     """
     Make C{reactor} what C{from twisted.internet import reactor} gives from
@@ -561,6 +552,7 @@ class ChildRunner:
         self._layers = list(layers)
         self.exitCode = 0
         self.browser: Any = None
+        self.ledger: GrantLedger | None = None
         self._stopping = False
 
     def start(self) -> None:
@@ -582,18 +574,30 @@ class ChildRunner:
         extensionId = answer["extensionId"]
         manifest = json.loads(answer["manifest"])
         brokered = BrokeredReactor(self._reactor, self._host, self._sync)
+        log = Logger(namespace=f"tcpext.extension.{extensionId}")
+        # The child's copy of the grants: the host decided and saved them,
+        # and tells of every change (Grant, Revoke); the child can only give
+        # grants up, which it tells the host (RemovePermissions).
+        self.ledger = ledger = GrantLedger.fromManifest(
+            extensionId=extensionId,
+            manifest=manifest,
+            store=MemoryGrantStore({extensionId: answer["runtimeGrants"]}),
+            operatorGrants=answer["operatorGrants"],
+            log=log,
+        )
+        ledger.addObserver(self._removed)
         self.browser = browser = makeBrowser(
             extensionId=extensionId,
             manifest=manifest,
             reactor=brokered,
-            grantStore=cast(Any, _HostGrantStore(self._host, answer["runtimeGrants"])),
+            ledger=ledger,
             prompt=self._prompt,
-            operatorGrants=answer["operatorGrants"],
-            log=Logger(namespace=f"tcpext.extension.{extensionId}"),
+            log=log,
             # The kernel confines this process as a whole (threads
             # included) only when every layer is in force.
             allowThreads=self._confined,
         )
+        self._host.onGrant = self._grant
         self._host.onRevoke = self._revoke
         self._host.onShutdown = self._shutdown
         installGlobalReactor(browser.reactor)
@@ -605,21 +609,50 @@ class ChildRunner:
             await result
 
     def _prompt(self, extensionId: str, permissions: list[str]) -> Deferred[bool]:
+        """
+        Ask the host, which asks its prompt and saves and grants (a store
+        that failed: L{tcpext._ledger.GrantNotSaved}, as in-process).
+        """
         return self._host.callRemote(
             RequestPermissions, permissions=list(permissions)
-        ).addCallback(lambda answer: bool(answer["granted"]))
+        ).addCallbacks(lambda answer: bool(answer["granted"]), translateError)
 
-    def _revoke(self, entries: list[str]) -> None:
-        browser = self.browser
-        if browser is None:
-            return
+    def _removed(self, change: GrantChange) -> None:
+        """
+        The extension gave grants up: the host takes them away too (before
+        any later request of the child, which comes after on the wire).
+        """
+        if change.origin == "remove" and change.revoked:
+            self._host.callRemote(
+                RemovePermissions, permissions=[str(p) for p in change.revoked]
+            ).addErrback(lambda f: None)
+
+    def _parsed(self, entries: list[str]) -> list[Permission]:
+        """
+        The permissions the host named (text that does not parse skipped).
+        """
         permissions = []
         for entry in entries:
             try:
                 permissions.append(parsePermission(entry))
             except ValueError:
                 continue
-        browser.revoke(permissions)
+        return permissions
+
+    def _grant(self, entries: list[str]) -> None:
+        """
+        The host granted: the child's copy follows.
+        """
+        if self.ledger is not None:
+            self.ledger.mirror(granted=self._parsed(entries))
+
+    def _revoke(self, entries: list[str]) -> None:
+        """
+        The host revoked: the child's copy follows, and the browser closes
+        what the remaining grants no longer allow.
+        """
+        if self.ledger is not None:
+            self.ledger.mirror(revoked=self._parsed(entries))
 
     def _shutdown(self) -> Deferred[None]:
         self._stopping = True

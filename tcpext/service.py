@@ -23,7 +23,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
-from tcpext._audit import AuditedPrompt
 from tcpext._statefolder import StateFolder, StateFolderError
 from tcpext.extension import (
     ExtensionError,
@@ -531,8 +530,9 @@ class TCPExtService(MultiService):
                 manifest=manifest.raw,
                 reactor=reactor,
                 grantStore=self.grantStore,
-                prompt=AuditedPrompt(self.prompt, self.audit),
+                prompt=self.prompt,
                 operatorGrants=operatorGrants,
+                decisionObservers=[self._decided],
                 log=extensionLogger(manifest.id),
                 mode=self.isolation,
                 spawnProcess=(

@@ -1346,3 +1346,87 @@ class DeniedBothWaysTests(SynchronousTestCase):
             ["sh", "-c", "true"],
         )
         self.assertEqual(spawned, [])
+
+
+class _Text(str):
+    """
+    A str subclass that says something else of itself.
+    """
+
+    def __str__(self) -> str:
+        return "10.9.9.9"
+
+    def __repr__(self) -> str:
+        return "'10.9.9.9'"
+
+
+class _Number(int):
+    """
+    An int subclass.
+    """
+
+
+class PlainValuesTests(SynchronousTestCase):
+    """
+    The real reactor is given plain, canonical values: never the caller's
+    objects (a C{str} or C{int} subclass), never a name-carrying address
+    (only a reactor that reads names gets those).
+    """
+
+    def test_listen(self) -> None:
+        """
+        C{TCPSocket.listen} hands the reactor a plain C{str} interface and a
+        plain C{int} port and backlog.
+        """
+        stub = StubBrowser(permissions=["tcp-listen:127.0.0.1:7000"])
+        self.successResultOf(
+            stub.browser.TCPSocket.listen(
+                port=_Number(7000), host=_Text("127.0.0.1"), backLog=_Number(5)
+            )
+        )
+        [(port, _, backlog, interface)] = stub.reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (7000, 5, "127.0.0.1"))
+        self.assertIs(type(port), int)
+        self.assertIs(type(backlog), int)
+        self.assertIs(type(interface), str)
+
+    def test_connect(self) -> None:
+        """
+        C{TCPSocket.connect} dials a plain C{str} address and C{int} port;
+        a name's address is a plain C{str} for a reactor that does not read
+        names.
+        """
+        stub = StubBrowser(
+            permissions=["tcp-connect:127.0.0.1:80", "tcp-connect:localhost:81"]
+        )
+        self.successResultOf(
+            stub.browser.TCPSocket.connect(host=_Text("127.0.0.1"), port=_Number(80))
+        )
+        self.successResultOf(stub.browser.TCPSocket.connect(host="localhost", port=81))
+        stub.advance(1)
+        for host, port, *_ in stub.reactor.tcpClients:
+            self.assertIs(type(host), str)
+            self.assertIs(type(port), int)
+        self.assertIn(
+            ("127.0.0.1", 80), [(c[0], c[1]) for c in stub.reactor.tcpClients]
+        )
+
+    def test_reactor(self) -> None:
+        """
+        C{browser.reactor}'s C{listenTCP} and C{connectTCP} hand the wrapped
+        reactor plain values too, checked on what they stand for.
+        """
+        stub = StubBrowser(
+            permissions=["tcp-listen:127.0.0.1:7000", "tcp-connect:127.0.0.1:80"]
+        )
+        stub.browser.reactor.listenTCP(
+            _Number(7000), Factory(), backlog=_Number(5), interface=_Text("127.0.0.1")
+        )
+        [(port, _, backlog, interface)] = stub.reactor.tcpServers
+        self.assertEqual((type(port), type(backlog), type(interface)), (int, int, str))
+        self.assertEqual(interface, "127.0.0.1")
+        stub.browser.reactor.connectTCP(
+            _Text("127.0.0.1"), _Number(80), ClientFactory()
+        )
+        [(host, port, *_)] = stub.reactor.tcpClients
+        self.assertEqual((host, type(host), type(port)), ("127.0.0.1", str, int))

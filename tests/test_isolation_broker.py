@@ -27,6 +27,7 @@ from tcpext._broker import (
     dialTCP,
     openListener,
 )
+from tcpext._hosts import parseHost
 from tcpext._supervisor import IsolatedExtension, RestartPolicy, _ChildProcess
 from tcpext._wire import (
     ERRORS,
@@ -37,6 +38,7 @@ from tcpext._wire import (
     Denied,
     DialFailed,
     ListenFailed,
+    NotSaved,
     Refused,
     Release,
     Resolve,
@@ -45,47 +47,8 @@ from tcpext._wire import (
     errorCode,
     errorFromCode,
 )
-from tcpext.permissions import PermissionDenied
+from tcpext.permissions import PermissionDenied, PermissionSet
 from tcpext.sandbox import BrokeredReactor, HostConnection
-
-
-class _NotAllowed(Exception):
-    """
-    The grants double's refusal.
-    """
-
-
-class _Grants:
-    """
-    A small stand-in for L{tcpext.permissions.PermissionSet}: exact
-    (host, port) pairs, and listen ports.
-    """
-
-    def __init__(
-        self,
-        connect: set[tuple[str, int]] | None = None,
-        listen: set[int] | None = None,
-        public: set[str] | None = None,
-    ) -> None:
-        self.connect = connect or set()
-        self.listenPorts = listen or set()
-        self.public = public or set()
-
-    def checkConnect(self, host: str, port: int) -> None:
-        if host == "bad host":
-            raise ValueError("invalid host 'bad host'")
-        if (host, port) not in self.connect:
-            raise _NotAllowed(f"permission denied: {host}:{port}")
-
-    def checkListen(self, port: int, host: str | None = None) -> None:
-        if port not in self.listenPorts:
-            raise _NotAllowed(f"permission denied: listen on {port}")
-
-    def checkResolved(self, name: str, port: int, addresses: list[str]) -> list[str]:
-        allowed = [a for a in addresses if a in self.public or name == "localhost"]
-        if not allowed:
-            raise _NotAllowed(f"permission denied: {name}:{port} -> {addresses}")
-        return allowed
 
 
 class _Echo(Protocol):
@@ -219,7 +182,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
     """
 
     def setUp(self) -> None:
-        self.grants = _Grants()
+        self.grants = PermissionSet()
         self.connectBroker(BrokerProtocol(reactor, self.grants, Logger()))
 
     def adoptClient(self, answer: dict[str, Any]) -> _Collect:
@@ -239,7 +202,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         a connected socket that carries data.
         """
         port = self.echoServer()
-        self.grants.connect.add(("127.0.0.1", port))
+        self.grants.add(f"tcp-connect:127.0.0.1:{port}")
         answer = await self.child.callRemote(
             Connect, host="127.0.0.1", port=port, timeout=5.0
         )
@@ -274,7 +237,8 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
 
     async def test_connectBadHost(self) -> None:
         """
-        A host the permission code rejects as invalid is a L{BadRequest}.
+        A host the policy rejects as invalid (a space, a numeric alias) is a
+        L{BadRequest}.
         """
         d = self.child.callRemote(Connect, host="bad host", port=80, timeout=5.0)
         await self.assertFailure(d, BadRequest)
@@ -294,7 +258,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-        self.grants.connect.add(("127.0.0.1", port))
+        self.grants.add(f"tcp-connect:127.0.0.1:{port}")
         d = self.child.callRemote(Connect, host="127.0.0.1", port=port, timeout=5.0)
         await self.assertFailure(d, Refused)
 
@@ -304,7 +268,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         the rebinding check, and dials an address that passed.
         """
         port = self.echoServer()
-        self.grants.connect.add(("localhost", port))
+        self.grants.add(f"tcp-connect:localhost:{port}")
         answer = await self.child.callRemote(
             Connect, host="localhost", port=port, timeout=5.0
         )
@@ -319,7 +283,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         other addresses stay denied.
         """
         port = self.echoServer()
-        self.grants.connect.add(("localhost", port))
+        self.grants.add(f"tcp-connect:localhost:{port}")
         answer = await self.child.callRemote(Resolve, name="localhost", port=port)
         self.assertIn("127.0.0.1", answer["addresses"])
         answer = await self.child.callRemote(
@@ -345,7 +309,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         s.bind(("127.0.0.1", 0))
         portNumber = s.getsockname()[1]
         s.close()
-        self.grants.listenPorts.add(portNumber)
+        self.grants.add(f"tcp-listen:{portNumber}")
         answer = await self.listen(port=portNumber, interface="127.0.0.1", backlog=5)
         port = reactor.adoptStreamPort(  # type: ignore[attr-defined]
             answer["descriptor"], answer["family"], Factory.forProtocol(_Echo)
@@ -377,7 +341,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         An interface that is not an IP literal is a L{BadRequest}.
         """
         port = _freePort()
-        self.grants.listenPorts.add(port)
+        self.grants.add(f"tcp-listen:{port}")
         d = defer.ensureDeferred(self.listen(port=port, interface="eth0", backlog=5))
         await self.assertFailure(d, BadRequest)
 
@@ -387,7 +351,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         drives the client factory as a real connector would.
         """
         port = self.echoServer()
-        self.grants.connect.add(("127.0.0.1", port))
+        self.grants.add(f"tcp-connect:127.0.0.1:{port}")
         brokered = BrokeredReactor(reactor, self.child, None)
         protocol = _Collect()
         lost: defer.Deferred[None] = defer.Deferred()
@@ -420,7 +384,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-        self.grants.connect.add(("127.0.0.1", port))
+        self.grants.add(f"tcp-connect:127.0.0.1:{port}")
         brokered = BrokeredReactor(reactor, self.child, None)
         failed: defer.Deferred[Any] = defer.Deferred()
 
@@ -431,6 +395,39 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         brokered.connectTCP("127.0.0.1", port, F())
         (reason,) = await failed
         self.assertTrue(reason.check(ConnectionRefusedError))
+
+    async def test_brokeredResolver(self) -> None:
+        """
+        The child's resolver reads an address as the host does (an
+        IPv4-mapped one is its IPv4 address, a zone is kept) without asking
+        the host, and reports the host's refusal as a placeholder address
+        carrying it (as a checked resolver does).
+        """
+        from tcpext._resolution import DeniedHost
+
+        resolver = BrokeredReactor(reactor, self.child, None).nameResolver
+        found: list[Any] = []
+        done: list[bool] = []
+
+        class Receiver:
+            def resolutionBegan(self, resolution: Any) -> None:
+                pass
+
+            def addressResolved(self, address: Any) -> None:
+                found.append(address.host)
+
+            def resolutionComplete(self) -> None:
+                done.append(True)
+
+        resolver.resolveHostName(Receiver(), "::ffff:127.0.0.1", 80)
+        resolver.resolveHostName(Receiver(), "fe80::1%eth0", 80)
+        self.assertEqual(found, ["127.0.0.1", "fe80::1%eth0"])
+        resolver.resolveHostName(Receiver(), "example.com", 80)
+        await self.child.callRemote(Release, socketIds=[])
+        [denied] = found[2:]
+        self.assertIsInstance(denied, DeniedHost)
+        self.assertIn("permission denied", denied.message)
+        self.assertEqual(len(done), 3)
 
     async def test_enforce(self) -> None:
         """
@@ -443,8 +440,8 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         )
         self.addCleanup(server.stopListening)
         port = server.getHost().port
-        self.grants.connect.add(("127.0.0.1", port))
-        self.grants.listenPorts.add(0)
+        self.grants.add(f"tcp-connect:127.0.0.1:{port}")
+        self.grants.add("tcp-listen:*")
         answer = await self.child.callRemote(
             Connect, host="127.0.0.1", port=port, timeout=5.0
         )
@@ -454,7 +451,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         lost: defer.Deferred[None] = defer.Deferred()
         protocol.connectionLost = lambda reason: lost.callback(None)  # type: ignore[method-assign]
         self.assertEqual(self.broker.enforce(), [])
-        self.grants.connect.clear()
+        self.grants.discard(f"tcp-connect:127.0.0.1:{port}")
         self.assertEqual(self.broker.enforce(), [answer["socketId"]])
         await lost
         await accepted[0].lost
@@ -469,7 +466,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 
         port = self.echoServer()
-        self.grants.connect.add(("localhost", port))
+        self.grants.add(f"tcp-connect:localhost:{port}")
         brokered = BrokeredReactor(reactor, self.child, None)
         protocol = _Collect()
         endpoint = HostnameEndpoint(brokered, "localhost", port, timeout=5)
@@ -477,7 +474,13 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         self.addCleanup(protocol.transport.abortConnection)  # type: ignore[union-attr]
         protocol.transport.write(b"by name!")  # type: ignore[union-attr]
         self.assertEqual(await protocol.done, b"by name!")
-        self.assertEqual(self.broker._resolved.get(("127.0.0.1", port)), "localhost")
+        self.assertEqual(
+            self.broker.policy.memory.namesFor(
+                parseHost("127.0.0.1").ip,  # type: ignore[arg-type]
+                reactor.seconds(),  # type: ignore[attr-defined]
+            ),
+            ["localhost"],
+        )
 
     async def test_flood(self) -> None:
         """
@@ -495,7 +498,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         self.broker._reactor = R()
         self.broker.maxOutstanding = 2
         self.broker.maxFlood = 5
-        self.grants.connect.add(("example.com", 80))
+        self.grants.add("tcp-connect:example.com:80")
         calls = [
             self.child.callRemote(Resolve, name="example.com", port=80)
             for _ in range(10)
@@ -524,7 +527,7 @@ class HostBoundsTests(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         self.events: list[dict[str, Any]] = []
         self.log = Logger(namespace="tcpext.extension.x", observer=self.events.append)
-        self.grants = _Grants()
+        self.grants = PermissionSet()
         self.broker = BrokerProtocol(self.reactor, self.grants, self.log)
         self.transport = StringTransport()
         self.broker.makeConnection(self.transport)
@@ -606,17 +609,17 @@ class HostBoundsTests(SynchronousTestCase):
         from tcpext._wire import BrokerLimit
 
         self.broker.requests = TokenBucket(2, 2, self.reactor.seconds)
-        self.broker.saveGrants([])
-        self.broker.saveGrants([])
-        error = self.assertRaises(BrokerLimit, self.broker.saveGrants, [])
+        self.broker.removePermissions([])
+        self.broker.removePermissions([])
+        error = self.assertRaises(BrokerLimit, self.broker.removePermissions, [])
         self.assertIn("more than 2 requests a second", str(error))
         self.assertRaises(BrokerLimit, self.broker.listen, 0, "127.0.0.1", 5)
         d = defer.maybeDeferred(self.broker.resolve, "example.com", 80)
         self.failureResultOf(d, BrokerLimit)
         self.reactor.advance(0.5)
-        self.broker.saveGrants([])
+        self.broker.removePermissions([])
         self.assertIn(
-            "broker refused a grant save: more than 2 requests",
+            "broker refused a permissions removal: more than 2 requests",
             formatEvent(self.events[0]),
         )
 
@@ -672,7 +675,7 @@ class SyncListenTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.grants = _Grants()
+        self.grants = PermissionSet()
         self.broker = BrokerProtocol(MemoryReactorClock(), self.grants, Logger())
         self.protocol = SyncListenProtocol(self.broker)
         self.sent: list[int] = []
@@ -699,7 +702,7 @@ class SyncListenTests(SynchronousTestCase):
         """
         A granted listen answers C{ok} and sends the listening descriptor.
         """
-        self.grants.listenPorts.add(0)
+        self.grants.add("tcp-listen:*")
         answer = self.ask(
             {"op": "listen", "port": 0, "interface": "127.0.0.1", "backlog": 5}
         )
@@ -745,7 +748,7 @@ class SyncBoundsTests(SynchronousTestCase):
         self.events: list[dict[str, Any]] = []
         self.reactor = MemoryReactorClock()
         self.broker = BrokerProtocol(
-            self.reactor, _Grants(), Logger(observer=self.events.append)
+            self.reactor, PermissionSet(), Logger(observer=self.events.append)
         )
         self.protocol = SyncListenProtocol(self.broker)
         self.transport = StringTransport()
@@ -1229,16 +1232,19 @@ class IsolatedExtensionUnitTests(_FakeProcessMixin, SynchronousTestCase):
         )
         self.flushLoggedErrors(RuntimeError)
 
-    def test_saveGrantsRemovesOnly(self) -> None:
+    def test_removePermissions(self) -> None:
         """
-        The child's saves can remove runtime grants but never add one.
+        The child can give optional grants up (the host's ledger removes
+        them and saves), never add one; a permission that is not optional is
+        a L{BadRequest}.
         """
         self.store["x"] = ["tcp-connect:example.com:443"]
         service = self.make()
-        service.saveGrants(["tcp-connect:example.com:443", "tcp-connect:10.0.0.1:22"])
+        self.assertRaises(BadRequest, service.removePermissions, ["tcp-connect:*:*"])
+        self.assertFalse(service.removePermissions(["tcp-connect:10.0.0.1:22"]))
         self.assertFalse(service.grants.allowsConnect("10.0.0.1", 22))
         self.assertEqual(self.store["x"], ["tcp-connect:example.com:443"])
-        service.saveGrants([])
+        self.assertTrue(service.removePermissions(["tcp-connect:example.com:443"]))
         self.assertFalse(service.grants.allowsConnect("example.com", 443))
         self.assertEqual(self.store["x"], [])
 
@@ -1292,6 +1298,70 @@ class IsolatedExtensionUnitTests(_FakeProcessMixin, SynchronousTestCase):
         self.assertEqual(self.store["x"], [])
         self.assertIn(b"Revoke", transport.value())
         self.assertIn(b"tcp-connect:10.0.0.1:22", transport.value())
+
+    def test_requestNotSaved(self) -> None:
+        """
+        When the store cannot save a request the prompt granted, the host
+        grants nothing (as in-process) and the child's request fails with
+        L{NotSaved}; the child is told of no grant.
+        """
+
+        def failing(extensionId: str, entries: list[str]) -> None:
+            raise OSError("read-only state folder")
+
+        service = self.make(prompt=lambda e, p: True)
+        service.ledger._store.save = failing  # type: ignore[attr-defined]
+        service.startService()
+        self.hello(service)
+        transport = service.broker.transport  # type: ignore[union-attr]
+        transport.clear()
+        failure = self.failureResultOf(
+            service.requestPermissions(["tcp-connect:example.com:443"]), NotSaved
+        )
+        self.assertIn("read-only state folder", str(failure.value))
+        self.assertFalse(service.grants.allowsConnect("example.com", 443))
+        self.assertEqual(service.ledger.grantsBySource()["stored"], [])
+        self.assertNotIn(b"Grant", transport.value())
+
+    def test_grantReachesChild(self) -> None:
+        """
+        A grant made on the host (the operator's, or a request the prompt
+        granted) is saved, allowed at once, and pushed to the running child.
+        """
+        service = self.make(prompt=lambda e, p: True)
+        service.startService()
+        self.hello(service)
+        transport = service.broker.transport  # type: ignore[union-attr]
+        transport.clear()
+        self.assertTrue(service.grant("tcp-connect:10.0.0.1:22"))
+        self.assertTrue(service.grants.allowsConnect("10.0.0.1", 22))
+        self.assertEqual(self.store["x"], ["tcp-connect:10.0.0.1:22"])
+        self.assertIn(b"Grant", transport.value())
+        self.assertIn(b"tcp-connect:10.0.0.1:22", transport.value())
+        transport.clear()
+        self.assertTrue(
+            self.successResultOf(
+                service.requestPermissions(["tcp-connect:example.com:443"])
+            )
+        )
+        self.assertIn(b"tcp-connect:example.com:443", transport.value())
+        self.assertRaises(ValueError, service.grant, "tcp-connect:*:*")
+
+    def test_revokeManifestRefused(self) -> None:
+        """
+        A manifest permission cannot be revoked; an operator grant revoked
+        is gone for this run only (the next start of the service has it
+        again, from its --grant).
+        """
+        from tcpext._ledger import CannotRevoke
+
+        service = self.make(operatorGrants=["tcp-connect:10.0.0.1:22"])
+        self.assertRaises(CannotRevoke, service.revoke, ["tcp-listen:7000"])
+        self.successResultOf(service.revoke(["tcp-connect:10.0.0.1:22"]))
+        self.assertEqual(service.ledger.grantsBySource()["operator"], [])
+        self.assertNotIn("x", self.store)
+        again = self.make(operatorGrants=["tcp-connect:10.0.0.1:22"])
+        self.assertTrue(again.grants.allowsConnect("10.0.0.1", 22))
 
     def test_reapedWithoutSIGCHLD(self) -> None:
         """
@@ -1515,8 +1585,10 @@ class BrokerRealPermissionsTests(_BrokerPairTestCase):
     async def test_rebindingRefused(self) -> None:
         """
         A name grant does not reach a loopback address the name resolves to
-        (DNS rebinding): the connect is denied, naming the address, and the
-        address stays denied afterwards.
+        (DNS rebinding): the connect is denied, naming the address; a
+        L{Resolve} of the name is denied the same way (the host never tells
+        the child an address it refused), and the address stays denied
+        afterwards.
         """
         port = self.echoServer()
         self.connect([f"tcp-connect:intranet.example:{port}"], ["127.0.0.1"])
@@ -1525,12 +1597,44 @@ class BrokerRealPermissionsTests(_BrokerPairTestCase):
         )
         error = await self.assertFailure(d, Denied)
         self.assertIn("127.0.0.1", str(error))
-        answer = await self.child.callRemote(
-            Resolve, name="intranet.example", port=port
-        )
-        self.assertEqual(answer["addresses"], ["127.0.0.1"])
+        d = self.child.callRemote(Resolve, name="intranet.example", port=port)
+        error = await self.assertFailure(d, Denied)
+        self.assertIn("resolved only to refused addresses", str(error))
         d = self.child.callRemote(Connect, host="127.0.0.1", port=port, timeout=5.0)
         await self.assertFailure(d, Denied)
+
+    async def test_resolveAnswersDialableOnly(self) -> None:
+        """
+        L{Resolve} answers the addresses that may be dialed for the name,
+        never those the rebinding rule refused; an IPv4-mapped address is
+        answered as its IPv4 address.
+        """
+        self.connect(
+            ["tcp-connect:mixed.example:443"],
+            ["127.0.0.1", "93.184.216.34", "10.0.0.1", "::ffff:93.184.216.35"],
+        )
+        answer = await self.child.callRemote(Resolve, name="mixed.example", port=443)
+        self.assertEqual(answer["addresses"], ["93.184.216.34", "93.184.216.35"])
+        answer = await self.child.callRemote(Resolve, name="::ffff:127.0.0.1", port=443)
+        self.assertEqual(answer["addresses"], ["127.0.0.1"])
+
+    async def test_mappedAndZone(self) -> None:
+        """
+        An IPv4-mapped IPv6 address is its IPv4 address to the host, as to
+        the child; a zone is kept to dial with (an unknown one fails the
+        dial, it is never dropped).
+        """
+        port = self.echoServer()
+        self.connect([f"tcp-connect:127.0.0.1:{port}", f"tcp-connect:[::1]:{port}"], [])
+        answer = await self.child.callRemote(
+            Connect, host="::ffff:127.0.0.1", port=port, timeout=5.0
+        )
+        os.close(answer["descriptor"])
+        d = self.child.callRemote(
+            Connect, host="::1%nosuchzone0", port=port, timeout=5.0
+        )
+        error = await self.assertFailure(d, DialFailed)
+        self.assertIn("nosuchzone0", str(error))
 
     async def test_cidrGrantAllowsResolved(self) -> None:
         """
