@@ -1250,36 +1250,37 @@ class IsolatedExtensionUnitTests(_FakeProcessMixin, SynchronousTestCase):
 
     def test_childCannotWriteGrants(self) -> None:
         """
-        Nothing the child sends writes a grant the host did not decide: a
-        save that adds entries (valid, invalid, not optional, manifest ones)
-        writes nothing; only a removal of a stored grant is written.
+        Nothing the child sends writes a grant the host did not decide: the
+        only grant change it can ask for is a removal (it can ask for a
+        grant, which the host's prompt answers); a removal of what is not an
+        optional permission (invalid, not optional, a manifest one) is a
+        L{BadRequest} and writes nothing, nor does one of what is not
+        granted; only the removal of a stored grant is written.
         """
         self.store["x"] = ["tcp-connect:example.com:443"]
         service = self.make()
         saves: list[list[str]] = []
-        real = service._store.save
+        store = service.ledger._store  # type: ignore[attr-defined]
+        real = store.save
 
         def save(extensionId: str, entries: list[str]) -> None:
             saves.append(list(entries))
             real(extensionId, entries)
 
-        service._store.save = save  # type: ignore[method-assign]
-        service.saveGrants(
-            [
-                "tcp-connect:example.com:443",
-                "tcp-connect:10.0.0.1:22",
-                "tcp-connect:*:*",
-                "tcp-listen:7000",
-                "not a permission",
-                "x" * 60000,
-            ]
-        )
+        store.save = save
+        for entries in (
+            ["tcp-connect:*:*"],
+            ["tcp-listen:7000"],
+            ["not a permission"],
+            ["x" * 60000],
+        ):
+            self.assertRaises(BadRequest, service.removePermissions, entries)
+        self.assertFalse(service.removePermissions(["tcp-connect:10.0.0.1:22"]))
         self.assertEqual(saves, [])
         self.assertEqual(self.store["x"], ["tcp-connect:example.com:443"])
-        service.saveGrants(["tcp-connect:*:*"])
+        self.assertTrue(service.removePermissions(["tcp-connect:example.com:443"]))
         self.assertEqual(saves, [[]])
         self.assertFalse(service.grants.allowsConnect("example.com", 443))
-        self.assertFalse(service.grants.allowsConnect("10.0.0.1", 22))
 
     def test_revoke(self) -> None:
         """

@@ -380,8 +380,9 @@ class DeeplyNestedTests(SynchronousTestCase):
         from twisted.internet.testing import StringTransport
 
         from tcpext._broker import BrokerProtocol, SyncListenProtocol
+        from tcpext.permissions import PermissionSet
 
-        broker = BrokerProtocol(MemoryReactorClock(), object(), Logger())
+        broker = BrokerProtocol(MemoryReactorClock(), PermissionSet(), Logger())
         protocol = SyncListenProtocol(broker)
         transport = StringTransport()
         protocol.makeConnection(transport)
