@@ -16,7 +16,13 @@ Two figures per size:
     check parses and canonicalizes its host from scratch.
 
 Also C{checkResolved_us}: the DNS rebinding check for a name and four
-resolved addresses.
+resolved addresses; and C{decideConnect_us} / C{decideConnect_cold_us}: the
+whole decision every path makes for a connect (the request read and
+canonicalized by L{tcpext._policy.connectTarget}, L{tcpext._policy.Policy.
+connect} with the grant that matched or the reason, and the decision
+reported to one observer), on the same probes, and on the allowed and the
+denied ones apart (a denial also says why: its reason names the grants that
+came close).
 
 Usage: C{python benchmarks/bench_permissions.py [--json] [--repeat N]}.
 """
@@ -36,6 +42,7 @@ from collections.abc import Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tcpext import _hosts  # noqa: E402
+from tcpext._policy import Policy, connectTarget  # noqa: E402
 from tcpext.permissions import PermissionSet  # noqa: E402
 
 SIZES = (10, 10_000)
@@ -151,6 +158,49 @@ def measure(size: int, repeat: int, probeCount: int) -> dict[str, object]:
         coldRuns.append((time.perf_counter_ns() - start) / len(fresh) / 1000)
     coldUs = statistics.median(coldRuns)
 
+    seen: list[object] = []
+    policy = Policy(grants, observers=[lambda extensionId, d: seen.append(d)])
+    decide, report = policy.connect, policy.report
+
+    def decided() -> int:
+        allowed = 0
+        for host, port in probes:
+            if report(decide(connectTarget(host, port))).allowed:
+                allowed += 1
+        seen.clear()
+        return allowed
+
+    decided()
+    decideUs, _ = timePerCall(decided, len(probes), repeat)
+    allowedProbes = [(h, p) for h, p in probes if allows(h, p)]
+    deniedProbes = [(h, p) for h, p in probes if not allows(h, p)]
+
+    def decidedOnly(subset: list[tuple[str, int]]) -> Callable[[], int]:
+        def run() -> int:
+            for host, port in subset:
+                report(decide(connectTarget(host, port)))
+            seen.clear()
+            return len(subset)
+
+        return run
+
+    allowedUs, _ = timePerCall(
+        decidedOnly(allowedProbes), max(1, len(allowedProbes)), repeat
+    )
+    deniedUs, _ = timePerCall(
+        decidedOnly(deniedProbes), max(1, len(deniedProbes)), repeat
+    )
+    decideColdRuns: list[float] = []
+    for r in range(repeat):
+        fresh = makeProbes(texts, probeCount, f"d{r}")
+        _hosts._parseHostCached.cache_clear()
+        start = time.perf_counter_ns()
+        for host, port in fresh:
+            report(decide(connectTarget(host, port)))
+        decideColdRuns.append((time.perf_counter_ns() - start) / len(fresh) / 1000)
+        seen.clear()
+    decideColdUs = statistics.median(decideColdRuns)
+
     grants.add("tcp-connect:www.example.com:443")
     resolved = ["93.184.216.34", "127.0.0.1", "2606:2800:220:1::1", "10.1.2.3"]
     check = grants.checkResolved
@@ -168,6 +218,10 @@ def measure(size: int, repeat: int, probeCount: int) -> dict[str, object]:
         "warm": warmUs,
         "cold": coldUs,
         "resolved": resolvedUs,
+        "decide": decideUs,
+        "decideAllowed": allowedUs,
+        "decideDenied": deniedUs,
+        "decideCold": decideColdUs,
         "buildMs": buildMs,
         "hitRate": hits / len(probes),
         "warmRuns": warmRuns,
@@ -195,6 +249,16 @@ def main(argv: list[str] | None = None) -> int:
         "checkResolved_us": {
             str(s): round(r["resolved"], 3) for s, r in results.items()
         },
+        "decideConnect_us": {str(s): round(r["decide"], 3) for s, r in results.items()},
+        "decideConnect_allowed_us": {
+            str(s): round(r["decideAllowed"], 3) for s, r in results.items()
+        },
+        "decideConnect_denied_us": {
+            str(s): round(r["decideDenied"], 3) for s, r in results.items()
+        },
+        "decideConnect_cold_us": {
+            str(s): round(r["decideCold"], 3) for s, r in results.items()
+        },
         "build_ms": {str(s): round(r["buildMs"], 2) for s, r in results.items()},
         "hit_rate": {str(s): round(r["hitRate"], 3) for s, r in results.items()},
         "repetitions": args.repeat,
@@ -210,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     for size, r in results.items():
         print(
             f"  {size:>6} grants: allowsConnect {r['warm']:.2f} us "
-            f"(cold host {r['cold']:.2f} us), checkResolved {r['resolved']:.2f} us, "
+            f"(cold host {r['cold']:.2f} us), policy decision {r['decide']:.2f} us "
+            f"(allowed {r['decideAllowed']:.2f} us, denied with the reason "
+            f"{r['decideDenied']:.2f} us, cold host {r['decideCold']:.2f} us), "
+            f"checkResolved {r['resolved']:.2f} us, "
             f"built in {r['buildMs']:.1f} ms, {r['hitRate']:.0%} of probes allowed"
         )
     return 0

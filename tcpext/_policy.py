@@ -36,9 +36,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-import attrs
 from twisted.logger import Logger
 
 from tcpext._hosts import (
@@ -46,6 +45,7 @@ from tcpext._hosts import (
     LOCALHOST_ADDRESSES,
     IPAddress,
     ParsedHost,
+    _parseHostCached,
     formatHostPort,
     interfaceKey,
     isLocalhostName,
@@ -109,8 +109,7 @@ are forgotten first).
 _log = Logger(namespace="tcpext.policy")
 
 
-@attrs.frozen
-class Decision:
+class Decision(NamedTuple):
     """
     One answer of the policy to one request.
 
@@ -227,8 +226,7 @@ class DenialLog:
         )
 
 
-@attrs.frozen
-class ConnectTarget:
+class ConnectTarget(NamedTuple):
     """
     A connect request in canonical form.
 
@@ -261,8 +259,7 @@ class ConnectTarget:
         return formatHostPort(self.host.text, self.port)
 
 
-@attrs.frozen
-class ListenTarget:
+class ListenTarget(NamedTuple):
     """
     A listen request in canonical form.
 
@@ -301,9 +298,12 @@ def _port(port: object, low: int, what: str) -> int:
     """
     Check a port number and return it as a plain L{int}.
     """
-    if isinstance(port, bool) or not isinstance(port, int):
+    if port.__class__ is int:
+        value: int = port
+    elif isinstance(port, bool) or not isinstance(port, int):
         raise TypeError(f"the {what} port must be an int, not {type(port).__name__}")
-    value = int.__index__(port)
+    else:
+        value = int.__index__(port)
     if not low <= value <= MAX_PORT:
         raise ValueError(f"the {what} port {value} is outside {low}..{MAX_PORT}")
     return value
@@ -343,9 +343,13 @@ def connectTarget(host: object, port: object) -> ConnectTarget:
     @raise ValueError: C{host} is invalid or a non-canonical numeric form
         (C{127.1}, C{2130706433}, ...), or C{port} is out of range.
     """
-    if not isinstance(host, str):
+    if host.__class__ is str:
+        parsed = _parseHostCached(host)
+    elif isinstance(host, str):
+        parsed = parseHost(host)
+    else:
         raise TypeError(f"a host must be a str, not {type(host).__name__}")
-    return ConnectTarget(parseHost(host), connectPort(port))
+    return ConnectTarget(parsed, _port(port, MIN_PORT, "connect"))
 
 
 def listenTarget(port: object, interface: object = None) -> ListenTarget:
@@ -375,8 +379,7 @@ def localhostAddresses(name: str) -> tuple[str, ...] | None:
     return None
 
 
-@attrs.frozen
-class Grounds:
+class Grounds(NamedTuple):
     """
     What an open socket (or a connection in progress) was allowed for, to
     check again when grants are taken away (L{Policy.stillAllowed}).
