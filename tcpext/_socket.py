@@ -474,7 +474,7 @@ class TCPClientSocket(ReadSide, WriteSide, TLSPart):  # type: ignore[override]
                 self._writeEnd = "write() after close()"
             self._whenWritable(self._loseConnection)
             if self._state is _CLOSED:
-                # closed at once (the peer had closed, nothing to send)
+                # closed at once (nothing was left to send)
                 return succeed(None)
         d: Deferred[None] = Deferred()
         if self._closeWaiters is None:
@@ -505,10 +505,10 @@ class TCPClientSocket(ReadSide, WriteSide, TLSPart):  # type: ignore[override]
         self._stopProducer()
         self._unwatch(transport)
         self._move(Event.DISCONNECT)
-        if self._direct and self._readEnd is True and sendsNothing(transport):
-            # The peer's FIN came and nothing is left to send: close now, as
-            # Twisted's loseConnection does once the write side is shut,
-            # rather than after a reactor round that flushes nothing.
+        if self._direct and sendsNothing(transport):
+            # Nothing is left to send: close now, as Twisted's loseConnection
+            # does on its next write attempt, rather than after a reactor
+            # round that flushes nothing.
             closeAtOnce(transport)
             return
         self._readOnForClose()

@@ -82,6 +82,10 @@ class State(enum.Enum):
     The lifecycle states of a socket (see the module's table).
     """
 
+    # identity hashing (Enum's own __hash__ is Python code, and the
+    # transition tables and state sets are looked up on every event)
+    __hash__ = object.__hash__
+
     CONNECTING = "CONNECTING"
     HANDSHAKING = "HANDSHAKING"
     OPEN = "OPEN"
@@ -95,6 +99,10 @@ class Event(enum.Enum):
     """
     What moves a socket from one lifecycle state to another.
     """
+
+    # identity hashing (Enum's own __hash__ is Python code, and the
+    # transition tables and state sets are looked up on every event)
+    __hash__ = object.__hash__
 
     CONNECTED = "CONNECTED"
     HANDSHAKE_STARTED = "HANDSHAKE_STARTED"
@@ -200,6 +208,10 @@ class TLSState(enum.Enum):
     Whether TLS is in use on a socket.
     """
 
+    # identity hashing (Enum's own __hash__ is Python code, and the
+    # transition tables and state sets are looked up on every event)
+    __hash__ = object.__hash__
+
     NONE = "NONE"  # plain, or a TLS-from-the-start handshake in progress
     UPGRADING = "UPGRADING"  # upgradeToSecure(): STARTTLS under way
     ON = "ON"  # a handshake completed: ssl is True
@@ -209,6 +221,10 @@ class TLSEvent(enum.Enum):
     """
     What changes a socket's L{TLSState}.
     """
+
+    # identity hashing (Enum's own __hash__ is Python code, and the
+    # transition tables and state sets are looked up on every event)
+    __hash__ = object.__hash__
 
     UPGRADE = "UPGRADE"  # upgradeToSecure() was accepted
     HANDSHAKE_DONE = "HANDSHAKE_DONE"  # a TLS handshake completed
