@@ -52,12 +52,15 @@ class Params:
     @ivar corrupt: damage the data on purpose, to prove the checks catch it.
     @ivar certDir: where the runner wrote C{cert.pem} and C{key.pem} (W6).
     @ivar port: the port of the separate server process (W8 client).
+    @ivar clock: C{"wall"} (elapsed time) or C{"cpu"} (the process's CPU
+        time, less sensitive to other work on the machine; see C{_child.py}).
     """
 
     scale: float = 1.0
     corrupt: bool = False
     certDir: str = ""
     port: int = 0
+    clock: str = "wall"
 
     def sizes(self, workload: str) -> dict[str, int]:
         """

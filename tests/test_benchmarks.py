@@ -115,6 +115,21 @@ class RunnerTests(SynchronousTestCase):
         self.assertGreater(report["w7"]["allowsConnect_us.10000"], 0)
         self.assertIn("| `allowsConnect_us` |", text)
 
+    def test_cpuClock(self) -> None:
+        """
+        With C{--clock cpu} the runs are timed in CPU time, and the report
+        says so.
+        """
+        status, report, text = runRunner(
+            "--clock", "cpu", "--workloads", "W4", "--impls", "twisted,tcpext-idiom"
+        )
+        self.assertEqual(status, 0)
+        self.assertEqual(report["clock"], "cpu")
+        self.assertIn("**CPU time**", text)
+        self.assertEqual(sorted(report["summary"]["W4"]), ["tcpext-idiom", "twisted"])
+        for entry in report["summary"]["W4"].values():
+            self.assertGreater(entry["median"], 0)
+
     def test_detectsCorruption(self) -> None:
         """
         With C{--corrupt} (an echo server flips a byte, a bulk sender drops
@@ -165,6 +180,7 @@ class HelperTests(SynchronousTestCase):
         """
         for argv in (
             ["--workloads", "W9"],
+            ["--clock", "sundial"],
             ["--impls", "nodejs"],
             ["--rounds", "0"],
             ["--w8-rounds", "0"],
