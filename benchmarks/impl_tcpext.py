@@ -312,13 +312,16 @@ async def scale(params: Params) -> dict[str, Any]:
     return tally.result(elapsed, connected - start)
 
 
-def failEarly(reason: Failure, waiting: Deferred[None]) -> None:
+def failEarly(waiting: Deferred[None]) -> None:
     """
-    A connection's coroutine failed before C{waiting} (every connection is
-    open) fired: fail C{waiting} with the reason instead of waiting for ever.
+    A connection's coroutine failed (the exception being handled) before
+    C{waiting} (every connection is open) fired: fail C{waiting} with it
+    instead of waiting for ever.  (Called from the coroutine's own C{except}
+    rather than added to each coroutine's Deferred, which would cost
+    memory per connection that the idiom does not.)
     """
     if not waiting.called:
-        waiting.errback(reason)
+        waiting.errback(Failure())
 
 
 async def connectionRateIdiom(params: Params) -> dict[str, Any]:
@@ -391,8 +394,12 @@ async def memoryIdiom(params: Params) -> dict[str, Any]:
 
     async def client(endpoint: Any, semaphore: DeferredSemaphore) -> None:
         nonlocal connected
-        sock = await semaphore.run(connectSocket, endpoint)
-        await sock.opened
+        try:
+            sock = await semaphore.run(connectSocket, endpoint)
+            await sock.opened
+        except Exception:
+            failEarly(allOpen)
+            return
         connected += 1
         arrived()
         try:
@@ -406,9 +413,8 @@ async def memoryIdiom(params: Params) -> dict[str, Any]:
     assert server.localPort is not None
     endpoint = clientEndpoint(server.localPort)
     semaphore = DeferredSemaphore(CONNECT_CONCURRENCY)
-    clients = [ensureDeferred(client(endpoint, semaphore)) for _ in range(count)]
-    for d in clients:
-        d.addErrback(failEarly, allOpen)
+    for _ in range(count):
+        ensureDeferred(client(endpoint, semaphore))
     await allOpen
     after = rssBytes()
     serving.addErrback(lambda f: None)
@@ -447,8 +453,12 @@ async def scaleIdiom(params: Params) -> dict[str, Any]:
 
     async def one(index: int) -> None:
         nonlocal opened
-        sock = await semaphore.run(connectSocket, endpoint)
-        await sock.opened
+        try:
+            sock = await semaphore.run(connectSocket, endpoint)
+            await sock.opened
+        except Exception:
+            failEarly(allOpen)
+            return
         opened += 1
         if opened == count:
             allOpen.callback(None)
@@ -465,8 +475,6 @@ async def scaleIdiom(params: Params) -> dict[str, Any]:
 
     start = time.perf_counter()
     connections = [ensureDeferred(one(i)) for i in range(count)]
-    for d in connections:
-        d.addErrback(failEarly, allOpen)
     await allOpen
     connected = time.perf_counter()
     # (every coroutine waits on go: firing it runs them one after the other
