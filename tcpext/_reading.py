@@ -92,15 +92,13 @@ class ReadSide:
 
     # -- what the network brings
 
-    def _received(self, data: bytes, batching: bool) -> None:
+    def _received(self, data: bytes) -> None:
         """
-        Hand C{data} to the oldest pending read, or buffer it (while
-        C{batching} TLS records, always buffer: the pending read gets the
-        whole batch afterwards).
+        Hand C{data} to the oldest pending read, or buffer it.
         """
         self._bytesIn += len(data)
         reader = self._reader
-        if reader is not None and not batching:
+        if reader is not None:
             if isinstance(reader, list):
                 if self._giveToReader(data):
                     return
@@ -124,9 +122,7 @@ class ReadSide:
             buf.append(data)
         size = self._bufSize + len(data)
         self._bufSize = size
-        if size >= self._highWater and not self._full and self._reader is None:
-            # (with a read pending, a batch of TLS records goes to it whole
-            # once the network read is decrypted: no need to pause for it)
+        if size >= self._highWater and not self._full:
             self._full = True
             self._updateReading()
 
@@ -142,7 +138,7 @@ class ReadSide:
         readers = self._takeReaders()
         if readers:
             if self._buf:
-                # the peer's close came in the same TLS batch as the last data
+                # (never both pending reads and buffered bytes, but be sure)
                 self._deliver(readers)
             for d in readers:
                 _endOfStream(d)
@@ -168,24 +164,13 @@ class ReadSide:
         first, then the end of the stream or C{failure}.
         """
         if self._buf:
-            # the end came in the same TLS batch as the last data
+            # (never both pending reads and buffered bytes, but be sure)
             self._deliver(readers)
         for d in readers:
             if failure is None:
                 _endOfStream(d)
             elif not d.called:
                 d.errback(failure)
-
-    def _batchDone(self) -> None:
-        """
-        A network read of TLS records was decrypted: a pending read gets
-        everything buffered.
-        """
-        if self._reader is not None and self._buf:
-            readers = self._takeReaders()
-            self._deliver(readers)
-            if readers:
-                self._putBackReaders(readers)
 
     # -- pending reads
 
@@ -242,9 +227,8 @@ class ReadSide:
 
     def _deliver(self, readers: list[Deferred[bytes]]) -> None:
         """
-        Give what is buffered to the oldest of C{readers} (after a batch of
-        TLS records): no read waits while bytes are buffered.  Those left
-        stay in C{readers}.
+        Give what is buffered to the oldest of C{readers}: no read waits
+        while bytes are buffered.  Those left stay in C{readers}.
         """
         while readers and self._buf:
             d = readers.pop(0)

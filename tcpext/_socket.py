@@ -103,12 +103,12 @@ class SocketProtocol:
     @ivar transport: The transport once connected, else L{None}.
     @ivar factory: The server factory that accepted this connection, or
         L{None} for sockets that dialed out.
-    @ivar batching: L{True} while the TLS layer decrypts one network read:
-        its records are buffered and a pending read gets them together
-        afterwards.
+    @ivar batch: While the TLS layer decrypts one network read, the records
+        it has decrypted so far (they go to the socket together afterwards,
+        or before any other event); L{None} otherwise.
     """
 
-    __slots__ = ("socket", "transport", "factory", "batching", "__weakref__")
+    __slots__ = ("socket", "transport", "factory", "batch", "__weakref__")
 
     def __init__(self, socket: TCPClientSocket, factory: Any = None) -> None:
         """
@@ -118,7 +118,7 @@ class SocketProtocol:
         self.socket = socket
         self.transport: Any = None
         self.factory = factory
-        self.batching = False
+        self.batch: list[bytes] | None = None
 
     def logPrefix(self) -> str:
         """
@@ -143,32 +143,54 @@ class SocketProtocol:
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Hand C{data} to the socket's read side.
+        Hand C{data} to the socket's read side (or gather it with the other
+        records of the network read being decrypted).
         """
-        self.socket._received(data, self.batching)
+        batch = self.batch
+        if batch is not None:
+            batch.append(data)
+            return
+        self.socket._received(data)
+
+    def _handOver(self) -> None:
+        """
+        Give the socket the records gathered so far (as one chunk).
+        """
+        batch = self.batch
+        if batch:
+            self.batch = []
+            self.socket._received(batch[0] if len(batch) == 1 else b"".join(batch))
 
     def readConnectionLost(self) -> None:
         """
         The peer sent a FIN: reading ends, writing may go on.
         """
+        if self.batch:
+            self._handOver()
         self.socket._peerClosed()
 
     def writeConnectionLost(self) -> None:
         """
         Our FIN was sent.
         """
+        if self.batch:
+            self._handOver()
         self.socket._writeEnded()
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         """
         The connection is gone.
         """
+        if self.batch:
+            self._handOver()
         self.socket._connectionLost(reason)
 
     def handshakeCompleted(self) -> None:
         """
         A TLS handshake completed.
         """
+        if self.batch:
+            self._handOver()
         self.socket._handshakeCompleted()
 
     # the write-backpressure producer, driven by the transport

@@ -7,8 +7,9 @@ pending C{read()} wakes once per network read rather than once per 16 KiB
 record.
 
 State: C{_tls} (a L{TLSState}); the upgrade's Deferred and the timer live in
-the socket's L{Extras}; the protocol's C{batching} flag is set while the TLS
-layer decrypts one network read.
+the socket's L{Extras}; the protocol's C{batch} gathers the records of the
+network read being decrypted (handed to the socket as one chunk once it is
+decrypted, or before any other event the TLS layer reports meanwhile).
 """
 
 from __future__ import annotations
@@ -83,7 +84,6 @@ class TLSPart:
         def _abortWith(self, reason: BaseException) -> None: ...
         def _watch(self, transport: Any) -> None: ...
         def _whenWritable(self, action: Callable[[], None]) -> None: ...
-        def _batchDone(self) -> None: ...
 
     @property
     def ssl(self) -> bool:
@@ -206,15 +206,15 @@ class TLSPart:
         protocol = self._protocol
 
         def around(receive: Callable[[bytes], None], data: bytes) -> None:
-            if protocol.batching:
+            if protocol.batch is not None:
                 receive(data)
                 return
-            protocol.batching = True
+            protocol.batch = []
             try:
                 receive(data)
             finally:
-                protocol.batching = False
-                self._batchDone()
+                protocol._handOver()
+                protocol.batch = None
 
         wrapTLSReceive(layer, around)
 

@@ -672,7 +672,7 @@ class RecordBatchTests(SynchronousTestCase):
         ]:
             sock, protocol, _ = connected()
             reading = sock.read()
-            protocol.batching = True
+            protocol.batch = []
             protocol.dataReceived(b"abc")
             protocol.dataReceived(b"def")
             self.assertNoResult(reading)
