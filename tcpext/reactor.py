@@ -758,9 +758,18 @@ class _Guard:
     ) -> list[IAddress]:
         """
         The addresses in C{found} that may be dialed for C{host} (reported
-        as one decision).
+        as one decision).  A refusal the resolver itself reported (the
+        isolated host's, through a placeholder address) stands as it is.
         """
         addresses = [a for a in found if isinstance(a, (IPv4Address, IPv6Address))]
+        for address in addresses:
+            if isinstance(address.host, DeniedHost):
+                raise self.refuse(
+                    verb,
+                    host.text,
+                    PermissionDenied(address.host.message),
+                    request,
+                )
         if not addresses:
             raise DNSLookupError(f"no addresses found for {host.text}")
         hosts = [str.__str__(a.host) for a in addresses]

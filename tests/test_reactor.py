@@ -1007,6 +1007,34 @@ class ResolverTests(SynchronousTestCase):
         memory.advance(_policy.REMEMBER_SECONDS + 1)
         assertRefused(remembered)
 
+    def test_resolverRefusal(self) -> None:
+        """
+        A refusal the trusted resolver reports itself (the isolated host's,
+        as a placeholder address) reaches C{connectTCP}'s factory with its
+        own message, not as an address that is refused for being a name.
+        """
+        from tcpext._resolution import DeniedHost
+
+        refusal = "permission denied: connect to far.example:443: the host said no"
+        wrapper, memory, _, resolver = build(["tcp-connect:far.example:443"], names={})
+
+        @implementer(IHostnameResolver)
+        class Refusing:
+            def resolveHostName(
+                self, receiver: Any, name: str, portNumber: int = 0, **kw: Any
+            ) -> Any:
+                receiver.resolutionBegan(None)
+                receiver.addressResolved(
+                    IPv4Address("TCP", DeniedHost(refusal), portNumber)
+                )
+                receiver.resolutionComplete()
+
+        memory.installNameResolver(Refusing())
+        error = refused(
+            self, memory, lambda f: wrapper.connectTCP("far.example", 443, f)
+        )
+        self.assertEqual(str(error), refusal)
+
     def test_ipLiteral(self) -> None:
         """
         An IP literal resolves to itself (canonical); an alias is refused.
