@@ -211,13 +211,15 @@ class OptionsTests(SynchronousTestCase):
         """
         C{makeService} builds a L{TCPExtService} from the options.
         """
+        # A folder of this test's own: makeService locks it.
+        state = os.path.abspath(self.mktemp())
         options = self.parse(
             "--extensions",
             self.base.path,
             "--extension",
             self.base.path,
             "--state",
-            "/tmp/st",
+            state,
             "--grant",
             "a=tcp-listen:7000",
             "--prompt",
@@ -227,10 +229,11 @@ class OptionsTests(SynchronousTestCase):
 
         self.patch(_isolation, "missingConfinement", lambda: [])
         service = makeService(options)
+        self.addCleanup(service.stateFolder.close)
         self.assertIsInstance(service, TCPExtService)
         self.assertEqual(service.extensionDirectories, [self.base.path])
         self.assertEqual(service.extensionPaths, [self.base.path])
-        self.assertEqual(service.stateDirectory, "/tmp/st")
+        self.assertEqual(service.stateDirectory, state)
         self.assertEqual(service.operatorGrants, [("a", "tcp-listen:7000")])
         self.assertEqual(service.promptMode, "tty")
         self.assertEqual(service.isolation, "process")
