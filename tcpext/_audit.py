@@ -18,11 +18,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
-from twisted.internet import defer
-from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, jsonFileLogObserver
 
-__all__ = ["AuditLog", "AuditedPrompt", "DenialLimiter", "openAuditFile"]
+__all__ = ["AuditLog", "DenialLimiter", "openAuditFile"]
 
 DEFAULT_RING_SIZE = 10000
 """
@@ -98,43 +96,6 @@ def openAuditFile(path: str) -> IO[str]:
 
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     return os.fdopen(fd, "a", encoding="utf-8")
-
-
-class AuditedPrompt:
-    """
-    A prompt policy that records its answers in the audit trail (as
-    C{request} decisions), for the hosts whose decisions are not reported
-    through the policy's observers.
-    """
-
-    def __init__(self, prompt: Callable[[str, list[str]], Any], audit: AuditLog):
-        """
-        @param prompt: The policy that answers.
-        @param audit: Where the answers are recorded.
-        """
-        self.prompt = prompt
-        self._audit = audit
-
-    def __call__(self, extensionId: str, permissions: list[str]) -> Deferred[bool]:
-        """
-        Ask, and record the answer.
-        """
-
-        def answered(answer: bool) -> bool:
-            allowed = answer is True
-            self._audit.record(
-                extensionId,
-                "request",
-                ", ".join(permissions),
-                allowed,
-                grant=self._audit.requestGrant if allowed else None,
-                reason=None if allowed else "the request was refused",
-            )
-            return answer
-
-        return defer.maybeDeferred(
-            self.prompt, extensionId, list(permissions)
-        ).addCallback(answered)
 
 
 class AuditLog:

@@ -66,6 +66,7 @@ from tcpext._wire import (
     REQUEST_RATE,
     BadRequest,
     BrokerLimit,
+    ChildRefused,
     Connect,
     Denied,
     DialFailed,
@@ -745,6 +746,17 @@ class BrokerProtocol(amp.AMP):
         if self.owner is None:
             return {"removed": False}
         return {"removed": bool(self.owner.removePermissions(permissions))}
+
+    @ChildRefused.responder
+    def childRefused(self, verb: str, target: str, reason: str) -> dict[str, object]:
+        """
+        The extension's process refused a request itself: tell the owner
+        (for its audit trail), within the child's request rate; past it the
+        report is dropped (there is no answer to refuse).
+        """
+        if self.requests.take() and self.owner is not None:
+            self.owner.childRefused(verb[:64], target[:512], reason[:512])
+        return {}
 
     @MainFailed.responder
     def mainFailed(self, reason: str) -> dict[str, object]:

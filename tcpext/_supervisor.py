@@ -785,6 +785,7 @@ class IsolatedExtension(Service):
         spawnProcess: Callable[..., Any] | None = None,
         ledger: GrantLedger | None = None,
         decisionObservers: Iterable[DecisionObserver] = (),
+        childRefusals: Callable[[str, str, str, str], None] | None = None,
     ) -> None:
         """
         @param path: The extension's folder.
@@ -814,6 +815,10 @@ class IsolatedExtension(Service):
             C{operatorGrants}.
         @param decisionObservers: Told of every decision of the broker,
             beside the denial log (see L{tcpext._policy.DecisionObserver}).
+        @param childRefusals: Told C{(extensionId, verb, target, reason)}
+            of each request the extension's own process refused before
+            asking the host (its reports, within its request rate); the
+            child logs those refusals itself.
 
         @raise ValueError: for an unknown mode, an invalid C{tcp-*} entry, or
             an operator grant the manifest does not list as optional.
@@ -857,6 +862,7 @@ class IsolatedExtension(Service):
                 "give either a ledger or its grant store and operator grants, not both"
             )
         self.ledger = ledger
+        self._childRefusals = childRefusals
         self.grants = ledger.grants
         self._pushes: list[Deferred[None]] = []
         ledger.addObserver(self._grantsChanged)
@@ -980,6 +986,13 @@ class IsolatedExtension(Service):
             .addErrback(failed)
             .addCallback(answered)
         )
+
+    def childRefused(self, verb: str, target: str, reason: str) -> None:
+        """
+        The extension's process refused a request itself.
+        """
+        if self._childRefusals is not None:
+            self._childRefusals(self.extensionId, verb, target, reason)
 
     def removePermissions(self, entries: list[str]) -> bool:
         """

@@ -8,7 +8,7 @@ both import this module, and it imports neither.
 
  - The AMP commands spoken over the child's descriptor L{AMP_FD}: child to
    host (L{Hello}, L{Connect}, L{Resolve}, L{Release},
-   L{RequestPermissions}, L{RemovePermissions}, L{MainFailed}) and host to
+   L{RequestPermissions}, L{RemovePermissions}, L{ChildRefused}, L{MainFailed}) and host to
    child (L{Grant}, L{Revoke}, L{Shutdown}, L{Ping}).  Only the host changes
    grants (its L{tcpext._ledger.GrantLedger}); the child's copy follows
    (L{Grant}, L{Revoke}), and the child can only give grants up.
@@ -51,6 +51,7 @@ __all__ = [
     "AMP_FD",
     "BadRequest",
     "BrokerLimit",
+    "ChildRefused",
     "Connect",
     "Denied",
     "DialFailed",
@@ -347,6 +348,22 @@ class RemovePermissions(amp.Command):
     arguments = [(b"permissions", amp.ListOf(amp.Unicode()))]
     response = [(b"removed", amp.Boolean())]
     errors = _errors(BadRequest, BrokerLimit)
+
+
+class ChildRefused(amp.Command):
+    """
+    The extension's process refused one of the extension's requests itself
+    (its copy of the grants did not allow it), so the host was never asked:
+    reported for the host's audit trail.  No answer; the host takes it from
+    the child's request rate and records it rate-limited.
+    """
+
+    arguments = [
+        (b"verb", amp.Unicode()),
+        (b"target", amp.Unicode()),
+        (b"reason", amp.Unicode()),
+    ]
+    requiresAnswer = False
 
 
 class MainFailed(amp.Command):

@@ -55,6 +55,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 from tcpext._hosts import parseHost
 from tcpext._isolation import confine
 from tcpext._ledger import GrantChange, GrantLedger, MemoryGrantStore
+from tcpext._policy import REQUEST, Decision
 from tcpext._resolution import DeniedHost, ImmediateResolution, tcpAddress
 from tcpext._wire import (
     AMP_FD,
@@ -62,6 +63,7 @@ from tcpext._wire import (
     EXIT_NO_NAMESPACE,
     SYNC_FD,
     BadRequest,
+    ChildRefused,
     Connect,
     Denied,
     Grant,
@@ -570,6 +572,27 @@ class ChildRunner:
         d.addCallback(lambda answer: defer.ensureDeferred(self._run(answer)))
         d.addErrback(self._failed)
 
+    def _reportRefusal(self, extensionId: str, decision: Decision) -> None:
+        """
+        Tell the host of a request this process refused itself (the host
+        never saw it), for its audit trail.  A refused runtime request is
+        the host's own answer, already recorded there.
+        """
+        if decision.allowed or decision.verb == REQUEST:
+            return
+        if self._host.transport is None:
+            return
+        try:
+            self._host.callRemote(
+                ChildRefused,
+                verb=decision.verb[:64],
+                target=decision.target[:512],
+                reason=(decision.reason or decision.message or "")[:512],
+            )
+        except Exception:
+            # The channel is closing; the refusal is in this process's log.
+            pass
+
     async def _run(self, answer: dict[str, Any]) -> None:
         extensionId = answer["extensionId"]
         manifest = json.loads(answer["manifest"])
@@ -596,6 +619,7 @@ class ChildRunner:
             # The kernel confines this process as a whole (threads
             # included) only when every layer is in force.
             allowThreads=self._confined,
+            decisionObservers=[self._reportRefusal],
         )
         self._host.onGrant = self._grant
         self._host.onRevoke = self._revoke

@@ -533,6 +533,7 @@ class TCPExtService(MultiService):
                 prompt=self.prompt,
                 operatorGrants=operatorGrants,
                 decisionObservers=[self._decided],
+                childRefusals=self._childRefused,
                 log=extensionLogger(manifest.id),
                 mode=self.isolation,
                 spawnProcess=(
@@ -549,6 +550,16 @@ class TCPExtService(MultiService):
                 operatorGrants=operatorGrants,
                 decisionObservers=[self._decided],
             ),
+        )
+
+    def _childRefused(
+        self, extensionId: str, verb: str, target: str, reason: str
+    ) -> None:
+        """
+        Record a request an isolated extension's own process refused.
+        """
+        self.audit.record(
+            extensionId, verb, target, False, reason=reason, origin="child"
         )
 
     def _decided(self, extensionId: str, decision: Any) -> None:

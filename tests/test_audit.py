@@ -272,24 +272,3 @@ class DecisionTests(SynchronousTestCase):
         self.assertEqual(allowed["refused"], ["10.0.0.1: not public"])
         self.assertEqual((denied["decision"], denied["reason"]), ("deny", "no grant"))
         self.assertEqual(request["grant"], "approved in the operator console")
-
-    def test_auditedPrompt(self) -> None:
-        """
-        L{AuditedPrompt} records each answer as a C{request} decision and
-        passes it on.
-        """
-        from twisted.internet import defer
-
-        from tcpext._audit import AuditedPrompt
-
-        audit = AuditLog()
-        answers = [True, False]
-        prompt = AuditedPrompt(lambda e, p: defer.succeed(answers.pop(0)), audit)
-        self.assertIs(self.successResultOf(prompt("ext", ["a", "b"])), True)
-        self.assertIs(self.successResultOf(prompt("ext", ["c"])), False)
-        first, second = audit.after(0)
-        self.assertEqual(
-            (first["verb"], first["target"], first["decision"]),
-            ("request", "a, b", "allow"),
-        )
-        self.assertEqual(second["reason"], "the request was refused")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import socket
 import socketserver
@@ -22,6 +23,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_examples import REPO, Twistd, copyExample
+from tests.test_isolation import _NO_CONFINEMENT
 
 PERMISSION = "tcp-connect:127.0.0.1:1024-65535"
 TIMEOUT = 60.0
@@ -352,9 +354,17 @@ class ConsoleEndToEndMixin:
             ("connect", "allow"),
             ("connect", "deny"),
         }
+        # Lines are read in a thread so that the wait for each is bounded.
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(
+            target=lambda: [lines.put(line) for line in follow.stdout],  # type: ignore[union-attr]
+            daemon=True,
+        )
+        reader.start()
         while time.monotonic() < deadline:
-            line = follow.stdout.readline()
-            if not line:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
                 break
             seen.append(json.loads(line))
             if wanted <= {(e["verb"], e["decision"]) for e in seen}:
@@ -365,10 +375,11 @@ class ConsoleEndToEndMixin:
         connects = [e for e in seen if e["verb"] == "connect"]
         case.assertEqual(connects[0]["target"], f"127.0.0.1:{service.echoPort}")
         case.assertEqual(connects[0]["grant"], PERMISSION)
-        case.assertIn(
-            "the grant was removed",
-            [e.get("reason") for e in connects if e["decision"] == "deny"],
-        )
+        [closed] = [e for e in connects if e["decision"] == "deny"]
+        case.assertEqual(closed["reason"], "the grant was removed")
+        if self.isolation == "process":
+            # The extension's own process closed it, and told the host.
+            case.assertEqual(closed["origin"], "child")
         with open(service.auditPath, encoding="utf-8") as f:
             logged = [json.loads(line) for line in f]
         case.assertEqual(
@@ -397,6 +408,19 @@ class ConsoleInProcessTests(ConsoleEndToEndMixin, SynchronousTestCase):
     """
 
     isolation = "none"
+
+
+class ConsoleIsolatedTests(ConsoleEndToEndMixin, SynchronousTestCase):
+    """
+    The console with the extension running isolated (C{--isolation
+    process}): the grant reaches the running child at once, the revoke
+    closes its socket (the host's copy included).
+    """
+
+    isolation = "process"
+
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
 
 
 class OperatorGrantTests(SynchronousTestCase):
@@ -579,6 +603,89 @@ class ReactorSocketsTests(SynchronousTestCase):
             self.assertIsInstance(s["openedAt"], float)
             self.assertIs(s["tls"], False)
         self.assertEqual(twistd.terminate(), 0)
+
+
+REFUSED_EXTENSION = """
+from twisted.internet.protocol import ClientFactory, Protocol
+
+
+def main(browser):
+    # Not granted: this process refuses it without asking the host.
+    browser.reactor.connectTCP("127.0.0.1", PORT, ClientFactory.forProtocol(Protocol))
+"""
+
+
+class ChildRefusalTests(SynchronousTestCase):
+    """
+    What an isolated extension's own process refuses reaches the audit
+    trail, once.
+    """
+
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
+
+    def test_reported(self) -> None:
+        """
+        A connect the extension's grants do not allow is refused in its
+        process and recorded by the host as one denial with C{"origin":
+        "child"}.
+        """
+        folder = shortFolder(self)
+        state = os.path.join(folder, "state")
+        extension = os.path.join(folder, "refused")
+        os.makedirs(extension)
+        with open(os.path.join(extension, "manifest.json"), "w") as f:
+            json.dump(
+                {
+                    "manifest_version": 2,
+                    "name": "refused",
+                    "version": "1.0",
+                    "permissions": ["tcp-connect:127.0.0.1:1"],
+                    "background": {"scripts": ["background.py"]},
+                },
+                f,
+            )
+        with open(os.path.join(extension, "background.py"), "w") as f:
+            f.write(REFUSED_EXTENSION.replace("PORT", "2"))
+        auditPath = os.path.join(folder, "audit.jsonl")
+        twistd = Twistd(
+            self,
+            [
+                "--extension",
+                extension,
+                "--admin",
+                "unix:" + os.path.join(state, "admin.sock"),
+                "--audit-log",
+                auditPath,
+            ],
+            state=state,
+            isolation="process",
+        )
+        client = ConsoleClient(self, twistd, state, 2)
+        client.waitForConsole()
+
+        def refusals() -> list[dict[str, Any]]:
+            events = [
+                json.loads(line)
+                for line in client.tcpext("--json", "audit").stdout.splitlines()
+            ]
+            return [
+                e
+                for e in events
+                if e["extension"] == "refused" and e["decision"] == "deny"
+            ]
+
+        [event] = waitUntil(twistd, refusals, "the child's refusal in the audit")
+        self.assertEqual(event["verb"], "connect")
+        self.assertEqual(event["target"], "127.0.0.1:2")
+        self.assertEqual(event["origin"], "child")
+        self.assertTrue(event["reason"])
+        self.assertEqual(twistd.terminate(), 0)
+        with open(auditPath, encoding="utf-8") as f:
+            logged = [json.loads(line) for line in f]
+        self.assertEqual(
+            [e["origin"] for e in logged if e["decision"] == "deny"], ["child"]
+        )
 
 
 class ConsoleStartupTests(SynchronousTestCase):
