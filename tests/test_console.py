@@ -399,6 +399,10 @@ class ConsoleEndToEndMixin:
         case.assertIn(
             'tcpext_extension_state{extension="on-demand",state="running"}', metrics
         )
+        if self.isolation == "process":
+            case.assertIn(
+                'tcpext_child_restarts_total{extension="on-demand"} 0.0', metrics
+            )
         case.assertEqual(twistd.terminate(), 0)
 
 
