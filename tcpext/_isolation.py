@@ -21,8 +21,9 @@ process and everything it later starts:
     sockets), no UNIX socket of its own, no io_uring, no calls that reach
     into other processes or the kernel's less-used surfaces.
 
-L{missingConfinement} finds out, in a short-lived child process, which
-layers this system cannot provide (an empty list: it can confine);
+L{missingConfinement} finds out, in a short-lived child process (a fork of
+the caller where that is sound), which layers this system cannot provide
+(an empty list: it can confine);
 C{python -m tcpext._isolation} prints the same as one line.
 """
 
@@ -32,12 +33,17 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import functools
 import json
 import os
+import selectors
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import attrs
 
@@ -161,7 +167,13 @@ def _bringUpLoopback() -> None:
         s.close()
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
+    """
+    The C library, found once: C{find_library} runs C{ldconfig} in a
+    subprocess, which an extension's process must not pay for (the
+    template loads it before it forks).
+    """
     name = ctypes.util.find_library("c") or "libc.so.6"
     return ctypes.CDLL(name, use_errno=True)
 
@@ -305,7 +317,11 @@ class Confinement:
         return not self.missing
 
 
-def confine(scratch: str | None, network: bool = True) -> Confinement:
+def confine(
+    scratch: str | None,
+    network: bool = True,
+    mark: Callable[[str], None] | None = None,
+) -> Confinement:
     """
     Apply every confinement layer to the calling process, which must still
     be single-threaded (Landlock and seccomp bind the calling thread and
@@ -317,9 +333,12 @@ def confine(scratch: str | None, network: bool = True) -> Confinement:
         writable folder but C{/dev/null}).
     @param network: C{False} to skip the network namespace (it is then
         reported missing).
+    @param mark: Called with C{"namespace"}, C{"landlock"} and
+        C{"seccomp"} as each layer is done (to time the start path).
     """
     active: list[str] = []
     missing: list[str] = []
+    done = mark or (lambda layer: None)
     if network:
         try:
             enterNetworkNamespace()
@@ -329,6 +348,7 @@ def confine(scratch: str | None, network: bool = True) -> Confinement:
             active.append(LAYER_NAMESPACE)
     else:
         missing.append(f"{LAYER_NAMESPACE} (not requested)")
+    done("namespace")
     try:
         _noNewPrivileges()
     except NamespaceUnavailable as e:
@@ -340,12 +360,14 @@ def confine(scratch: str | None, network: bool = True) -> Confinement:
         missing.append(f"{LAYER_LANDLOCK} ({e})")
     else:
         active.append(f"{LAYER_LANDLOCK} ABI {abi}")
+    done("landlock")
     try:
         installFilter()
     except SeccompUnavailable as e:
         missing.append(f"{LAYER_SECCOMP} ({e})")
     else:
         active.append(LAYER_SECCOMP)
+    done("seccomp")
     return Confinement(tuple(active), tuple(missing))
 
 
@@ -353,10 +375,16 @@ def _runProbe(
     python: str | None, timeout: float, *args: str
 ) -> subprocess.CompletedProcess[bytes]:
     """
-    Run C{python -m tcpext._isolation ARGS}.
+    Run the probe (L{_probe}) with C{args}: in a fork of this process when
+    no interpreter is named and that is sound (L{_forkProbe}), otherwise as
+    C{python -m tcpext._isolation ARGS}.
 
     @raise ConfinementUnavailable: if the probe could not run.
     """
+    if python is None:
+        forked = _forkProbe(timeout, list(args))
+        if forked is not None:
+            return forked
     try:
         return subprocess.run(
             [python or sys.executable, "-m", "tcpext._isolation", *args],
@@ -366,6 +394,86 @@ def _runProbe(
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ConfinementUnavailable(f"the confinement probe did not run: {e}") from e
+
+
+def _forkProbe(
+    timeout: float, args: list[str]
+) -> subprocess.CompletedProcess[bytes] | None:
+    """
+    Run the probe in a fork of this process: the same kernel, user and
+    limits as a fresh interpreter would have, without the fraction of a
+    second (and the CPU) it takes to start one and import tcpext again.  The
+    forked process confines itself, writes its answer on a pipe and exits;
+    it touches nothing of this process's.
+
+    @return: what the probe printed and its exit status, or L{None} where
+        a fork is not sound (no C{fork}, or more than one thread: a fork
+        copies only the calling thread, and the locks the others hold).
+
+    @raise ConfinementUnavailable: if the probe did not finish in time.
+    """
+    import threading
+
+    if not hasattr(os, "fork") or threading.active_count() != 1:
+        return None
+    outR, outW = os.pipe()
+    errR, errW = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (outR, outW, errR, errW):
+            os.close(fd)
+        return None
+    if pid == 0:  # pragma: no cover - the forked probe
+        code = 1
+        try:
+            os.dup2(outW, 1)
+            os.dup2(errW, 2)
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False)
+            code = _probe(args)
+        except BaseException as e:
+            os.write(2, f"the probe failed: {e!r}\n".encode())
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    os.close(outW)
+    os.close(errW)
+    output = {outR: b"", errR: b""}
+    deadline = time.monotonic() + timeout
+    try:
+        with selectors.DefaultSelector() as selector:
+            for fd in output:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    raise ConfinementUnavailable(
+                        f"the confinement probe did not finish within {timeout}s"
+                    )
+                for key, _ in selector.select(left):
+                    chunk = os.read(key.fd, 65536)
+                    if chunk:
+                        output[key.fd] += chunk
+                    else:
+                        selector.unregister(key.fd)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(outR)
+        os.close(errR)
+    return subprocess.CompletedProcess(
+        ["tcpext._isolation", *args],
+        os.waitstatus_to_exitcode(status),
+        output[outR],
+        output[errR],
+    )
 
 
 def _lastLine(result: subprocess.CompletedProcess[bytes]) -> str:

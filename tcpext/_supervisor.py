@@ -459,9 +459,12 @@ class _Supervisor:
         Kill the process now.
         """
         transport = self.transport
-        if transport is None or transport.pid is None:
+        if transport is None:
             return
         try:
+            # A process that has ended says so (ProcessExitedAlready); one
+            # forked from the template that does not exist yet is killed
+            # as soon as it does.
             transport.signalProcess("KILL")
         except Exception:
             pass

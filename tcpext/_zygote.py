@@ -27,14 +27,19 @@ C{IReactorProcess.spawnProcess}: it forks from the template when it can and
 starts the process afresh otherwise (saying so in the log).  The processes
 it forks are driven through L{ForkedProcess}, an C{IProcessTransport}.
 
-The wire between host and template (two UNIX stream socket pairs): on the
-I{request} channel (template descriptor 3) the host sends length-prefixed
-JSON requests, C{{"op": "spawn", "args": [...], "env": {...}, "cwd": ...}}
-with the child's four descriptors, and the template answers
-C{{"ok": true, "pid": N}} with a pidfd of the new process (or C{{"ok":
-false, "message": ...}}); on the I{event} channel (descriptor 4) it sends
-C{{"op": "exited", "pid": N, "status": S}} (a C{waitpid} status) for each
-child that ended.
+The wire between host and template (two UNIX stream socket pairs), every
+message a length-prefixed JSON object.  On the I{request} channel
+(template descriptor 3) the template first says C{{"op": "ready", "pid":
+N}}; from then on the host sends requests, C{{"op": "spawn", "id": I,
+"args": [...], "env": {...}, "cwd": ...}} with the child's four
+descriptors.  The host does not wait for an answer before sending the next
+request, so that a burst of starts costs the template one fork each and the
+host nothing but a write.  On the I{event} channel (descriptor 4) the
+template answers each request in order, C{{"op": "forked", "id": I, "pid":
+N}} with a pidfd of the new process (or C{{"op": "refused", "id": I,
+"message": ...}}), and says C{{"op": "exited", "pid": N, "status": S}} (a
+C{waitpid} status) for each child that ended.  One channel carries both, so
+a child's C{exited} always comes after its C{forked}.
 """
 
 from __future__ import annotations
@@ -47,12 +52,13 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import defer, error
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProcessTransport
+from twisted.internet.interfaces import IFileDescriptorReceiver, IProcessTransport
 from twisted.internet.process import ProcessReader
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
@@ -140,6 +146,8 @@ def _preload() -> None:
     """
     Import what every extension process needs, without creating a reactor.
     """
+    import resource  # noqa: F401
+
     import twisted.internet.epollreactor  # noqa: F401
     import twisted.internet.tcp  # noqa: F401
     import twisted.internet.threads  # noqa: F401
@@ -147,8 +155,13 @@ def _preload() -> None:
     import twisted.protocols.tls  # noqa: F401
 
     import tcpext  # noqa: F401
-    import tcpext.sandbox  # noqa: F401
-    from tcpext import _seccomp
+    import tcpext.sandbox
+    from tcpext import _isolation, _seccomp
+
+    # Find the C library and build the argument parser now, not in every
+    # child.
+    _isolation._libc()
+    tcpext.sandbox._parser()
 
     # Load libseccomp and build the filter now: children only load it.
     if _seccomp.seccompMissing() is None:
@@ -157,6 +170,79 @@ def _preload() -> None:
 
     if "twisted.internet.reactor" in sys.modules:  # pragma: no cover
         raise RuntimeError("a reactor was installed while preloading")
+    _declareInterfaces()
+    _declared.extend(_declareReactors())
+
+
+_PRELOADED = (
+    "attr",
+    "automat",
+    "hyperlink",
+    "OpenSSL",
+    "tcpext",
+    "twisted",
+    "zope",
+)
+"""The packages whose classes' interface declarations the template works
+out before it forks."""
+
+
+_declared: list[Any] = []
+"""What L{_declareReactors} made, kept alive for the children."""
+
+
+def _declareReactors() -> list[Any]:
+    """
+    Make the interface declarations of the reactors every child builds:
+    its L{tcpext.sandbox.BrokeredReactor} over the default (epoll)
+    reactor, and the permission-checking reactor over that.  Each declares
+    what it provides when it is made, and zope.interface shares one
+    declaration between all objects of a class that provide the same
+    interfaces, for as long as one of them is alive: made here (on
+    stand-ins made without running their constructors), and kept, they are
+    shared by every child instead of worked out in each.
+
+    @return: the stand-ins, to keep.
+    """
+    from twisted.internet.epollreactor import EPollReactor
+    from zope.interface import directlyProvides, implementedBy
+
+    from tcpext.reactor import (
+        KNOWN_INTERFACES,
+        IDialsForNames,
+        PermissionCheckingReactor,
+    )
+    from tcpext.sandbox import BrokeredReactor
+
+    # As BrokeredReactor.__init__ and PermissionCheckingReactor.__init__
+    # declare them.
+    brokered = object.__new__(BrokeredReactor)
+    directlyProvides(brokered, *implementedBy(EPollReactor), IDialsForNames)
+    checking = object.__new__(PermissionCheckingReactor)
+    directlyProvides(checking, *[i for i in KNOWN_INTERFACES if i.providedBy(brokered)])
+    return [brokered, checking]
+
+
+def _declareInterfaces() -> None:
+    """
+    Work out the interface declarations (C{implementedBy}) of every class
+    the preloaded packages define.  zope.interface does this lazily, the
+    first time an object of the class is asked what it provides: in each
+    child, that cost a few milliseconds of CPU (the C3 resolution of each
+    declaration) and wrote to shared pages.  Done here once, it is shared.
+    """
+    from zope.interface import implementedBy
+
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in _PRELOADED:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, type) and value.__module__ == name:
+                try:
+                    implementedBy(value)
+                except TypeError:
+                    # A class zope.interface cannot declare anything on.
+                    continue
 
 
 def _runChild(request: dict[str, Any], fds: list[int], template: int) -> None:
@@ -168,6 +254,10 @@ def _runChild(request: dict[str, Any], fds: list[int], template: int) -> None:
     """
     code = 1
     try:
+        from tcpext.sandbox import phases
+
+        phases.enable(request["env"])
+        phases.mark("forked")
         # Die with the template, even if it died before this line ran.
         from tcpext.sandbox import _dieWithParent
 
@@ -189,8 +279,14 @@ def _runChild(request: dict[str, Any], fds: list[int], template: int) -> None:
             os.dup2(source, target)
         os.closerange(5, os.sysconf("SC_OPEN_MAX"))
         os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
+        # The environment differs from the template's in a few entries
+        # (TMPDIR at least): change only those.
+        env = request["env"]
+        for name in [name for name in os.environ if name not in env]:
+            del os.environ[name]
+        for name, value in env.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
         import tempfile
 
         tempfile.tempdir = None
@@ -217,14 +313,23 @@ def _spawn(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], lis
     """
     Fork one child for C{request}; the answer and the pidfd to send.
     """
+    ident = request.get("id")
     if request.get("op") != "spawn" or len(fds) != 4:
-        return {"ok": False, "message": f"not a spawn request: {request!r}"}, []
+        return {
+            "op": "refused",
+            "id": ident,
+            "message": f"not a spawn request: {request!r}",
+        }, []
     if (
         not isinstance(request.get("args"), list)
         or not isinstance(request.get("env"), dict)
         or not isinstance(request.get("cwd"), str)
     ):
-        return {"ok": False, "message": "a spawn request needs args, env and cwd"}, []
+        return {
+            "op": "refused",
+            "id": ident,
+            "message": "a spawn request needs args, env and cwd",
+        }, []
     sys.stdout.flush()
     sys.stderr.flush()
     template = os.getpid()
@@ -232,7 +337,7 @@ def _spawn(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], lis
     if pid == 0:
         _runChild(request, fds, template)
     pidfd = os.pidfd_open(pid)
-    return {"ok": True, "pid": pid}, [pidfd]
+    return {"op": "forked", "id": ident, "pid": pid}, [pidfd]
 
 
 def templateMain() -> int:
@@ -276,12 +381,17 @@ def templateMain() -> int:
             try:
                 answer, passed = _spawn(request, fds)
             except OSError as e:
-                answer, passed = {"ok": False, "message": f"fork failed: {e}"}, []
+                answer = {
+                    "op": "refused",
+                    "id": request.get("id"),
+                    "message": f"fork failed: {e}",
+                }
+                passed = []
             finally:
                 for fd in fds:
                     os.close(fd)
             try:
-                _sendFrame(requests, answer, passed)
+                _sendFrame(events, answer, passed)
             finally:
                 for fd in passed:
                     os.close(fd)
@@ -350,30 +460,95 @@ class ForkedProcess:
     reused pid), and C{processEnded} once it has ended, its output is
     closed and the template has reported its exit status.
 
-    @ivar pid: The process id (L{None} once it has ended).
+    It is returned as soon as the request is on its way to the template:
+    until the template says it has forked the process, C{pid} is L{None},
+    signals wait (and are sent once it exists), and the protocol is not yet
+    connected.  The protocol's C{makeConnection} comes once the process
+    exists, or, if it never will (the template refused or ended first),
+    just before its C{processEnded}.
+
+    @ivar pid: The process id (L{None} until it is forked, and once it has
+        ended).
     """
 
     def __init__(
-        self,
-        reactor: Any,
-        protocol: ProcessProtocol,
-        pid: int,
-        pidfd: int,
-        outputs: Mapping[int, int],
+        self, reactor: Any, protocol: ProcessProtocol, outputs: Mapping[int, int]
     ) -> None:
+        """
+        @param outputs: The host's ends of the process's output pipes, by
+            the process's descriptor number; read once it exists.
+        """
         self._reactor = reactor
         self.proto = protocol
-        self.pid: int | None = pid
-        self._pidfd: int | None = pidfd
+        self.pid: int | None = None
+        self._pidfd: int | None = None
+        self._pending = True
+        self._outputs = dict(outputs)
+        self._readers: dict[int, ProcessReader] = {}
+        self._watch: _PidfdWatch | None = None
+        self._signals: list[int] = []
+        self._waiting: list[Deferred[int | None]] = []
         self._status: int | None = None
         self._statusKnown = False
         self._exited = False
+
+    def whenStarted(self) -> Deferred[int | None]:
+        """
+        Fires with the pid once the process is forked, or with L{None} if
+        it never will be.
+        """
+        if not self._pending:
+            return defer.succeed(self.pid if self._watch is not None else None)
+        d: Deferred[int | None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def _started(self, pid: int | None) -> None:
+        self._pending = False
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(pid)
+
+    # From the host's end of the template.
+
+    def forked(self, pid: int, pidfd: int) -> None:
+        """
+        The template forked the process: read its output, watch its pidfd,
+        connect the protocol, send the signals that were waiting.
+        """
+        self.pid = pid
+        self._pidfd = pidfd
         self._readers = {
-            name: ProcessReader(reactor, self, name, fd) for name, fd in outputs.items()
+            name: ProcessReader(self._reactor, self, name, fd)
+            for name, fd in self._outputs.items()
         }
+        self._outputs = {}
         self._watch = _PidfdWatch(self, pidfd)
-        reactor.addReader(self._watch)
-        protocol.makeConnection(self)
+        self._reactor.addReader(self._watch)
+        self.proto.makeConnection(self)
+        signals, self._signals = self._signals, []
+        self._started(pid)
+        for number in signals:
+            try:
+                self.signalProcess(number)
+            except error.ProcessExitedAlready:
+                break
+
+    def notStarted(self, status: int | None) -> None:
+        """
+        The process will never exist (the template refused to fork it, or
+        ended first): connect the protocol and end the process with
+        C{status} (a C{waitpid} status; L{None}: as killed).
+        """
+        if not self._pending:
+            return
+        for fd in self._outputs.values():
+            os.close(fd)
+        self._outputs = {}
+        self._signals = []
+        self._started(None)
+        self.proto.makeConnection(self)
+        self.proto.processEnded(_endOf(status))
 
     # IProcessTransport
 
@@ -441,15 +616,19 @@ class ForkedProcess:
 
     def signalProcess(self, signalID: str | int) -> None:
         """
-        Send a signal (a name such as C{"KILL"}, or a number).
+        Send a signal (a name such as C{"KILL"}, or a number); one sent
+        before the process is forked is sent once it is.
 
         @raise twisted.internet.error.ProcessExitedAlready: once it has
-            ended.
+            ended (or when it will never start).
         """
         if isinstance(signalID, str):
             number = getattr(signal, f"SIG{signalID}")
         else:
             number = signalID
+        if self._pending:
+            self._signals.append(number)
+            return
         if self._pidfd is None or self._exited:
             raise error.ProcessExitedAlready()
         try:
@@ -479,7 +658,8 @@ class ForkedProcess:
         """
         The pidfd says the process has ended.
         """
-        self._reactor.removeReader(self._watch)
+        if self._watch is not None:
+            self._reactor.removeReader(self._watch)
         self._exited = True
         self._maybeEnded()
 
@@ -504,6 +684,89 @@ class ForkedProcess:
         self.proto.processEnded(_endOf(self._status))
 
 
+class _RequestWriter:
+    """
+    The host's end of the request channel: sends spawn requests (with their
+    descriptors) without blocking the reactor, in order.  It owns the
+    descriptors of each queued request and closes them once they are sent
+    (the template then holds its own copies) or dropped.
+    """
+
+    def __init__(
+        self, reactor: Any, sock: socket.socket, failed: Callable[[str], None]
+    ) -> None:
+        """
+        @param sock: A non-blocking socket.
+        @param failed: Called with the reason when the channel fails.
+        """
+        self._reactor = reactor
+        self._sock = sock
+        self._failed = failed
+        self._queue: deque[tuple[bytes, list[int]]] = deque()
+        self._writing = False
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "Zygote"
+
+    def send(self, message: Mapping[str, Any], fds: list[int]) -> None:
+        """
+        Send C{message} with C{fds} (now owned by the writer).
+        """
+        data = json.dumps(message).encode("utf-8")
+        self._queue.append((_LENGTH.pack(len(data)) + data, fds))
+        if not self._writing:
+            self.doWrite()
+
+    def doWrite(self) -> None:
+        """
+        Send what the socket takes now; wait for it to be writable if that
+        is not everything.
+        """
+        while self._queue:
+            payload, fds = self._queue[0]
+            try:
+                if fds:
+                    sent = socket.send_fds(self._sock, [payload], fds)
+                else:
+                    sent = self._sock.send(payload)
+            except BlockingIOError:
+                if not self._writing:
+                    self._writing = True
+                    self._reactor.addWriter(self)
+                return
+            except OSError as e:
+                self.close()
+                self._failed(f"the request channel failed: {e}")
+                return
+            for fd in fds:
+                os.close(fd)
+            if sent < len(payload):
+                self._queue[0] = (payload[sent:], [])
+            else:
+                self._queue.popleft()
+        if self._writing:
+            self._writing = False
+            self._reactor.removeWriter(self)
+
+    def close(self) -> None:
+        """
+        Drop what is queued (closing its descriptors) and close the socket.
+        """
+        if self._writing:
+            self._writing = False
+            self._reactor.removeWriter(self)
+        while self._queue:
+            for fd in self._queue.popleft()[1]:
+                os.close(fd)
+        self._sock.close()
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+
 class _TemplateOutput(ProcessProtocol):
     """
     The template process's output and end.
@@ -522,29 +785,51 @@ class _TemplateOutput(ProcessProtocol):
         self.ended.callback(None)
 
 
+@implementer(IFileDescriptorReceiver)
 class _Events(Int32StringReceiver):
     """
-    The host's end of the event channel.
+    The host's end of the event channel: the template's answers to spawn
+    requests (each C{forked} comes with a pidfd) and exit statuses.
     """
 
     MAX_LENGTH = _MAX_FRAME
 
     def __init__(self, zygote: Zygote) -> None:
         self._zygote = zygote
+        self._fds: deque[int] = deque()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        """
+        A pidfd, for the next C{forked} event.
+        """
+        self._fds.append(descriptor)
 
     def stringReceived(self, data: bytes) -> None:
         try:
             event = json.loads(data.decode("utf-8"))
-            pid, status = int(event["pid"]), int(event["status"])
+            op = event["op"]
+            if op == "exited":
+                self._zygote._exited(int(event["pid"]), int(event["status"]))
+            elif op == "forked":
+                ident, pid = int(event["id"]), int(event["pid"])
+                if not self._fds:
+                    raise ValueError("a forked event without its pidfd")
+                self._zygote._forked(ident, pid, self._fds.popleft())
+            elif op == "refused":
+                self._zygote._refused(int(event["id"]), str(event["message"]))
+            else:
+                raise ValueError(f"unknown event {op!r}")
         except (ValueError, KeyError, TypeError) as e:
             self._zygote.log.error("bad event from the template: {error}", error=e)
-            return
-        self._zygote._exited(pid, status)
+            self._zygote._drop(f"the template sent a bad event ({e})")
+            self._zygote._kill()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """
         The template's event channel closed.
         """
+        while self._fds:
+            os.close(self._fds.popleft())
         self._zygote._eventsLost(self)
 
 
@@ -614,7 +899,9 @@ class Zygote:
     """Seconds the template gets to preload and say it is ready."""
 
     requestTimeout = 10.0
-    """Seconds a fork request may take."""
+    """Seconds the template may go without answering while requests wait
+    (it answers them in order, so this bounds the wait for each answer, not
+    for a whole burst)."""
 
     initialDelay = 1.0
     maxDelay = 60.0
@@ -632,7 +919,10 @@ class Zygote:
         self._python = python or sys.executable
         self.log = log or Logger(namespace="tcpext.template")
         self.pid: int | None = None
-        self._requests: socket.socket | None = None
+        self._requests: _RequestWriter | None = None
+        self._pending: dict[int, ForkedProcess] = {}
+        self._lastRequest = 0
+        self._answerTimer: Any = None
         self._events: _Events | None = None
         self._output: _TemplateOutput | None = None
         self._transport: Any = None
@@ -641,6 +931,8 @@ class Zygote:
         self._restartTimer: Any = None
         self._stopping = False
         self._why = "the template has not started"
+        self._booting: tuple[_TemplateOutput, socket.socket, socket.socket] | None
+        self._booting = None
         self.forked = 0
 
     @property
@@ -653,13 +945,44 @@ class Zygote:
     def start(self) -> bool:
         """
         Start the template and wait (blocking, bounded by L{startTimeout})
-        until it has preloaded.
+        until it has preloaded: L{begin}, then L{wait}.
 
         @return: whether it is ready; if not, the reason is logged and
             processes start afresh until a restart succeeds.
         """
+        self.begin()
+        return self.wait()
+
+    def begin(self) -> None:
+        """
+        Start the template process without waiting for it, so that the
+        caller can do its own work while the template preloads; L{wait}
+        then waits until it is ready.  Until then, processes start afresh.
+        """
         self._stopping = False
-        return self._start(wait=True)
+        self._booting = self._launch()
+
+    def wait(self) -> bool:
+        """
+        Wait (blocking, bounded by L{startTimeout}) until the template
+        started by L{begin} has preloaded.
+
+        @return: whether it is ready; if not, the reason is logged and
+            processes start afresh until a restart succeeds.
+        """
+        booting, self._booting = self._booting, None
+        if booting is None:
+            return self.ready
+        output, requestHost, eventHost = booting
+        try:
+            requestHost.settimeout(self.startTimeout)
+            hello = _receiveFrame(requestHost)
+        except (OSError, ValueError) as e:
+            hello = None
+            why = str(e)
+        else:
+            why = f"no ready message ({hello!r})"
+        return self._ready(output, requestHost, eventHost, hello, why)
 
     def _restart(self) -> None:
         """
@@ -667,9 +990,23 @@ class Zygote:
         once it says it is ready.
         """
         self._restartTimer = None
-        self._start(wait=False)
+        launched = self._launch()
+        if launched is not None:
+            output, requestHost, eventHost = launched
+            watch = _ReadyWatch(self, output, requestHost, eventHost)
+            self._reactor.addReader(watch)
+            watch.timer = self._reactor.callLater(self.startTimeout, watch.timedOut)
 
-    def _start(self, wait: bool) -> bool:
+    def _launch(
+        self,
+    ) -> tuple[_TemplateOutput, socket.socket, socket.socket] | None:
+        """
+        Spawn a template process.
+
+        @return: its output's protocol and the host's ends of its two
+            channels, or L{None} if it could not be spawned (logged; a
+            restart is scheduled).
+        """
         self._restartTimer = None
         requestHost, requestChild = socket.socketpair(
             socket.AF_UNIX, socket.SOCK_STREAM
@@ -693,25 +1030,13 @@ class Zygote:
         except Exception as e:
             for s in (requestHost, requestChild, eventHost, eventChild):
                 s.close()
-            return self._failed(f"cannot start the template: {e}")
+            self._failed(f"cannot start the template: {e}")
+            return None
         requestChild.close()
         eventChild.close()
         self._output = output
         self.pid = self._transport.pid
-        if not wait:
-            watch = _ReadyWatch(self, output, requestHost, eventHost)
-            self._reactor.addReader(watch)
-            watch.timer = self._reactor.callLater(self.startTimeout, watch.timedOut)
-            return False
-        try:
-            requestHost.settimeout(self.startTimeout)
-            hello = _receiveFrame(requestHost)
-        except (OSError, ValueError) as e:
-            hello = None
-            why = str(e)
-        else:
-            why = f"no ready message ({hello!r})"
-        return self._ready(output, requestHost, eventHost, hello, why)
+        return output, requestHost, eventHost
 
     def _ready(
         self,
@@ -732,8 +1057,8 @@ class Zygote:
                 return False
             self._kill()
             return self._failed(f"the template did not start: {why}")
-        requestHost.settimeout(self.requestTimeout)
-        self._requests = requestHost
+        requestHost.setblocking(False)
+        self._requests = _RequestWriter(self._reactor, requestHost, self._channelFailed)
         events = _Events(self)
         self._events = events
         eventHost.setblocking(False)
@@ -770,15 +1095,81 @@ class Zygote:
 
     def _drop(self, why: str) -> None:
         """
-        Stop using the template (it ended, or its channel broke).
+        Stop using the template (it ended, or its channel broke): the
+        processes it has not forked yet never will be.
         """
         self._why = why
         if self._requests is not None:
             self._requests.close()
             self._requests = None
+        self._cancelAnswerTimer()
         events, self._events = self._events, None
         if events is not None and events.transport is not None:
             events.transport.loseConnection()
+        pending, self._pending = self._pending, {}
+        if pending:
+            self.log.error(
+                "{count} extension process(es) were not forked: {why}",
+                count=len(pending),
+                why=why,
+            )
+        for child in pending.values():
+            # Later, not from within the call that asked for it.
+            self._reactor.callLater(0, child.notStarted, None)
+
+    def _channelFailed(self, why: str) -> None:
+        self._drop(why)
+        self._kill()
+
+    # Answers to spawn requests.
+
+    def _forked(self, ident: int, pid: int, pidfd: int) -> None:
+        child = self._pending.pop(ident, None)
+        if child is None:
+            os.close(pidfd)
+            self.log.error(
+                "the template forked process {pid} for an unknown request {ident}",
+                pid=pid,
+                ident=ident,
+            )
+            return
+        self._answered()
+        self._children[pid] = child
+        self.forked += 1
+        child.forked(pid, pidfd)
+
+    def _refused(self, ident: int, message: str) -> None:
+        child = self._pending.pop(ident, None)
+        self._answered()
+        self.log.error(
+            "the template could not fork an extension process: {message}",
+            message=message,
+        )
+        if child is not None:
+            # Exit status 1: counted as a crash, so restarted with backoff.
+            child.notStarted(1 << 8)
+
+    def _answered(self) -> None:
+        """
+        The template answered a request: the wait for the next answer, if
+        any, starts now.
+        """
+        self._cancelAnswerTimer()
+        if self._pending:
+            self._answerTimer = self._reactor.callLater(
+                self.requestTimeout, self._noAnswer
+            )
+
+    def _cancelAnswerTimer(self) -> None:
+        if self._answerTimer is not None and self._answerTimer.active():
+            self._answerTimer.cancel()
+        self._answerTimer = None
+
+    def _noAnswer(self) -> None:
+        self._answerTimer = None
+        self._channelFailed(
+            f"the template did not answer within {self.requestTimeout}s"
+        )
 
     def _templateEnded(self, output: _TemplateOutput, reason: Failure) -> None:
         if output is not self._output:
@@ -896,40 +1287,38 @@ class Zygote:
         amp: int,
         sync: int,
     ) -> ForkedProcess:
+        """
+        Ask the template to fork: the request is queued at once (with copies
+        of the channels' descriptors) and the process is returned, pending
+        until the template answers.
+        """
         requests = self._requests
         if requests is None:
             raise ZygoteUnavailable(self._why)
-        outR, outW = os.pipe()
-        errR, errW = os.pipe()
+        opened: list[int] = []
         try:
-            _sendFrame(
-                requests,
-                {"op": "spawn", "args": args, "env": env, "cwd": cwd},
-                [outW, errW, amp, sync],
-            )
-            answer = _receiveFrame(requests)
-            if answer is None:
-                raise ConnectionError("the template closed its channel")
-        except (OSError, ValueError) as e:
-            for fd in (outR, errR):
+            outR, outW = os.pipe()
+            opened += [outR, outW]
+            errR, errW = os.pipe()
+            opened += [errR, errW]
+            opened.append(os.dup(amp))
+            opened.append(os.dup(sync))
+        except OSError as e:
+            for fd in opened:
                 os.close(fd)
-            self._drop(f"the template did not answer: {e}")
-            self._kill()
-            raise ZygoteUnavailable(self._why) from e
-        finally:
-            os.close(outW)
-            os.close(errW)
-        message, fds = answer
-        if not message.get("ok") or len(fds) != 1:
-            for fd in (outR, errR, *fds):
-                os.close(fd)
-            raise ZygoteUnavailable(
-                f"the template refused: {message.get('message', message)}"
+            raise ZygoteUnavailable(f"cannot make the process's pipes: {e}") from e
+        self._lastRequest += 1
+        ident = self._lastRequest
+        child = ForkedProcess(self._reactor, protocol, {1: outR, 2: errR})
+        self._pending[ident] = child
+        if self._answerTimer is None:
+            self._answerTimer = self._reactor.callLater(
+                self.requestTimeout, self._noAnswer
             )
-        pid = int(message["pid"])
-        child = ForkedProcess(self._reactor, protocol, pid, fds[0], {1: outR, 2: errR})
-        self._children[pid] = child
-        self.forked += 1
+        requests.send(
+            {"op": "spawn", "id": ident, "args": args, "env": env, "cwd": cwd},
+            [outW, errW, opened[4], opened[5]],
+        )
         return child
 
     def stop(self) -> Deferred[None]:

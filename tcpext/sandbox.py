@@ -29,11 +29,13 @@ format is L{tcpext._wire}.  It:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer
@@ -98,6 +100,54 @@ __all__ = [
 ]
 
 _log = Logger(namespace="tcpext.sandbox")
+
+PHASES_VARIABLE = "TCPEXT_START_PHASES"
+"""When this environment variable is set (to anything), the process writes
+one line on its standard error once the extension's C{main} has returned:
+C{start phases: NAME=T/C ...}: for each step of its start, the
+C{CLOCK_MONOTONIC} time (seconds) at which it reached it and the CPU time
+(seconds) the process had used by then.  The host logs it with the rest of
+the process's output; C{benchmarks/bench_template.py --phases} reads it."""
+
+
+class _StartPhases:
+    """
+    The times of the steps of this process's start, kept only when
+    L{PHASES_VARIABLE} is set.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.marks: list[tuple[str, float, float]] = []
+
+    def enable(self, environment: Mapping[str, str]) -> None:
+        """
+        Keep marks from now on if C{environment} asks for them.
+        """
+        self.enabled = PHASES_VARIABLE in environment
+
+    def mark(self, name: str) -> None:
+        """
+        The process reached step C{name}.
+        """
+        if self.enabled:
+            self.marks.append((name, time.monotonic(), time.process_time()))
+
+    def report(self) -> None:
+        """
+        Write the marks (once).
+        """
+        if self.enabled and self.marks:
+            line = " ".join(
+                f"{name}={when:.6f}/{cpu:.6f}" for name, when, cpu in self.marks
+            )
+            self.marks = []
+            sys.stderr.write(f"start phases: {line}\n")
+            sys.stderr.flush()
+
+
+phases = _StartPhases()
+"""This process's start times (see L{PHASES_VARIABLE})."""
 
 
 class HostConnection(amp.AMP):
@@ -625,12 +675,16 @@ class ChildRunner:
         self._host.onRevoke = self._revoke
         self._host.onShutdown = self._shutdown
         installGlobalReactor(browser.reactor)
+        phases.mark("hello")
         mainFunction = loadMain(loadManifest(answer["path"]))
+        phases.mark("loaded")
         result = mainFunction(browser)
         if isinstance(result, Deferred):
             await result
         elif hasattr(result, "__await__"):
             await result
+        phases.mark("main")
+        phases.report()
 
     def _prompt(self, extensionId: str, permissions: list[str]) -> Deferred[bool]:
         """
@@ -718,6 +772,15 @@ def _dieWithParent() -> None:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    """
+    The command line's parser (built once; a template builds it before it
+    forks).
+    """
     parser = argparse.ArgumentParser(prog="python -m tcpext.sandbox")
     parser.add_argument(
         "--confine",
@@ -741,7 +804,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="a resource limit (e.g. RLIMIT_AS=536870912), soft and hard",
     )
-    return parser.parse_args(argv)
+    return parser
 
 
 def applyLimits(limits: list[str]) -> None:
@@ -770,6 +833,9 @@ def main(argv: list[str] | None = None) -> int:
 
     @return: the exit status.
     """
+    if not phases.enabled:
+        phases.enable(os.environ)
+    phases.mark("start")
     args = _parse(sys.argv[1:] if argv is None else argv)
     _dieWithParent()
     # Limits first: raising a hard limit needs privileges the namespace
@@ -781,8 +847,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         return EXIT_MAIN_FAILED
 
+    phases.mark("limits")
     from twisted.internet import reactor as real
     from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    phases.mark("reactor")
 
     host = HostConnection()
     ampSocket = socket.socket(fileno=args.amp_fd)
@@ -798,8 +867,9 @@ def main(argv: list[str] | None = None) -> int:
     # need to connect, bind or write outside the scratch folder.
     layers: tuple[str, ...] = ()
     confined, reason = False, "confinement not requested"
+    phases.mark("channels")
     if args.confine != "none":
-        confinement = confine(args.scratch)
+        confinement = confine(args.scratch, mark=phases.mark)
         layers = confinement.active
         confined = confinement.complete
         reason = "; ".join(confinement.missing)
@@ -815,6 +885,7 @@ def main(argv: list[str] | None = None) -> int:
         [textFileLogObserver(sys.stderr, timeFormat=None)], redirectStandardIO=False
     )
     runner = ChildRunner(real, host, sync, confined, reason, layers)
+    real.callWhenRunning(phases.mark, "running")
     real.callWhenRunning(runner.start)
     real.run()
     return runner.exitCode

@@ -583,6 +583,13 @@ class TCPExtService(MultiService):
         self.errors = []
         self._holdStateFolder()
         self.grantStore = JSONGrantStore(self.stateDirectory)
+        if self.isolation != "none" and self.useTemplate and self.zygote is None:
+            from tcpext._zygote import Zygote
+
+            # The template preloads while the console starts and the
+            # extensions are loaded below.
+            self.zygote = Zygote(self._getReactor())
+            self.zygote.begin()
         self.adminPrompt = None
         if self.promptMode == "tty":
             from tcpext._prompt import TTYPrompt
@@ -595,13 +602,6 @@ class TCPExtService(MultiService):
             ask = denyAll
         self.prompt = RememberingPrompt(ask)
         self._startConsole()
-        if self.isolation != "none" and self.useTemplate and self.zygote is None:
-            from tcpext._zygote import Zygote
-
-            # Blocks until the template has preloaded (a second or so), so
-            # that the first extension processes are forked from it.
-            self.zygote = Zygote(self._getReactor())
-            self.zygote.start()
         for manifest in self.loadExtensions():
             grants = self._grantsFor(manifest)
             try:
@@ -634,6 +634,10 @@ class TCPExtService(MultiService):
                 "grants are advisory (--isolation none says this is meant)",
                 missing="; ".join(self.isolationMissing),
             )
+        if self.zygote is not None:
+            # Blocks until the template has preloaded (a second or so), so
+            # that the first extension processes are forked from it.
+            self.zygote.wait()
         super().startService()
         self._listenConsole()
 

@@ -529,6 +529,59 @@ class ConfineTests(SynchronousTestCase):
         )
 
 
+class ForkedProbeTests(SynchronousTestCase):
+    """
+    The probe run in a fork of the caller (L{_isolation._forkProbe}), the
+    way L{missingConfinement} runs it when no interpreter is named.
+    """
+
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
+
+    def test_sameAnswer(self) -> None:
+        """
+        The forked probe answers as a fresh interpreter does, and confines
+        only the forked process (this one can still bind, which Landlock
+        would refuse).
+        """
+        forked = _isolation._forkProbe(60, ["--json"])
+        assert forked is not None
+        fresh = _isolation._runProbe(sys.executable, 60, "--json")
+        self.assertEqual(forked.returncode, 0, forked)
+        self.assertEqual(json.loads(forked.stdout), json.loads(fresh.stdout))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+
+    def test_noNewInterpreter(self) -> None:
+        """
+        L{missingConfinement} and L{checkNetworkNamespace} without an
+        interpreter start none: they answer even where none can start.
+        """
+
+        def noInterpreter(*args: Any, **kw: Any) -> Any:
+            raise OSError("no interpreter here")
+
+        self.patch(subprocess, "run", noInterpreter)
+        self.assertEqual(missingConfinement(), [])
+        _isolation.checkNetworkNamespace()
+
+    def test_notWithThreads(self) -> None:
+        """
+        With another thread running, the probe is not forked (a fork copies
+        only the calling thread): L{_isolation._forkProbe} says so with
+        L{None}, and L{missingConfinement} runs a fresh interpreter.
+        """
+        import threading
+
+        done = threading.Event()
+        thread = threading.Thread(target=done.wait, args=(60,))
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(done.set)
+        self.assertIsNone(_isolation._forkProbe(60, ["--json"]))
+        self.assertEqual(missingConfinement(), [])
+
+
 class ProbeReportTests(SynchronousTestCase):
     """
     How L{missingConfinement} and L{checkConfinement} read the probe's

@@ -12,16 +12,22 @@ import sys
 from typing import Any
 
 from twisted.internet import defer, error, reactor, task
+from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tcpext import _zygote
 from tcpext._isolation import _childEnvironment
-from tcpext._zygote import ForkedProcess, Zygote, _endOf
+from tcpext._zygote import ForkedProcess, Zygote, _endOf, _spawn
+from tcpext.permissions import PermissionSet
+from tcpext.reactor import PermissionCheckingReactor
+from tcpext.sandbox import PHASES_VARIABLE, BrokeredReactor
 from tests import test_isolation
 from tests.test_examples import Twistd, assertEchoes, copyExamples
-from tests.test_isolation import _NO_CONFINEMENT
+from tests.test_isolation import _NO_CONFINEMENT, _freePort
 
 
 class _Recorder(ProcessProtocol):
@@ -42,6 +48,10 @@ class _Recorder(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:  # type: ignore[override]
         self.ended.callback(reason.value)
+
+    def makeConnection(self, transport: Any) -> None:
+        self.madeWith = transport.pid
+        super().makeConnection(transport)
 
 
 class EndOfTests(SynchronousTestCase):
@@ -64,6 +74,111 @@ class EndOfTests(SynchronousTestCase):
         self.assertEqual((killed.exitCode, killed.signal), (None, signal.SIGTERM))
         lost = _endOf(None).value
         self.assertEqual((lost.exitCode, lost.signal), (None, signal.SIGKILL))
+
+
+class PendingProcessTests(SynchronousTestCase):
+    """
+    L{ForkedProcess} before the template has answered, and the template's
+    refusals, without a template.
+    """
+
+    def test_pendingThenForked(self) -> None:
+        """
+        Until the template says it forked the process, the protocol is not
+        connected, C{pid} is L{None} and a signal waits; once it has, the
+        protocol is connected with the pid, and the signal is sent (here to
+        a pidfd of this very test process, so a harmless signal 0).
+        """
+        recorder = _Recorder()
+        r, w = os.pipe()
+        self.addCleanup(os.close, w)
+        process = ForkedProcess(MemoryReactor(), recorder, {1: r})
+        started = process.whenStarted()
+        self.assertIsNone(process.pid)
+        self.assertIsNone(recorder.transport)
+        process.signalProcess(0)
+        self.assertNoResult(started)
+        pidfd = os.pidfd_open(os.getpid())
+        process.forked(os.getpid(), pidfd)
+        self.assertEqual(self.successResultOf(started), os.getpid())
+        self.assertEqual(recorder.madeWith, os.getpid())
+        self.assertEqual(self.successResultOf(process.whenStarted()), os.getpid())
+        process.exited(0)
+        process._ended()
+        process.childConnectionLost(1, Failure(error.ConnectionDone()))
+        self.assertIsInstance(self.successResultOf(recorder.ended), error.ProcessDone)
+        self.assertIsNone(process.pid)
+
+    def test_notStarted(self) -> None:
+        """
+        A process the template will never fork (it refused, or ended
+        first) connects its protocol and ends at once, with the status
+        given, its output pipes closed; signals sent meanwhile are dropped
+        and later ones say it has exited.
+        """
+        recorder = _Recorder()
+        r, w = os.pipe()
+        self.addCleanup(os.close, w)
+        process = ForkedProcess(MemoryReactor(), recorder, {1: r})
+        started = process.whenStarted()
+        process.signalProcess("KILL")
+        process.notStarted(1 << 8)
+        self.assertIsNone(self.successResultOf(started))
+        reason = self.successResultOf(recorder.ended)
+        self.assertIsInstance(reason, error.ProcessTerminated)
+        self.assertEqual(reason.exitCode, 1)
+        self.assertIsNone(recorder.madeWith)
+        with self.assertRaises(OSError):
+            os.fstat(r)
+        self.assertRaises(error.ProcessExitedAlready, process.signalProcess, "KILL")
+        self.assertIsNone(self.successResultOf(process.whenStarted()))
+
+    def test_refusedRequests(self) -> None:
+        """
+        The template refuses, naming why, a request that is not a spawn
+        request with four descriptors, args, env and cwd; the answer
+        carries the request's id.
+        """
+        answer, fds = _spawn({"op": "bogus", "id": 7}, [])
+        self.assertEqual((answer["op"], answer["id"], fds), ("refused", 7, []))
+        self.assertIn("not a spawn request", answer["message"])
+        answer, fds = _spawn({"op": "spawn", "id": 8, "args": []}, [0, 1, 2, 3])
+        self.assertEqual((answer["op"], answer["id"], fds), ("refused", 8, []))
+        self.assertIn("needs args, env and cwd", answer["message"])
+
+
+class DeclarationTests(SynchronousTestCase):
+    """
+    The interface declarations the template works out before it forks.
+    """
+
+    def test_reactorsShareDeclarations(self) -> None:
+        """
+        The brokered reactor a child builds over the default reactor, and
+        the permission-checking reactor over that, get the declarations the
+        template made (the same objects), so a child does not work them out
+        again.
+        """
+        declared = _zygote._declareReactors()
+        real = object.__new__(EPollReactor)
+        brokered = BrokeredReactor(real, None, None)  # type: ignore[arg-type]
+        checking = PermissionCheckingReactor(brokered, PermissionSet())
+        self.assertIs(brokered.__provides__, declared[0].__provides__)
+        self.assertIs(checking.__provides__, declared[1].__provides__)
+
+    def test_classesDeclared(self) -> None:
+        """
+        After L{_zygote._declareInterfaces}, every class of the preloaded
+        packages has its declaration worked out (it is in the class's own
+        namespace).
+        """
+        _zygote._declareInterfaces()
+        from twisted.internet import unix
+
+        from tcpext import sandbox
+
+        for cls in (unix.Server, sandbox.HostConnection, sandbox.BrokeredReactor):
+            self.assertIn("__implemented__", vars(cls))
 
 
 class ZygoteTests(TestCase):
@@ -133,7 +248,9 @@ class ZygoteTests(TestCase):
         """
         self.start()
         transport, recorder, ampHost = self.spawnOpen()
-        pid = transport.pid
+        self.assertIsInstance(transport, ForkedProcess)
+        pid = await transport.whenStarted()
+        self.assertEqual(transport.pid, pid)
         with open(f"/proc/{pid}/status") as f:
             ppid = [line for line in f if line.startswith("PPid:")]
         self.assertEqual(ppid, [f"PPid:\t{self.zygote.pid}\n"])
@@ -229,8 +346,8 @@ class ZygoteTests(TestCase):
         os.kill(first, signal.SIGKILL)
         reason = await recorder.ended
         self.assertEqual(reason.signal, signal.SIGKILL)
-        for _ in range(100):
-            if not self.zygote.ready:
+        for _ in range(600):
+            if not self.zygote.ready and self.logged("template process ended"):
                 break
             await task.deferLater(reactor, 0.05, lambda: None)
         self.assertFalse(self.zygote.ready)
@@ -247,6 +364,75 @@ class ZygoteTests(TestCase):
         self.assertNotEqual(self.zygote.pid, first)
         forked, recorder = self.spawn("--rlimit=RLIMIT_BOGUS=1")
         self.assertIsInstance(forked, ForkedProcess)
+        await recorder.ended
+
+    async def test_pipelined(self) -> None:
+        """
+        Several starts in a row are all sent before any answer (each
+        L{ForkedProcess} is returned pending), then forked: each gets its
+        own pid, and each ends with its own status.
+        """
+        self.start()
+        spawned = [self.spawn("--rlimit=RLIMIT_BOGUS=1") for _ in range(5)]
+        self.assertTrue(all(t.pid is None for t, _ in spawned))
+        pids = [await transport.whenStarted() for transport, _ in spawned]
+        self.assertEqual(len(set(pids)), 5)
+        self.assertNotIn(None, pids)
+        for _, recorder in spawned:
+            reason = await recorder.ended
+            self.assertEqual(reason.exitCode, 4)
+        self.assertEqual(self.zygote.forked, 5)
+
+    async def test_signalBeforeForked(self) -> None:
+        """
+        A signal sent while the process is still pending reaches it once
+        it is forked.
+        """
+        self.start()
+        transport, recorder, ampHost = self.spawnOpen()
+        self.assertIsNone(transport.pid)
+        transport.signalProcess("KILL")
+        reason = await recorder.ended
+        self.assertEqual(reason.signal, signal.SIGKILL)
+
+    async def test_noAnswer(self) -> None:
+        """
+        A template that does not answer within C{requestTimeout} is
+        killed: the process it was asked for ends as killed, the log says
+        why, and a new template is started.
+        """
+        self.zygote.requestTimeout = 1.0
+        self.zygote.initialDelay = 0.1
+        self.start()
+        first = self.zygote.pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)
+        transport, recorder = self.spawn()
+        reason = await recorder.ended
+        self.assertEqual(reason.signal, signal.SIGKILL)
+        self.assertTrue(self.logged("did not answer within 1.0s"))
+        self.assertTrue(self.logged("were not forked"))
+        for _ in range(600):
+            if self.zygote.ready:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertNotEqual(self.zygote.pid, first)
+
+    async def test_beginThenWait(self) -> None:
+        """
+        L{Zygote.begin} starts the template without waiting: until
+        L{Zygote.wait} has seen it ready, processes start afresh.
+        """
+        self.zygote.begin()
+        self.addCleanup(self.zygote.stop)
+        self.assertFalse(self.zygote.ready)
+        transport, recorder = self.spawn("--rlimit=RLIMIT_BOGUS=1")
+        self.assertNotIsInstance(transport, ForkedProcess)
+        await recorder.ended
+        self.assertTrue(self.zygote.wait())
+        self.assertTrue(self.zygote.wait())
+        transport, recorder = self.spawn("--rlimit=RLIMIT_BOGUS=1")
+        self.assertIsInstance(transport, ForkedProcess)
         await recorder.ended
 
     async def test_stop(self) -> None:
@@ -284,6 +470,48 @@ class ForkedIsolatedExtensionTests(test_isolation.IsolatedExtensionTests):
         """
         if not self.otherInterpreter:
             self.assertGreater(self.zygote.forked, 0)
+
+    async def test_startPhases(self) -> None:
+        """
+        With C{TCPEXT_START_PHASES} set, a forked process logs, once its
+        extension's C{main} has returned, the time and the CPU time at
+        which it reached each step of its start, in order.
+        """
+        os.environ[PHASES_VARIABLE] = "1"
+        self.addCleanup(os.environ.pop, PHASES_VARIABLE, None)
+        port = _freePort()
+        self.extension(
+            "listener",
+            "async def main(browser):\n"
+            f"    await browser.TCPSocket.listen(host='127.0.0.1', port={port})\n",
+            [f"tcp-listen:127.0.0.1:{port}"],
+        )
+        await self.waitFor(lambda: self.logged("start phases:"))
+        [line] = [
+            formatEvent(e) for e in self.events if "start phases:" in formatEvent(e)
+        ]
+        marks = [item.split("=") for item in line.split("start phases:")[1].split()]
+        names = [name for name, _ in marks]
+        self.assertEqual(
+            names,
+            [
+                "forked",
+                "start",
+                "limits",
+                "reactor",
+                "channels",
+                "namespace",
+                "landlock",
+                "seccomp",
+                "running",
+                "hello",
+                "loaded",
+                "main",
+            ],
+        )
+        times = [tuple(map(float, value.split("/"))) for _, value in marks]
+        self.assertEqual(times, sorted(times))
+        self.assertEqual([cpu for _, cpu in times], sorted(cpu for _, cpu in times))
 
     def extension(self, *args: Any, **kw: Any) -> Any:
         """
