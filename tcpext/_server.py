@@ -11,11 +11,18 @@ the rest) until the consumer takes one; nothing is accepted and then dropped.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolNegotiationFactory,
+)
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tcpext._outcome import Outcome, observe, settle
 from tcpext._socket import (
@@ -24,8 +31,11 @@ from tcpext._socket import (
     TCPClientSocket,
     _hostOf,
 )
+from tcpext._tls import alpnProtocolList
 
 __all__ = ["DEFAULT_BACKLOG", "ServerSocketFactory", "TCPServerSocket"]
+
+_log = Logger(namespace="tcpext.server")
 
 #: The default length of the accept queue.
 DEFAULT_BACKLOG = 128
@@ -305,6 +315,7 @@ class _IterationAccept(Deferred[TCPClientSocket]):
     """
 
 
+@implementer(IProtocolNegotiationFactory)
 class ServerSocketFactory(Factory):
     """
     A server factory whose protocols are accepted L{TCPClientSocket}s,
@@ -312,24 +323,41 @@ class ServerSocketFactory(Factory):
     or C{listenTCP}/C{listenSSL}/C{listenUNIX}.
 
     @ivar server: The server socket that receives the connections.
+    @ivar alpnProtocols: The protocols a TLS listener agrees to with ALPN,
+        preferred first (C{bytes}); empty: none (a client's offer is then
+        ignored and the handshake goes on).
     """
 
     noisy = False
 
     def __init__(
-        self, server: TCPServerSocket | None = None, highWater: int = DEFAULT_HIGH_WATER
+        self,
+        server: TCPServerSocket | None = None,
+        highWater: int = DEFAULT_HIGH_WATER,
+        alpnProtocols: Sequence[str | bytes] | None = None,
     ) -> None:
         """
         @param server: The server socket to deliver to (a new one by default).
         @param highWater: The read high-water mark of accepted sockets.
+        @param alpnProtocols: The ALPN protocol names to agree to over TLS,
+            preferred first (for example C{["h2", "http/1.1"]}).
 
-        @raise ValueError: If C{highWater} is not a positive int (checked now,
-            not when the first connection arrives).
+        @raise ValueError: If C{highWater} is not a positive int, or a
+            protocol name is invalid (checked now, not when the first
+            connection arrives).
+        @raise TypeError: If C{alpnProtocols} is no list of names.
         """
         if type(highWater) is not int or highWater < 1:
             raise ValueError(f"highWater must be a positive int, got {highWater!r}")
+        self.alpnProtocols = alpnProtocolList(alpnProtocols)
         self.server = server if server is not None else TCPServerSocket()
         self.highWater = highWater
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        L{IProtocolNegotiationFactory}: the ALPN protocols to agree to.
+        """
+        return list(self.alpnProtocols)
 
     def logPrefix(self) -> str:
         """
@@ -371,8 +399,37 @@ class ServerSocketFactory(Factory):
 
     def _socketEnded(self, sock: TCPClientSocket) -> None:
         """
-        An accepted socket closed.
+        An accepted socket closed (if it was still in its TLS handshake, the
+        handshake failed: logged at debug level with the peer and the reason).
         """
         handshaking = self.server._handshaking
-        if handshaking:
+        if handshaking and sock in handshaking:
             handshaking.discard(sock)
+            more = sock._more
+            if more is not None and more.failure is not None:
+                _log.debug(
+                    "TLS handshake with {peer} failed: {reason}",
+                    peer=_peerText(sock),
+                    reason=_reasonText(more.failure),
+                    failure=more.failure,
+                )
+
+
+def _peerText(sock: TCPClientSocket) -> str:
+    """
+    C{HOST:PORT} of an accepted socket's peer (IPv6 hosts in brackets).
+    """
+    host, port = sock.host, sock.port
+    if port is None:
+        return str(host)
+    if host is not None and ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def _reasonText(failure: Failure) -> str:
+    """
+    What a failed handshake's error says, on one line.
+    """
+    text = str(failure.value) or type(failure.value).__name__
+    return " ".join(text.split())

@@ -45,9 +45,7 @@ from tcpext._state import (
     Event,
     ReadyState,
     State,
-    TLSEvent,
     TLSState,
-    tlsTransition,
     transition,
 )
 from tcpext._tls import TLSPart
@@ -719,7 +717,7 @@ class TCPClientSocket(ReadSide, WriteSide, TLSPart):  # type: ignore[override]
                 if factory is not None:
                     factory._socketHandshaking(self)
                 return
-            self._tls = tlsTransition(self._tls, TLSEvent.HANDSHAKE_DONE)
+            self._tlsDone()
         self._move(Event.CONNECTED)
         self._becomeOpen()
 

@@ -28,11 +28,66 @@ from twisted.internet.interfaces import (
 from tcpext._errors import SocketClosed
 from tcpext._extras import Extras
 from tcpext._state import OPENED, State, TLSEvent, TLSState, tlsTransition
-from tcpext._twistedcompat import clockOf, tlsLayer, wrapTLSReceive
+from tcpext._twistedcompat import answerALPN, clockOf, tlsLayer, wrapTLSReceive
 
-__all__ = ["TLSPart", "isTLSOptions"]
+__all__ = ["TLSPart", "alpnOffer", "alpnProtocolList", "isTLSOptions"]
 
 _CLOSED = State.CLOSED
+
+
+def alpnProtocolList(value: object, what: str = "alpnProtocols") -> tuple[bytes, ...]:
+    """
+    The ALPN protocol names of an C{alpnProtocols} option, in order of
+    preference: a list or tuple of names, each a non-empty C{str} of ASCII
+    characters (C{"h2"}, C{"http/1.1"}) or C{bytes}, at most 255 bytes.
+    L{None} is no ALPN (an empty tuple).
+
+    @param what: How to name the option in errors.
+
+    @raise TypeError: If C{value} is no list or tuple of names.
+    @raise ValueError: If a name is empty, too long, not ASCII, or repeated.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"{what} must be a list of protocol names such as ['h2', 'http/1.1'], "
+            f"not {type(value).__name__}"
+        )
+    names: list[bytes] = []
+    for item in value:
+        if isinstance(item, str):
+            try:
+                name = item.encode("ascii")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{what}: protocol name {item!r} is not ASCII"
+                ) from None
+        elif isinstance(item, bytes):
+            name = item
+        else:
+            raise TypeError(
+                f"{what}: protocol names are str or bytes, not {type(item).__name__}"
+            )
+        if not 1 <= len(name) <= 255:
+            raise ValueError(
+                f"{what}: protocol name {item!r} must be 1 to 255 bytes long"
+            )
+        if name in names:
+            raise ValueError(f"{what}: protocol name {item!r} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+def alpnOffer(tlsProtocol: object) -> tuple[bytes, ...]:
+    """
+    The ALPN protocols a tcpext server offers on the TLS connection of
+    C{tlsProtocol}: the C{alpnProtocols} of the server factory whose
+    protocol it wraps (none for other protocols).
+    """
+    protocol = getattr(tlsProtocol, "wrappedProtocol", None)
+    offer = getattr(getattr(protocol, "factory", None), "alpnProtocols", None)
+    return offer if isinstance(offer, tuple) else ()
 
 
 def isTLSOptions(options: object) -> bool:
@@ -92,13 +147,27 @@ class TLSPart:
         """
         return self._tls is TLSState.ON
 
+    @property
+    def alpnProtocol(self) -> str | None:
+        """
+        The application protocol agreed with ALPN during the TLS handshake
+        (for example C{"h2"} or C{"http/1.1"}); L{None} without TLS, before
+        the handshake completed, or when none was agreed.
+        """
+        more = self._more
+        return None if more is None else more.alpnProtocol
+
     def _tlsDone(self) -> Deferred[None] | None:
         """
-        A TLS handshake completed: TLS is in use; the pending upgrade's
-        Deferred, if any, is returned (taken) to fire.
+        A TLS handshake completed: TLS is in use (and the protocol agreed
+        with ALPN is known); the pending upgrade's Deferred, if any, is
+        returned (taken) to fire.
         """
         self._tls = tlsTransition(self._tls, TLSEvent.HANDSHAKE_DONE)
         self._stopTimer()
+        agreed = getattr(self._transport, "negotiatedProtocol", None)
+        if agreed:
+            self._extras().alpnProtocol = agreed.decode("latin-1")
         more = self._more
         if more is None or more.tlsWaiter is None:
             return None
@@ -185,6 +254,9 @@ class TLSPart:
                 # (Twisted moves a registered producer onto the TLS layer).
                 self._watch(self._transport)
             self._direct = False
+            if self._protocol.factory is not None:
+                # an accepted socket: answer the client's ALPN offer
+                answerALPN(options, alpnOffer)
             try:
                 self._transport.startTLS(options)
             except Exception as e:

@@ -22,6 +22,11 @@ The details:
   - C{TLSMemoryBIOProtocol}: C{_handshakeDone}, the C{protocol} of a TLS
     listening port's transport, and an instance's C{dataReceived} replaced
     (L{tlsLayer}, L{handshakeDone}, L{wrapTLSReceive}).
+  - ALPN on a server: C{CertificateOptions._acceptableProtocols} and
+    C{twisted.internet._sslverify.protosFromProtocol}, to replace Twisted's
+    ALPN selection, which refuses every client that offers ALPN to a server
+    with nothing to offer (L{answerALPN}); C{SSL4ServerEndpoint}'s
+    C{_sslContextFactory} (L{serverTLSOptions}).
   - A connection's C{reactor} attribute, through TLS wrappers
     (L{clockOf}).
   - The endpoints' private attributes: C{_wrappedEndpoint}, C{_hostText},
@@ -32,19 +37,23 @@ The details:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from socket import IPPROTO_TCP, TCP_NODELAY
 from typing import Any
 
+from OpenSSL.SSL import NO_OVERLAPPING_PROTOCOLS
 from twisted.internet import tcp
+from twisted.internet._sslverify import protosFromProtocol
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 __all__ = [
+    "answerALPN",
     "clockOf",
     "closeAtOnce",
     "handshakeDone",
@@ -53,6 +62,7 @@ __all__ = [
     "overBufferSize",
     "plainTCPEndpoint",
     "requestedAddress",
+    "serverTLSOptions",
     "sendAtOnce",
     "sendsNothing",
     "setNoDelay",
@@ -205,6 +215,85 @@ def wrapTLSReceive(
         around(receive, data)
 
     layer.dataReceived = dataReceived  # type: ignore[method-assign]
+
+
+#: The TLS contexts whose ALPN selection L{answerALPN} has set.
+_alpnContexts: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def answerALPN(
+    options: object, extraProtocols: Callable[[Any], Sequence[bytes]]
+) -> bool:
+    """
+    Make a server's TLS C{options} answer a client's ALPN offer correctly,
+    before any connection uses them.
+
+    Twisted's selection (C{_sslverify.setupForALPN}, on every context its
+    C{CertificateOptions} make) answers C{b""} when the server has no
+    protocol to offer, which OpenSSL turns into a fatal "internal error"
+    alert: every client that offers ALPN (curl does by default) is refused.
+    This replaces it on the options' context (C{getContext()}, made now if
+    need be) with the same choice (the options' C{_acceptableProtocols} and
+    the wrapped factory's C{IProtocolNegotiationFactory}, through Twisted's
+    C{protosFromProtocol}), plus C{extraProtocols(tlsProtocol)}, except that
+    a server with no protocol at all ignores the offer: the handshake goes
+    on, nothing is agreed.  A server with protocols of which the client
+    offers none still refuses the handshake, as Twisted intends.
+
+    @return: Whether the context answers ALPN this way now; L{False} if the
+        options have no context (other TLS implementations), or pyOpenSSL
+        refuses to change a context that already made a connection.
+    """
+    getContext = getattr(options, "getContext", None)
+    if not callable(getContext):
+        return False
+    try:
+        context = getContext()
+    except Exception:
+        # bad options: listening with them reports the error
+        return False
+    if context in _alpnContexts:
+        return True
+    configured = tuple(getattr(options, "_acceptableProtocols", None) or ())
+
+    def select(conn: Any, offered: list[bytes]) -> Any:
+        tlsProtocol = conn.get_app_data()
+        acceptable = list(protosFromProtocol(tlsProtocol, configured))
+        for name in extraProtocols(tlsProtocol):
+            if name not in acceptable:
+                acceptable.append(name)
+        if not acceptable:
+            return NO_OVERLAPPING_PROTOCOLS
+        for name in acceptable:
+            if name in offered:
+                return name
+        return b""
+
+    try:
+        context.set_alpn_select_callback(select)
+    except ValueError:
+        # pyOpenSSL: "Context has already been used to create a Connection"
+        return False
+    _alpnContexts.add(context)
+    return True
+
+
+def serverTLSOptions(endpoint: object) -> Any:
+    """
+    The TLS options of a TLS server endpoint (C{SSL4ServerEndpoint}'s
+    C{_sslContextFactory}), through wrapping endpoints' C{_wrappedEndpoint}
+    or C{_endpoint}; L{None} for other endpoints.
+    """
+    for _ in range(10):
+        if isinstance(endpoint, SSL4ServerEndpoint):
+            return endpoint._sslContextFactory
+        inner = getattr(endpoint, "_wrappedEndpoint", None)
+        if inner is None:
+            inner = getattr(endpoint, "_endpoint", None)
+        if inner is None:
+            return None
+        endpoint = inner
+    return None
 
 
 def clockOf(transport: object) -> Any:

@@ -25,9 +25,11 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
 
 from tcpext._server import TCPServerSocket
 from tcpext._socket import TCPClientSocket
@@ -206,6 +208,28 @@ class StartSocketTests(SynchronousTestCase):
         self.assertEqual(serverFactory.logPrefix(), "tcpext")
         self.assertFalse(serverFactory.noisy)
         self.assertFalse(factory.noisy)
+
+
+class ALPNFactoryTests(SynchronousTestCase):
+    """
+    The public factories offer their C{alpnProtocols} to Twisted's TLS
+    through L{IProtocolNegotiationFactory}.
+    """
+
+    def test_factories(self) -> None:
+        """
+        Both factories provide the interface; their protocols are bytes, in
+        the order given; none by default.
+        """
+        for factory in [
+            ClientSocketFactory("example.com", 443, alpnProtocols=["h2", b"http/1.1"]),
+            ServerSocketFactory(alpnProtocols=["h2", b"http/1.1"]),
+        ]:
+            self.assertTrue(verifyObject(IProtocolNegotiationFactory, factory))
+            self.assertEqual(factory.acceptableProtocols(), [b"h2", b"http/1.1"])
+        self.assertEqual(ClientSocketFactory().acceptableProtocols(), [])
+        self.assertEqual(ServerSocketFactory().acceptableProtocols(), [])
+        self.assertRaises(ValueError, ServerSocketFactory, alpnProtocols=[""])
 
 
 class EndpointStringTests(TestCase):

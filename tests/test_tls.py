@@ -6,6 +6,10 @@ mismatch, handshake garbage).
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket as stdsocket
+import ssl as stdssl
 from typing import Any
 
 from OpenSSL.SSL import Error as SSLError
@@ -21,11 +25,15 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.error import ConnectionClosed, ConnectionLost
+from twisted.internet.ssl import optionsForClientTLS, trustRootFromCertificates
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tcpext._errors import SocketClosed
 from tcpext._server import TCPServerSocket
@@ -685,3 +693,261 @@ class RecordBatchTests(SynchronousTestCase):
                 self.assertEqual(self.successResultOf(sock.read()), b"")
             else:
                 self.failureResultOf(sock.read(), outcome)  # type: ignore[arg-type]
+
+
+def sslClient(
+    port: int, caPEM: bytes, offer: list[str], payload: bytes
+) -> tuple[str | None, bytes]:
+    """
+    Connect with the standard C{ssl} module (blocking: run it in a thread),
+    offering C{offer} with ALPN; send C{payload} and read as much back.
+
+    @return: The protocol agreed with ALPN, and what came back.
+    """
+    context = stdssl.create_default_context(cadata=caPEM.decode("ascii"))
+    if offer:
+        context.set_alpn_protocols(offer)
+    with stdsocket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            return tls.selected_alpn_protocol(), got
+
+
+class ALPNTests(TestCase):
+    """
+    ALPN: TLS listeners accept clients that offer it, agree to the
+    protocols they are given, and sockets show the one agreed.
+    """
+
+    timeout = 120
+
+    async def listener(
+        self, alpnProtocols: list[str] | None = None
+    ) -> tuple[TCPServerSocket, list[TCPClientSocket]]:
+        """
+        A TLS echo server on 127.0.0.1 (TLS from the start) with
+        C{alpnProtocols}, and the list of the sockets it accepted.
+        """
+        server = await listenSocket(
+            SSL4ServerEndpoint(
+                globalReactor, 0, testPKI().serverOptions(), interface="127.0.0.1"
+            ),
+            alpnProtocols=alpnProtocols,
+        )
+        self.addCleanup(server.close)
+        accepted: list[TCPClientSocket] = []
+
+        async def echo(sock: TCPClientSocket) -> None:
+            try:
+                async for chunk in sock:
+                    await sock.write(chunk)
+            except Exception:
+                sock.closeImmediately()
+                return
+            await sock.close()
+
+        async def serve() -> None:
+            async for sock in server.connections:
+                accepted.append(sock)
+                self.addCleanup(sock.closeImmediately)
+                ensureDeferred(echo(sock))
+
+        ensureDeferred(serve())
+        return server, accepted
+
+    async def offer(
+        self, server: TCPServerSocket, offer: list[str]
+    ) -> tuple[str | None, bytes]:
+        """
+        Connect to C{server} with the standard C{ssl} module offering
+        C{offer}; echo 5 bytes.
+        """
+        assert server.localPort is not None
+        return await deferToThread(
+            sslClient, server.localPort, testPKI().caPEM, offer, b"hello"
+        )
+
+    async def test_offerToServerWithout(self) -> None:
+        """
+        A client offering ALPN to a listener with no protocols of its own
+        is accepted: nothing is agreed, data flows.  (Twisted's own answer
+        to such an offer fails the handshake with an internal error alert.)
+        """
+        server, accepted = await self.listener()
+        agreed, echoed = await self.offer(server, ["h2", "http/1.1"])
+        self.assertEqual((agreed, echoed), (None, b"hello"))
+        self.assertEqual(len(accepted), 1)
+        self.assertIsNone(accepted[0].alpnProtocol)
+        self.assertTrue(accepted[0].ssl)
+        # and a client offering nothing too
+        self.assertEqual(await self.offer(server, []), (None, b"hello"))
+
+    async def test_agreed(self) -> None:
+        """
+        A listener with C{alpnProtocols} agrees to the first of its own that
+        the client offers; both ends know it.
+        """
+        server, accepted = await self.listener(["http/1.1", "h2"])
+        agreed, echoed = await self.offer(server, ["h2", "http/1.1"])
+        self.assertEqual((agreed, echoed), ("http/1.1", b"hello"))
+        self.assertEqual(accepted[0].alpnProtocol, "http/1.1")
+        # a client without ALPN still connects: nothing agreed
+        self.assertEqual(await self.offer(server, []), (None, b"hello"))
+        self.assertIsNone(accepted[1].alpnProtocol)
+
+    async def test_noOverlapRefusedAndLogged(self) -> None:
+        """
+        A listener with C{alpnProtocols} refuses a client that offers none
+        of them; the failed handshake is logged at debug level with the
+        peer and the reason, and never shows up in C{connections}.
+        """
+        events: list[dict[str, Any]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "tcpext.server":
+                events.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        server, accepted = await self.listener(["h2"])
+        with self.assertRaises(stdssl.SSLError):
+            await self.offer(server, ["http/1.1"])
+        for _ in range(500):
+            if events:
+                break
+            await deferLater(globalReactor, 0.01, lambda: None)
+        self.assertEqual(accepted, [])
+        [event] = events
+        self.assertIs(event["log_level"], LogLevel.debug)
+        text = formatEvent(event)
+        self.assertRegex(text, r"^TLS handshake with 127\.0\.0\.1:\d+ failed: .+")
+
+    async def test_tcpextClient(self) -> None:
+        """
+        C{connectSocket(..., alpnProtocols=...)} offers the protocols; the
+        client socket shows the one agreed, as does the accepted socket.
+        """
+        server, accepted = await self.listener(["http/1.1"])
+        assert server.localPort is not None
+        sock = await connectSocket(
+            wrapClientTLS(
+                testPKI().clientOptions(),
+                TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort),
+            ),
+            alpnProtocols=["h2", "http/1.1"],
+        )
+        self.addCleanup(sock.closeImmediately)
+        self.assertEqual(sock.alpnProtocol, "http/1.1")
+        await sock.write(b"ping")
+        self.assertEqual(await sock.readExactly(4), b"ping")
+        self.assertEqual(accepted[0].alpnProtocol, "http/1.1")
+        await sock.close()
+
+    async def test_starttls(self) -> None:
+        """
+        An accepted socket's STARTTLS answers a client's ALPN offer too.
+        """
+        pki = testPKI()
+        server = await listenSocket(
+            TCP4ServerEndpoint(globalReactor, 0, interface="127.0.0.1")
+        )
+        self.addCleanup(server.close)
+        assert server.localPort is not None
+        client = await connectSocket(
+            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
+        )
+        self.addCleanup(client.closeImmediately)
+        accepted = await server.accept()
+        assert accepted is not None
+        self.addCleanup(accepted.closeImmediately)
+        options = optionsForClientTLS(
+            "localhost",
+            trustRoot=trustRootFromCertificates([pki.caCertificate()]),
+            acceptableProtocols=[b"h2"],
+        )
+        upgrading = accepted.upgradeToSecure(pki.serverOptions())
+        await client.upgradeToSecure(options)
+        await upgrading
+        self.assertIsNone(client.alpnProtocol)
+        self.assertIsNone(accepted.alpnProtocol)
+        await client.write(b"over tls")
+        self.assertEqual(await accepted.readExactly(8), b"over tls")
+
+    def test_badProtocolNames(self) -> None:
+        """
+        Bad C{alpnProtocols} fail at the call, saying what was wrong.
+        """
+        endpoint = TCP4ServerEndpoint(globalReactor, 0, interface="127.0.0.1")
+        for value, error, text in [
+            ("h2", TypeError, "list of protocol names"),
+            (["h2", 2], TypeError, "str or bytes"),
+            ([""], ValueError, "1 to 255 bytes"),
+            (["x" * 256], ValueError, "1 to 255 bytes"),
+            (["h\u00e9"], ValueError, "not ASCII"),
+            (["h2", b"h2"], ValueError, "listed twice"),
+        ]:
+            failure = self.failureResultOf(
+                listenSocket(endpoint, alpnProtocols=value), error
+            )
+            self.assertIn(text, str(failure.value))
+        self.assertRaises(
+            TypeError,
+            startSocket,
+            TCP4ClientEndpoint(globalReactor, "127.0.0.1", 1),
+            alpnProtocols="h2",
+        )
+
+    async def test_curl(self) -> None:
+        """
+        curl, which offers ALPN (h2, http/1.1) by default, gets a page from
+        a tcpext TLS listener with no protocols, and from one that agrees to
+        C{http/1.1}.
+        """
+        curl = shutil.which("curl")
+        if curl is None:
+            raise SkipTest("curl is not installed")
+        caFile = self.mktemp()
+        with open(caFile, "wb") as f:
+            f.write(testPKI().caPEM)
+        for alpnProtocols, expected in [(None, None), (["http/1.1"], "http/1.1")]:
+            server = await listenSocket(
+                SSL4ServerEndpoint(
+                    globalReactor, 0, testPKI().serverOptions(), interface="127.0.0.1"
+                ),
+                alpnProtocols=alpnProtocols,
+            )
+            self.addCleanup(server.close)
+            seen: list[str | None] = []
+
+            async def page(server: TCPServerSocket, seen: list[str | None]) -> None:
+                async for sock in server.connections:
+                    seen.append(sock.alpnProtocol)
+                    await sock.readUntil(b"\r\n\r\n")
+                    await sock.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n"
+                        b"Connection: close\r\n\r\ntcpext"
+                    )
+                    await sock.close()
+
+            serving = ensureDeferred(page(server, seen))
+            serving.addErrback(lambda f: None)
+            out, err, code = await getProcessOutputAndValue(
+                curl,
+                [
+                    "-sS",
+                    "--max-time",
+                    "30",
+                    "--cacert",
+                    caFile,
+                    f"https://localhost:{server.localPort}/",
+                ],
+                env=dict(os.environ),
+            )
+            self.assertEqual((code, out), (0, b"tcpext"), err)
+            self.assertEqual(seen, [expected])

@@ -9,13 +9,16 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from OpenSSL.SSL import Connection
 from twisted.internet import reactor as globalReactor
 from twisted.internet import tcp
+from twisted.internet._sslverify import protosFromProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     SSL4ServerEndpoint,
     TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
     UNIXClientEndpoint,
     connectProtocol,
     wrapClientTLS,
@@ -23,6 +26,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -165,6 +169,48 @@ class EndpointTests(SynchronousTestCase):
         self.assertIsNone(
             compat.plainTCPEndpoint(HostnameEndpoint(clock, "example.com", 80))
         )
+
+
+class ALPNTests(SynchronousTestCase):
+    """
+    What L{compat.answerALPN} and L{compat.serverTLSOptions} rely on.
+    """
+
+    def test_serverTLSOptions(self) -> None:
+        """
+        C{SSL4ServerEndpoint._sslContextFactory} is the options it was given,
+        found through wrapping endpoints too; other endpoints have none.
+        """
+        options = testPKI().serverOptions()
+        endpoint = SSL4ServerEndpoint(Clock(), 0, options)
+        self.assertIs(compat.serverTLSOptions(endpoint), options)
+
+        class Wrapper:
+            _endpoint = endpoint
+
+        self.assertIs(compat.serverTLSOptions(Wrapper()), options)
+        self.assertIsNone(compat.serverTLSOptions(TCP4ServerEndpoint(Clock(), 0)))
+
+    def test_answerALPN(self) -> None:
+        """
+        C{CertificateOptions} keeps C{_acceptableProtocols} and makes its
+        context with C{getContext()}; Twisted's C{protosFromProtocol} is
+        there; a fresh context takes the new selection (once), one that
+        already made a connection is refused by pyOpenSSL (L{False}).
+        """
+        options = CertificateOptions(
+            privateKey=testPKI().serverCertificate().privateKey.original,
+            certificate=testPKI().serverCertificate().original,
+            acceptableProtocols=[b"h2"],
+        )
+        self.assertEqual(options._acceptableProtocols, [b"h2"])
+        self.assertTrue(callable(protosFromProtocol))
+        self.assertTrue(compat.answerALPN(options, lambda p: ()))
+        self.assertTrue(compat.answerALPN(options, lambda p: ()))
+        used = testPKI().serverOptions()
+        Connection(used.getContext(), None)
+        self.assertFalse(compat.answerALPN(used, lambda p: ()))
+        self.assertFalse(compat.answerALPN(object(), lambda p: ()))
 
 
 class TCPTransportTests(TestCase):
