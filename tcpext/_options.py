@@ -17,16 +17,26 @@ from typing import Any
 
 from attrs import frozen
 
+from tcpext._tls import alpnProtocolList
+
 DEFAULT_BACKLOG = 128
 """
 The accept queue length used when C{listen} gets no C{backLog} (or C{-1}).
 """
 
 _CONNECT_KEYS = frozenset(
-    {"host", "address", "port", "useSecureTransport", "tlsOptions", "timeout"}
+    {
+        "host",
+        "address",
+        "port",
+        "useSecureTransport",
+        "tlsOptions",
+        "alpnProtocols",
+        "timeout",
+    }
 )
 _LISTEN_KEYS = frozenset(
-    {"port", "backLog", "host", "useSecureTransport", "tlsOptions"}
+    {"port", "backLog", "host", "useSecureTransport", "tlsOptions", "alpnProtocols"}
 )
 
 
@@ -42,6 +52,8 @@ class ConnectOptions:
         verify the server against the host name with the system trust roots.
     @ivar timeout: Seconds for each connection attempt (and for the name
         lookup), or L{None} for Twisted's default.
+    @ivar alpnProtocols: The protocols to offer with ALPN (C{bytes}),
+        preferred first; empty: none.
     """
 
     host: str
@@ -49,6 +61,7 @@ class ConnectOptions:
     useSecureTransport: bool
     tlsOptions: Any
     timeout: float | None
+    alpnProtocols: tuple[bytes, ...] = ()
 
 
 @frozen
@@ -61,6 +74,8 @@ class ListenOptions:
     @ivar host: The interface to listen on (not yet canonical).
     @ivar useSecureTransport: Whether accepted connections speak TLS.
     @ivar tlsOptions: The server TLS options (required for TLS).
+    @ivar alpnProtocols: The protocols to agree to with ALPN (C{bytes}),
+        preferred first; empty: none (clients' offers are ignored).
     """
 
     port: int
@@ -68,6 +83,7 @@ class ListenOptions:
     host: str
     useSecureTransport: bool
     tlsOptions: Any
+    alpnProtocols: tuple[bytes, ...] = ()
 
 
 def _merge(
@@ -150,6 +166,23 @@ def _hostText(what: str, name: str, value: object) -> str:
     return value
 
 
+def _alpn(what: str, value: object, secure: bool) -> tuple[bytes, ...]:
+    """
+    The C{alpnProtocols} option: protocol names for ALPN, which needs TLS.
+
+    @raise TypeError: If it is no list of names.
+    @raise ValueError: If a name is invalid, or the option is given without
+        C{useSecureTransport=True}.
+    """
+    names = alpnProtocolList(value, f"{what} option 'alpnProtocols'")
+    if names and not secure:
+        raise ValueError(
+            f"{what} option 'alpnProtocols' needs useSecureTransport=True "
+            "(ALPN is part of the TLS handshake)"
+        )
+    return names
+
+
 def parseConnectOptions(
     options: Mapping[str, object] | None, keywords: Mapping[str, object]
 ) -> ConnectOptions:
@@ -181,6 +214,7 @@ def parseConnectOptions(
             "connect option 'tlsOptions' needs useSecureTransport=True "
             "(use upgradeToSecure() to start TLS later)"
         )
+    alpnProtocols = _alpn("connect", merged.get("alpnProtocols"), secure)
     timeout = merged.get("timeout")
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -199,6 +233,7 @@ def parseConnectOptions(
         useSecureTransport=secure,
         tlsOptions=tlsOptions,
         timeout=timeout,
+        alpnProtocols=alpnProtocols,
     )
 
 
@@ -244,10 +279,12 @@ def parseListenOptions(
         )
     if tlsOptions is not None and not secure:
         raise ValueError("listen option 'tlsOptions' needs useSecureTransport=True")
+    alpnProtocols = _alpn("listen", merged.get("alpnProtocols"), secure)
     return ListenOptions(
         port=port,
         backLog=backLog,
         host=host,
         useSecureTransport=secure,
         tlsOptions=tlsOptions,
+        alpnProtocols=alpnProtocols,
     )

@@ -424,8 +424,8 @@ class TCPSocketNamespace:
         Open a TCP connection, as allowed by the grants.
 
         @param options: C{host} (or C{address}), C{port},
-            C{useSecureTransport}, C{tlsOptions}, C{timeout}; also accepted
-            as keyword arguments.
+            C{useSecureTransport}, C{tlsOptions}, C{alpnProtocols},
+            C{timeout}; also accepted as keyword arguments.
 
         @return: A L{Deferred} that fires with a
             L{tcpext.TCPClientSocket} in C{"connecting"} state once the
@@ -442,7 +442,8 @@ class TCPSocketNamespace:
         Listen for TCP connections, as allowed by the grants.
 
         @param options: C{port}, C{backLog}, C{host}, C{useSecureTransport},
-            C{tlsOptions}; also accepted as keyword arguments.
+            C{tlsOptions}, C{alpnProtocols}; also accepted as keyword
+            arguments.
 
         @return: A L{Deferred} that fires with a L{tcpext.TCPServerSocket}
             once listening, or fails with L{TypeError}/L{ValueError} (bad
@@ -802,7 +803,12 @@ class Browser:
             if creator is None:
                 creator = optionsForClientTLS(target.address)
             endpoint = wrapClientTLS(creator, endpoint)
-        sock = startSocket(endpoint, host=str.__str__(parsed.host), port=port)
+        sock = startSocket(
+            endpoint,
+            host=str.__str__(parsed.host),
+            port=port,
+            alpnProtocols=parsed.alpnProtocols,
+        )
         self._track(sock, self._sockets, Grounds(CONNECT, port, tuple(addresses), name))
         return sock
 
@@ -902,7 +908,9 @@ class Browser:
             )
             return reason
 
-        return listenSocket(tracking, backLog).addCallbacks(listening, failed)
+        return listenSocket(
+            tracking, backLog, alpnProtocols=parsed.alpnProtocols
+        ).addCallbacks(listening, failed)
 
     def _track(self, thing: Any, table: dict[Any, Any], record: Any) -> None:
         """
