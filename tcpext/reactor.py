@@ -118,6 +118,7 @@ from twisted.internet.interfaces import (
     ILoggingContext,
     IProtocol,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IReactorCore,
     IReactorDaemonize,
     IReactorFDSet,
@@ -142,7 +143,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.tcp import makeBinding
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, directlyProvides, implementer
+from zope.interface import Interface, alsoProvides, directlyProvides, implementer
 
 from tcpext._hosts import ParsedHost, parseHost
 from tcpext._policy import (
@@ -455,6 +456,12 @@ class _TrackingServerFactory:
     The factory a wrapped port really gets: the extension's factory, plus a
     record of each accepted connection (for C{closeAll} and C{revalidate}).
     Anything else is the extension's own factory's.
+
+    It provides L{IProtocolNegotiationFactory} when the extension's factory
+    does (twisted.web's C{Site} does), so that a TLS port offers its
+    protocols over ALPN: Twisted looks for that interface on the factory the
+    port was given, and fails the handshake of every client that offers
+    ALPN when it finds nothing to agree on.
     """
 
     def __init__(self, factory: Any, listener: _Listener) -> None:
@@ -464,6 +471,8 @@ class _TrackingServerFactory:
         """
         self.wrappedFactory = factory
         self.__listener = listener
+        if IProtocolNegotiationFactory.providedBy(factory):
+            alsoProvides(self, IProtocolNegotiationFactory)
 
     def doStart(self) -> None:
         """

@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
     IConnector,
     IHostnameResolver,
     IHostResolution,
+    IProtocolNegotiationFactory,
     IReactorCore,
     IReactorPluggableNameResolver,
     IReactorTCP,
@@ -33,6 +34,8 @@ from twisted.internet.tcp import makeBinding
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 from zope.interface import Interface, alsoProvides, implementer
 from zope.interface.verify import verifyObject
 
@@ -882,6 +885,24 @@ class ListenTests(SynchronousTestCase):
         self.assertRaises(PermissionDenied, wrapper.listenSSL, 443, Factory(), context)
         wrapper.listenSSL(8443, Factory(), context)
         self.assertIs(memory.sslServers[0][2], context)
+
+    def test_protocolNegotiation(self) -> None:
+        """
+        The factory the wrapped port gets provides
+        L{IProtocolNegotiationFactory}, with the extension's factory's
+        protocols, when the extension's factory does (as twisted.web's
+        C{Site}); Twisted's ALPN selection looks for it there, and without
+        it fails the handshake of every client that offers ALPN.  A factory
+        without protocols to offer stays without.
+        """
+        wrapper, memory, _, _ = build(["tcp-listen:8443-8444"])
+        site = Site(Resource())
+        wrapper.listenSSL(8443, site, object())
+        wrapper.listenSSL(8444, Factory(), object())
+        [negotiating, plain] = [server[1] for server in memory.sslServers]
+        self.assertTrue(IProtocolNegotiationFactory.providedBy(negotiating))
+        self.assertEqual(negotiating.acceptableProtocols(), site.acceptableProtocols())
+        self.assertFalse(IProtocolNegotiationFactory.providedBy(plain))
 
 
 class ResolverTests(SynchronousTestCase):
