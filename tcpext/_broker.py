@@ -41,7 +41,6 @@ from twisted.internet.interfaces import (
     IWriteDescriptor,
 )
 from twisted.logger import Logger
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -74,6 +73,7 @@ from tcpext._wire import (
     ListenFailed,
     LookupFailed,
     MainFailed,
+    QuietAMP,
     Refused,
     Release,
     RemovePermissions,
@@ -307,7 +307,7 @@ class _Held:
         return f"connection to {where}{via}"
 
 
-class BrokerProtocol(amp.AMP):
+class BrokerProtocol(QuietAMP):
     """
     The host's end of the AMP connection with one isolated extension's
     process: it answers L{Connect} and L{Resolve} (and, through

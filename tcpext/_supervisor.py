@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcpext._broker import BrokerProtocol, SyncListenProtocol
+from tcpext._childoutput import DEFAULT_LOG_RATE, ChildOutput
 from tcpext._isolation import LAYERS, _childEnvironment
 from tcpext._ledger import (
     GrantChange,
@@ -83,19 +84,13 @@ class RestartPolicy:
 
 class _ChildProcess(ProcessProtocol):
     """
-    Watches one child process: logs its output line by line (bounded) and
-    reports its end to the L{_Supervisor}.
+    Watches one child process: logs its output (L{ChildOutput}) and reports
+    its end to the L{_Supervisor} once its output has been read to the end.
     """
 
-    maxLine = 4096
-    maxLinesPerSecond = 200
-
-    def __init__(self, owner: _Supervisor) -> None:
+    def __init__(self, owner: _Supervisor, output: ChildOutput) -> None:
         self._owner = owner
-        self._buffers = {1: b"", 2: b""}
-        self._window = 0.0
-        self._lines = 0
-        self._dropped = 0
+        self.output = output
         self.ended: Deferred[None] = Deferred()
         self.pid: int | None = None
         self._closed: set[int] = set()
@@ -109,35 +104,9 @@ class _ChildProcess(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         """
-        Log complete lines; cut endless ones.
+        Log its output.
         """
-        buffer = self._buffers.get(childFD, b"") + data
-        *lines, rest = buffer.split(b"\n")
-        if len(rest) > self.maxLine:
-            lines.append(rest[: self.maxLine])
-            rest = b""
-        self._buffers[childFD] = rest
-        for line in lines:
-            self._emit(line[: self.maxLine])
-
-    def _emit(self, line: bytes) -> None:
-        now = self._owner.reactor.seconds()
-        if now - self._window >= 1.0:
-            if self._dropped:
-                self._owner.log.warn(
-                    "dropped {count} lines of the extension's output",
-                    count=self._dropped,
-                )
-            self._window, self._lines, self._dropped = now, 0, 0
-        self._lines += 1
-        if self._lines > self.maxLinesPerSecond:
-            self._dropped += 1
-            return
-        self._owner.log.info(
-            "[pid {pid}] {line}",
-            pid=self.pid,
-            line=line.decode("utf-8", "replace").rstrip(),
-        )
+        self.output.received(childFD, data)
 
     def childConnectionLost(self, childFD: int) -> None:
         """
@@ -150,12 +119,11 @@ class _ChildProcess(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         """
-        Tell the owner how the process ended.
+        The process has ended and its output is read to the end (Twisted
+        calls this once both are true): log the rest of its output, then
+        tell the owner how it ended.
         """
-        for rest in self._buffers.values():
-            if rest:
-                self._emit(rest[: self.maxLine])
-        self._buffers = {}
+        self.output.close()
         self.ended.callback(None)
         self._owner.ended(self, reason)
 
@@ -643,8 +611,9 @@ def _makeMachine() -> Callable[[_Supervisor], _Inputs]:
     @pep614(running.upon(_Inputs.mainFailed).loop())
     @pep614(stopping.upon(_Inputs.mainFailed).loop())
     def scriptFailed(c: _Inputs, s: _Supervisor, reason: str) -> None:
+        # The child has logged the failure itself, as an extension in the
+        # host's process would have.
         s.permanent = reason
-        s.log.error("extension failed: {reason}", reason=reason)
 
     for state in (waiting, failed, stopped):
         # From a process that has ended already.
@@ -722,11 +691,14 @@ def _makeMachine() -> Callable[[_Supervisor], _Inputs]:
     def stoppedNow(
         c: _Inputs, s: _Supervisor, code: int | None, signal: int | None
     ) -> None:
+        pid = s.process.pid if s.process is not None else None
         s.forget()
-        # The same line as an in-process extension's, for operators.
+        # (The child has logged "extension ... stopped", as an extension in
+        # the host's process does, if it could.)
         s.log.info(
-            "extension {extensionId!r} stopped (its process exited)",
-            extensionId=s.extensionId,
+            "extension process {pid} ended ({how})",
+            pid=pid,
+            how=f"signal {signal}" if signal else f"exit status {code}",
         )
         s.finishStopping()
 
@@ -789,6 +761,7 @@ class IsolatedExtension(Service):
         ledger: GrantLedger | None = None,
         decisionObservers: Iterable[DecisionObserver] = (),
         childRefusals: Callable[[str, str, str, str], None] | None = None,
+        logRate: int = DEFAULT_LOG_RATE,
     ) -> None:
         """
         @param path: The extension's folder.
@@ -822,8 +795,10 @@ class IsolatedExtension(Service):
             of each request the extension's own process refused before
             asking the host (its reports, within its request rate); the
             child logs those refusals itself.
+        @param logRate: The most lines of the child's output logged a second
+            (L{ChildOutput}).
 
-        @raise ValueError: for an unknown mode, an invalid C{tcp-*} entry, or
+        @raise ValueError: for an unknown mode, a log rate below 1, an invalid C{tcp-*} entry, or
             an operator grant the manifest does not list as optional.
         """
         if mode not in ("process", "process-unconfined"):
@@ -840,6 +815,9 @@ class IsolatedExtension(Service):
         self.log = log or Logger(namespace=f"tcpext.extension.{extensionId}")
         self.mode = mode
         self.restart = restart
+        if not isinstance(logRate, int) or isinstance(logRate, bool) or logRate < 1:
+            raise ValueError(f"the log rate must be an int >= 1, not {logRate!r}")
+        self.logRate = logRate
         self._python = python or sys.executable
         self.limits = dict(limits or {})
         for name, value in self.limits.items():
@@ -1215,7 +1193,10 @@ class IsolatedExtension(Service):
             scratch = self._makeScratch()
             env = _childEnvironment()
             env["TMPDIR"] = scratch
-            process = _ChildProcess(supervisor)
+            process = _ChildProcess(
+                supervisor,
+                ChildOutput(self._reactor, self.log, self.extensionId, self.logRate),
+            )
             spawn = self._spawnProcess or self._reactor.spawnProcess
             transport = spawn(
                 process,

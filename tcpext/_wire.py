@@ -23,6 +23,10 @@ both import this module, and it imports neither.
    successful answer's descriptor travels with it (C{SCM_RIGHTS}).
    L{SyncChannel} is the child's blocking end, L{SyncServerProtocol} the
    host's.
+ - The child's log records on its standard error: one line per event,
+   L{LOG_RECORD} and a JSON object with the event's namespace, level and
+   text, already formatted by the child (L{encodeLogRecord},
+   L{decodeLogRecord}); every other line of its output is plain text.
  - The child's exit codes (L{EXIT_NO_NAMESPACE}, L{EXIT_MAIN_FAILED}).
 """
 
@@ -49,6 +53,9 @@ from tcpext.permissions import PermissionDenied
 
 __all__ = [
     "AMP_FD",
+    "LOG_RECORD",
+    "LOG_TEXT_MAX",
+    "QuietAMP",
     "BadRequest",
     "BrokerLimit",
     "ChildRefused",
@@ -81,6 +88,8 @@ __all__ = [
     "SyncChannel",
     "SyncServerProtocol",
     "TimedOut",
+    "decodeLogRecord",
+    "encodeLogRecord",
     "errorCode",
     "errorFromCode",
     "translateError",
@@ -405,6 +414,82 @@ class Ping(amp.Command):
     """
     Is the child's reactor running?
     """
+
+
+class QuietAMP(amp.AMP):
+    """
+    AMP without its "connection established" and "connection lost" log
+    lines: the channel between host and child is an internal detail, which
+    an extension's log (the same in process and isolated) does not show.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        """
+        Connect, without a log line.
+        """
+        self._transportPeer = transport.getPeer()
+        self._transportHost = transport.getHost()
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        """
+        Disconnect, without a log line.
+        """
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+
+
+# Log records on the child's standard error.
+
+LOG_RECORD = b"\x1e"
+"""The first byte of a line of the child's standard error that holds a log
+record (ASCII record separator); other lines are plain text."""
+
+LOG_TEXT_MAX = 60000
+"""The longest text of one log record, in characters (longer text is cut);
+a record line stays under 64 KiB."""
+
+_LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+def encodeLogRecord(namespace: str, level: str, text: str) -> bytes:
+    """
+    One log record as the child writes it: L{LOG_RECORD}, a JSON object, a
+    newline (the text cut to L{LOG_TEXT_MAX} characters).
+    """
+    if len(text) > LOG_TEXT_MAX:
+        text = text[:LOG_TEXT_MAX] + " [cut]"
+    return (
+        LOG_RECORD
+        + json.dumps({"n": namespace[:200], "l": level, "t": text}).encode("utf-8")
+        + b"\n"
+    )
+
+
+def decodeLogRecord(line: bytes) -> tuple[str, str, str] | None:
+    """
+    The namespace, level name and text of a log record line (without its
+    newline), or L{None} if it is not a well-formed one (the host then logs
+    the line as plain text).
+    """
+    if not line.startswith(LOG_RECORD):
+        return None
+    try:
+        record = json.loads(line[len(LOG_RECORD) :].decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    namespace, level, text = record.get("n"), record.get("l"), record.get("t")
+    if (
+        not isinstance(namespace, str)
+        or not isinstance(text, str)
+        or level not in _LOG_LEVELS
+        or not 0 < len(namespace) <= 200
+        or not namespace.isprintable()
+    ):
+        return None
+    return namespace, level, text[: LOG_TEXT_MAX + 6]
 
 
 # The synchronous channel.

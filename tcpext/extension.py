@@ -371,6 +371,8 @@ class ExtensionService(Service):
         makeBrowser: Callable[..., Any],
         *,
         log: Logger | None = None,
+        onFailure: Callable[[ExtensionError], object] | None = None,
+        onMainDone: Callable[[], object] | None = None,
     ) -> None:
         """
         @param manifest: The validated manifest.
@@ -379,8 +381,16 @@ class ExtensionService(Service):
             host binds the rest (reactor, grant store, prompt, operator
             grants).
         @param log: The extension's logger (default: L{extensionLogger}).
+        @param onFailure: Called with the L{ExtensionError} once the
+            extension has failed (its browser, its script or its C{main}),
+            after the failure is logged (an isolated extension's process
+            reports it to the host this way).
+        @param onMainDone: Called once C{main} has returned (its Deferred or
+            coroutine included), after that is logged.
         """
         self.manifest = manifest
+        self._onFailure = onFailure
+        self._onMainDone = onMainDone
         self.name = manifest.id
         self._makeBrowser = makeBrowser
         self.log = log if log is not None else extensionLogger(manifest.id)
@@ -395,6 +405,8 @@ class ExtensionService(Service):
         """
         self.failed = error
         self.log.error("{error}", error=str(error), extensionId=self.manifest.id)
+        if self._onFailure is not None:
+            self._onFailure(error)
 
     def startService(self) -> None:
         """
@@ -442,6 +454,8 @@ class ExtensionService(Service):
             "extension {extensionId!r}: main(browser) finished",
             extensionId=self.manifest.id,
         )
+        if self._onMainDone is not None:
+            self._onMainDone()
 
     def _mainFailed(self, failure: Failure) -> None:
         """
@@ -464,6 +478,8 @@ class ExtensionService(Service):
             reason=_describe(failure),
         )
         self.failed = ExtensionError(self.manifest.id, "main", _describe(failure))
+        if self._onFailure is not None:
+            self._onFailure(self.failed)
 
     def stopService(self) -> Deferred[None]:
         """

@@ -21,9 +21,14 @@ format is L{tcpext._wire}.  It:
     C{browser.reactor} as the global C{twisted.internet.reactor} (so
     libraries that use the global reactor, such as treq, stay within the
     grants);
- 4. loads the background script (L{tcpext.extension.loadMain}) and calls
-    C{main(browser)}; if that fails, it reports why and exits with
-    L{EXIT_MAIN_FAILED} (the host does not restart it).
+ 4. runs the extension as the host's own process would, through
+    L{tcpext.extension.ExtensionService} (loads the background script,
+    calls C{main(browser)}, logs the same lines); if that fails, it reports
+    why and exits with L{EXIT_MAIN_FAILED} (the host does not restart it).
+
+Its log events go to the host as record lines on its standard error
+(L{LogRecordWriter}; the host's L{tcpext._childoutput.ChildOutput} logs
+them with their namespace, level and text).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -49,8 +55,7 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
 )
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
-from twisted.protocols import amp
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, eventAsText
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
@@ -72,6 +77,7 @@ from tcpext._wire import (
     Hello,
     MainFailed,
     Ping,
+    QuietAMP,
     Release,
     RemovePermissions,
     RequestPermissions,
@@ -79,11 +85,17 @@ from tcpext._wire import (
     Revoke,
     Shutdown,
     SyncChannel,
+    encodeLogRecord,
     errorFromCode,
     translateError,
 )
 from tcpext.browser import makeBrowser
-from tcpext.extension import ExtensionError, loadMain, loadManifest
+from tcpext.extension import (
+    ExtensionError,
+    ExtensionService,
+    extensionLogger,
+    loadManifest,
+)
 from tcpext.permissions import Permission, PermissionDenied, parsePermission
 from tcpext.reactor import IDialsForNames
 
@@ -150,7 +162,7 @@ phases = _StartPhases()
 """This process's start times (see L{PHASES_VARIABLE})."""
 
 
-class HostConnection(amp.AMP):
+class HostConnection(QuietAMP):
     """
     The child's end of the AMP connection with the host.
 
@@ -336,6 +348,8 @@ class _AdoptingFactory(Factory):
     factory.
     """
 
+    noisy = False
+
     def __init__(self, factory: Any) -> None:
         self._factory = factory
 
@@ -400,7 +414,7 @@ class _BrokeredResolver:
                 )
                 resolutionReceiver.resolutionComplete()
                 return
-            _log.info(
+            _log.debug(
                 "resolving {name} failed: {reason}",
                 name=hostName,
                 reason=reason.getErrorMessage(),
@@ -580,6 +594,8 @@ class ChildRunner:
 
     @ivar exitCode: The status the process exits with.
     @ivar browser: The extension's C{browser} once built.
+    @ivar service: The L{ExtensionService} running it, once the host said
+        hello.
     """
 
     def __init__(
@@ -605,11 +621,12 @@ class ChildRunner:
         self.exitCode = 0
         self.browser: Any = None
         self.ledger: GrantLedger | None = None
+        self.service: ExtensionService | None = None
         self._stopping = False
 
     def start(self) -> None:
         """
-        Say hello, then build the browser and run the extension.
+        Say hello, then run the extension.
         """
         self._host.lost.addCallback(lambda _: self._stop(self.exitCode))
         d = self._host.callRemote(
@@ -619,8 +636,8 @@ class ChildRunner:
             pid=os.getpid(),
             layers=self._layers,
         )
-        d.addCallback(lambda answer: defer.ensureDeferred(self._run(answer)))
-        d.addErrback(self._failed)
+        d.addCallback(self._run)
+        d.addErrback(self._refused)
 
     def _reportRefusal(self, extensionId: str, decision: Decision) -> None:
         """
@@ -643,48 +660,72 @@ class ChildRunner:
             # The channel is closing; the refusal is in this process's log.
             pass
 
-    async def _run(self, answer: dict[str, Any]) -> None:
+    def _run(self, answer: dict[str, Any]) -> None:
+        """
+        Run the extension as the host's process would
+        (L{tcpext.extension.ExtensionService}, so that it logs the same
+        lines), over a C{browser} whose sockets come from the host.
+        """
         extensionId = answer["extensionId"]
-        manifest = json.loads(answer["manifest"])
+        hostManifest = json.loads(answer["manifest"])
+        log = extensionLogger(extensionId)
+        try:
+            manifest = loadManifest(answer["path"])
+            if manifest.id != extensionId:
+                raise ExtensionError(
+                    extensionId,
+                    "name",
+                    f"the manifest now names {manifest.id!r}; restart the service",
+                )
+        except ExtensionError as e:
+            log.error("{error}", error=str(e), extensionId=extensionId)
+            self._extensionFailed(e)
+            return
         brokered = BrokeredReactor(self._reactor, self._host, self._sync)
-        log = Logger(namespace=f"tcpext.extension.{extensionId}")
-        # The child's copy of the grants: the host decided and saved them,
-        # and tells of every change (Grant, Revoke); the child can only give
-        # grants up, which it tells the host (RemovePermissions).
-        self.ledger = ledger = GrantLedger.fromManifest(
-            extensionId=extensionId,
-            manifest=manifest,
-            store=MemoryGrantStore({extensionId: answer["runtimeGrants"]}),
-            operatorGrants=answer["operatorGrants"],
-            log=log,
-        )
-        ledger.addObserver(self._removed)
-        self.browser = browser = makeBrowser(
-            extensionId=extensionId,
-            manifest=manifest,
-            reactor=brokered,
-            ledger=ledger,
-            prompt=self._prompt,
-            log=log,
-            # The kernel confines this process as a whole (threads
-            # included) only when every layer is in force.
-            allowThreads=self._confined,
-            decisionObservers=[self._reportRefusal],
-        )
+
+        def build(**kw: Any) -> Any:
+            # The child's copy of the grants: the host decided and saved
+            # them (from its own copy of the manifest), and tells of every
+            # change (Grant, Revoke); the child can only give grants up,
+            # which it tells the host (RemovePermissions).
+            self.ledger = ledger = GrantLedger.fromManifest(
+                extensionId=extensionId,
+                manifest=hostManifest,
+                store=MemoryGrantStore({extensionId: answer["runtimeGrants"]}),
+                operatorGrants=answer["operatorGrants"],
+                log=kw["log"],
+            )
+            ledger.addObserver(self._removed)
+            self.browser = browser = makeBrowser(
+                extensionId=extensionId,
+                manifest=hostManifest,
+                reactor=brokered,
+                ledger=ledger,
+                prompt=self._prompt,
+                log=kw["log"],
+                # The kernel confines this process as a whole (threads
+                # included) only when every layer is in force.
+                allowThreads=self._confined,
+                decisionObservers=[self._reportRefusal],
+            )
+            installGlobalReactor(browser.reactor)
+            phases.mark("hello")
+            return browser
+
         self._host.onGrant = self._grant
         self._host.onRevoke = self._revoke
         self._host.onShutdown = self._shutdown
-        installGlobalReactor(browser.reactor)
-        phases.mark("hello")
-        mainFunction = loadMain(loadManifest(answer["path"]))
+        # The host has warned about the ignored permissions already.
+        self.service = ExtensionService(
+            attrs.evolve(manifest, ignored=()),
+            build,
+            log=log,
+            onFailure=self._extensionFailed,
+            onMainDone=self._mainDone,
+        )
+        self.service.startService()
+        # Its script is loaded and its main called.
         phases.mark("loaded")
-        result = mainFunction(browser)
-        if isinstance(result, Deferred):
-            await result
-        elif hasattr(result, "__await__"):
-            await result
-        phases.mark("main")
-        phases.report()
 
     def _prompt(self, extensionId: str, permissions: list[str]) -> Deferred[bool]:
         """
@@ -734,29 +775,82 @@ class ChildRunner:
 
     def _shutdown(self) -> Deferred[None]:
         self._stopping = True
+        service = self.service
         d: Deferred[Any] = (
-            self.browser.close() if self.browser is not None else defer.succeed(None)
+            service.stopService() if service is not None else defer.succeed(None)
         )
         d.addBoth(lambda _: self._reactor.callLater(0, self._stop, 0))
         return d
 
-    def _failed(self, failure: Failure) -> None:
+    def _mainDone(self) -> None:
+        """
+        The extension's C{main} has returned (its Deferred or coroutine
+        included).
+        """
+        phases.mark("main")
+        phases.report()
+
+    def _extensionFailed(self, error: ExtensionError) -> None:
+        """
+        The extension failed (its failure is logged): tell the host, which
+        does not restart it, and exit.
+        """
         if self._stopping or self._host.lost.called:
             return
-        _log.failure("the extension failed", failure)
         self.exitCode = EXIT_MAIN_FAILED
-        if isinstance(failure.value, ExtensionError):
-            reason = str(failure.value)
-        else:
-            kind = type(failure.value).__name__
-            reason = f"main(browser) failed: {kind}: {failure.getErrorMessage()}"
-        d = self._host.callRemote(MainFailed, reason=reason)
+        d = self._host.callRemote(MainFailed, reason=str(error))
         d.addBoth(lambda _: self._stop(EXIT_MAIN_FAILED))
+
+    def _refused(self, failure: Failure) -> None:
+        """
+        The host refused this process (or the connection ended first).
+        """
+        if self._stopping or self._host.lost.called:
+            return
+        _log.failure("the host refused this extension process", failure)
+        self._stop(EXIT_MAIN_FAILED)
 
     def _stop(self, code: int) -> None:
         self.exitCode = code
         if self._reactor.running:
             self._reactor.stop()
+
+
+@implementer(ILogObserver)
+class LogRecordWriter:
+    """
+    Writes each log event of the child as one record line
+    (L{tcpext._wire.encodeLogRecord}): its namespace, its level and its text
+    as the host's log would show it (with a traceback, if it carries a
+    failure).  The child's own reactor's comings and goings ("Main loop
+    terminated."), which an extension in the host's process does not log,
+    are left out; its warnings and errors are not.
+    """
+
+    def __init__(self, output: Any) -> None:
+        """
+        @param output: A binary file (the child's standard error).
+        """
+        self._output = output
+
+    def __call__(self, event: LogEvent) -> None:
+        """
+        Write one event.
+        """
+        level = event.get("log_level", LogLevel.info)
+        namespace = event.get("log_namespace") or "log_legacy"
+        if namespace == "twisted.internet.base" and level < LogLevel.warn:
+            return
+        text = eventAsText(
+            event, includeTraceback=True, includeTimestamp=False, includeSystem=False
+        )
+        try:
+            self._output.write(
+                encodeLogRecord(str(namespace), getattr(level, "name", "info"), text)
+            )
+            self._output.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _dieWithParent() -> None:
@@ -849,7 +943,7 @@ def main(argv: list[str] | None = None) -> int:
 
     phases.mark("limits")
     from twisted.internet import reactor as real
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
     phases.mark("reactor")
 
@@ -880,14 +974,19 @@ def main(argv: list[str] | None = None) -> int:
     # Extension code is read-only to this process: do not try to cache it.
     sys.dont_write_bytecode = True
 
-    # The host adds the time and the extension's name to each line.
+    # Each log event goes to the host as one record (tcpext._childoutput);
+    # what the extension prints goes out a line at a time.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stderr, timeFormat=None)], redirectStandardIO=False
+        [LogRecordWriter(sys.stderr.buffer)], redirectStandardIO=False
     )
     runner = ChildRunner(real, host, sync, confined, reason, layers)
     real.callWhenRunning(phases.mark, "running")
     real.callWhenRunning(runner.start)
     real.run()
+    # Its last lines reach the host before the process ends.
+    sys.stdout.flush()
+    sys.stderr.flush()
     return runner.exitCode
 
 

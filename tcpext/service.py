@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from tcpext._childoutput import DEFAULT_LOG_RATE
 from tcpext._statefolder import StateFolder, StateFolderError
 from tcpext.extension import (
     ExtensionError,
@@ -95,7 +96,7 @@ class Options(usage.Options):
         "[--grant NAME=PERMISSION ...] [--prompt deny|tty|admin] "
         "[--prompt-timeout SECONDS] "
         "[--isolation auto|none|process|process-unconfined] "
-        "[--no-template] "
+        "[--no-template] [--log-rate LINES] "
         "[--admin ENDPOINT|none] [--admin-token-file PATH] [--audit-log PATH]"
     )
     longdesc = (
@@ -169,6 +170,13 @@ class Options(usage.Options):
             "then advisory); 'none' runs them in this process; "
             "'process-unconfined' applies what the system offers.",
         ],
+        [
+            "log-rate",
+            None,
+            str(DEFAULT_LOG_RATE),
+            "The most lines of an isolated extension's output logged per "
+            "second; past it, lines are counted and the count is logged.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -241,6 +249,16 @@ class Options(usage.Options):
                 f"not {self['prompt-timeout']!r}"
             )
         self["prompt-timeout"] = timeout
+        try:
+            rate = int(self["log-rate"])
+        except ValueError:
+            rate = 0
+        if rate < 1:
+            raise usage.UsageError(
+                f"--log-rate must be a whole number of lines >= 1, "
+                f"not {self['log-rate']!r}"
+            )
+        self["log-rate"] = rate
         if self["isolation"] not in ISOLATION_MODES:
             raise usage.UsageError(
                 f"--isolation must be one of {', '.join(ISOLATION_MODES)}, "
@@ -336,6 +354,7 @@ class TCPExtService(MultiService):
         auditLog: str | None = None,
         template: bool = True,
         stateFolder: StateFolder | None = None,
+        logRate: int = DEFAULT_LOG_RATE,
     ) -> None:
         """
         @param extensionPaths: Extension folders.
@@ -361,6 +380,8 @@ class TCPExtService(MultiService):
         @param stateFolder: The L{StateFolder} of C{stateDirectory}, already
             opened (locked) by L{makeService}; without one, the service opens
             it when it starts.
+        @param logRate: The most lines of an isolated extension's output
+            logged per second.
         """
         super().__init__()
         if prompt not in PROMPTS:
@@ -373,6 +394,7 @@ class TCPExtService(MultiService):
         self.extensionDirectories = list(extensionDirectories)
         self.stateDirectory = os.path.abspath(stateDirectory)
         self.stateFolder = stateFolder
+        self.logRate = logRate
         self.operatorGrants = list(grants)
         self.promptMode = prompt
         self.isolationMissing: list[str] = []
@@ -539,6 +561,7 @@ class TCPExtService(MultiService):
                 spawnProcess=(
                     self.zygote.spawnProcess if self.zygote is not None else None
                 ),
+                logRate=self.logRate,
             )
         return ExtensionService(
             manifest,
@@ -815,4 +838,5 @@ def makeService(options: Options) -> TCPExtService:
         promptTimeout=options["prompt-timeout"],
         auditLog=options["audit-log"],
         stateFolder=stateFolder,
+        logRate=options["log-rate"],
     )

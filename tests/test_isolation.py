@@ -763,7 +763,10 @@ async def main(browser):
         self.assertEqual(service.state, "stopped")
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", listen), timeout=5)
-        self.assertTrue(self.logged("extension 'echo' stopped (its process exited)"))
+        # The child says so as an extension in the host's process would; the
+        # host then sees its process end.
+        self.assertTrue(self.logged("extension 'echo' stopped"))
+        self.assertTrue(self.logged("ended (exit status 0)"))
 
     async def test_refusesUnconfined(self) -> None:
         """
@@ -792,6 +795,69 @@ async def main(browser):
         await self.waitFor(lambda: self.logged("not restarting"))
         self.assertTrue(self.logged("RuntimeError: no luck"))
         self.assertEqual(service.starts, 1)
+
+    async def test_outputBurst(self) -> None:
+        """
+        An isolated extension that logs a burst past the output rate: the
+        count of the lines dropped is logged within a second, and again when
+        it exits; its last lines (its last words and the failure of its
+        C{main}) arrive, with their namespace and level, before the host
+        reports its end.
+        """
+        seen: list[tuple[float, dict[str, Any]]] = []
+        real = self.observe
+
+        def observe(event: dict[str, Any]) -> None:
+            seen.append((reactor.seconds(), event))  # type: ignore[attr-defined]
+            real(event)
+
+        self.observe = observe  # type: ignore[method-assign]
+        script = (
+            "from twisted.internet import task\n"
+            "from twisted.logger import Logger\n"
+            "log = Logger(namespace='tcpext.extension.burst')\n"
+            "async def main(browser):\n"
+            "    await task.deferLater(browser.reactor, 0.5, lambda: None)\n"
+            "    for i in range(1000):\n"
+            "        log.info('first {i}', i=i)\n"
+            "    await task.deferLater(browser.reactor, 2.5, lambda: None)\n"
+            "    for i in range(1000):\n"
+            "        log.info('second {i}', i=i)\n"
+            "    log.warn('last words')\n"
+            "    raise ValueError('the end')\n"
+        )
+        self.extension("burst", script, [], logRate=100)
+        await self.waitFor(lambda: self.logged("not restarting"))
+        texts = [formatEvent(e) for _, e in seen]
+
+        def when(text: str) -> float:
+            return next(t for t, e in seen if formatEvent(e) == text)
+
+        reports = [t for t in texts if "lines of output from burst dropped" in t]
+        self.assertEqual(len(reports), 2, reports)
+        self.assertLess(when(reports[0]) - when("first 0"), 2.0)
+        self.assertLess(texts.index(reports[0]), texts.index("second 0"))
+        # At the end: the count, then the last lines, then the process's end.
+        end = texts.index(reports[1])
+        words = texts.index("last words")
+        failed = next(
+            i
+            for i, t in enumerate(texts)
+            if t.startswith("extension 'burst': main(browser) failed: ValueError")
+        )
+        stopped = next(i for i, t in enumerate(texts) if "not restarting" in t)
+        self.assertLess(end, words)
+        self.assertLess(words, failed)
+        self.assertLess(failed, stopped)
+        events = [e for _, e in seen]
+        self.assertEqual(events[words]["log_namespace"], "tcpext.extension.burst")
+        self.assertEqual(events[words]["log_level"].name, "warn")
+        self.assertEqual(events[failed]["log_level"].name, "critical")
+        self.assertIn("ValueError: the end", texts[failed])
+        # Nothing lost but what was counted.
+        counted = sum(int(t.split()[0]) for t in reports)
+        logged = [t for t in texts if t.startswith(("first ", "second "))]
+        self.assertEqual(len(logged) + counted, 2000)
 
     async def test_threadsWSGI(self) -> None:
         """
@@ -1175,7 +1241,12 @@ async def main(browser):
         await protocol.ended
         self.assertIn(b"(confined: network namespace, Landlock ABI ", protocol.output)
         self.assertIn(
-            b"extension 'probe' stopped (its process exited)", protocol.output
+            b"[tcpext.extension.probe#info] extension 'probe' stopped\n",
+            protocol.output,
+        )
+        self.assertIn(
+            f"extension process {child} ended (exit status 0)".encode(),
+            protocol.output,
         )
         with self.assertRaises(ProcessLookupError):
             os.kill(child, 0)

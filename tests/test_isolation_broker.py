@@ -27,8 +27,9 @@ from tcpext._broker import (
     dialTCP,
     openListener,
 )
+from tcpext._childoutput import ChildOutput
 from tcpext._hosts import parseHost
-from tcpext._supervisor import IsolatedExtension, RestartPolicy, _ChildProcess
+from tcpext._supervisor import IsolatedExtension, RestartPolicy
 from tcpext._wire import (
     ERRORS,
     EXIT_NO_NAMESPACE,
@@ -44,6 +45,7 @@ from tcpext._wire import (
     Resolve,
     SyncChannel,
     TimedOut,
+    encodeLogRecord,
     errorCode,
     errorFromCode,
 )
@@ -1151,7 +1153,7 @@ class IsolatedExtensionUnitTests(_FakeProcessMixin, SynchronousTestCase):
         self.reactor.processes[0].end(exitCode=4)
         self.reactor.advance(1000)
         self.assertEqual(len(self.reactor.processes), 1)
-        self.assertTrue(self.logged("ImportError: nope"))
+        self.assertTrue(self.logged("stopped after a failure; not restarting"))
 
     def test_brokerLostKillsAfterGrace(self) -> None:
         """
@@ -1188,7 +1190,7 @@ class IsolatedExtensionUnitTests(_FakeProcessMixin, SynchronousTestCase):
         self.assertFalse(self.logged("extension 'x' stopped"))
         self.reactor.processes[0].end(signal=9)
         self.successResultOf(d)
-        self.assertTrue(self.logged("extension 'x' stopped (its process exited)"))
+        self.assertTrue(self.logged("extension process 4242 ended (signal 9)"))
         self.reactor.advance(1000)
         self.assertEqual(len(self.reactor.processes), 1)
 
@@ -2057,52 +2059,161 @@ class NameCarriedTests(SynchronousTestCase):
 
 class ChildOutputTests(SynchronousTestCase):
     """
-    The child's output is logged a line at a time, bounded.
+    L{ChildOutput}: the child's log records become the host's events with
+    their namespace, level and text; other lines are plain text; lines are
+    bounded; past the rate, drops are counted and reported within a second
+    and at the end, and the last lines still arrive.
     """
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.events: list[dict[str, Any]] = []
+        log = Logger(namespace="tcpext.extension.x", observer=self.events.append)
+        self.output = ChildOutput(self.reactor, log, "x", rate=10)
 
-        class Owner:
-            reactor = self.reactor
-            log = Logger(namespace="x", observer=self.events.append)
-
-        self.process = _ChildProcess(Owner())  # type: ignore[arg-type]
-
-    def lines(self) -> list[str]:
-        return [e.get("line", "") for e in self.events if "line" in e]
-
-    def test_lines(self) -> None:
+    def seen(self) -> list[tuple[str, str, str]]:
         """
-        Complete lines are logged as they arrive, from both outputs; a
-        partial line waits for its end.
+        The events so far: namespace, level name and text.
         """
-        self.process.childDataReceived(1, b"one\ntw")
-        self.process.childDataReceived(2, b"err\n")
-        self.assertEqual(self.lines(), ["one", "err"])
-        self.process.childDataReceived(1, b"o\n")
-        self.assertEqual(self.lines(), ["one", "err", "two"])
+        return [
+            (e["log_namespace"], e["log_level"].name, formatEvent(e))
+            for e in self.events
+        ]
+
+    def test_records(self) -> None:
+        """
+        A record keeps its namespace (the extension's, or below it), level
+        and text, braces and traceback lines included; the events say which
+        extension they came from.
+        """
+        self.output.received(
+            2,
+            encodeLogRecord("tcpext.extension.x", "critical", "failed {x}\n  tb")
+            + encodeLogRecord("tcpext.extension.x.mine", "debug", "detail"),
+        )
+        self.assertEqual(
+            self.seen(),
+            [
+                ("tcpext.extension.x", "critical", "failed {x}\n  tb"),
+                ("tcpext.extension.x.mine", "debug", "detail"),
+            ],
+        )
+        self.assertEqual({e["extensionId"] for e in self.events}, {"x"})
+
+    def test_otherNamespaces(self) -> None:
+        """
+        A record in any other namespace (the service's, another
+        extension's, a library's) is logged below the extension's.
+        """
+        self.output.received(
+            2,
+            encodeLogRecord("tcpext.service", "info", "all is well")
+            + encodeLogRecord("tcpext.extension.xy", "info", "not x")
+            + encodeLogRecord("twisted.web.server", "warn", "slow"),
+        )
+        self.assertEqual(
+            [n for n, _, _ in self.seen()],
+            [
+                "tcpext.extension.x.tcpext.service",
+                "tcpext.extension.x.tcpext.extension.xy",
+                "tcpext.extension.x.twisted.web.server",
+            ],
+        )
+
+    def test_plainText(self) -> None:
+        """
+        Other lines are plain text: standard output at C{info}, standard
+        error at C{error}; a malformed record is plain text too.  A partial
+        line waits for its end (or for the process's end).
+        """
+        self.output.received(1, b"printed {1}\npart")
+        self.output.received(2, b"raw\n\x1e{not json\n\x1e[1]\n")
+        self.output.received(
+            2, b'\x1e{"n": "tcpext.extension.x", "l": "loud", "t": "x"}\n'
+        )
+        self.output.received(1, b"ial")
+        self.assertEqual(
+            self.seen(),
+            [
+                ("tcpext.extension.x.stdout", "info", "printed {1}"),
+                ("tcpext.extension.x.stderr", "error", "raw"),
+                ("tcpext.extension.x.stderr", "error", "\x1e{not json"),
+                ("tcpext.extension.x.stderr", "error", "\x1e[1]"),
+                (
+                    "tcpext.extension.x.stderr",
+                    "error",
+                    '\x1e{"n": "tcpext.extension.x", "l": "loud", "t": "x"}',
+                ),
+            ],
+        )
+        self.output.close()
+        self.assertEqual(
+            self.seen()[-1], ("tcpext.extension.x.stdout", "info", "partial")
+        )
 
     def test_longLine(self) -> None:
         """
-        A line longer than C{maxLine} is cut.
+        A line longer than C{maxLine} is cut, and the rest of it skipped,
+        however it arrives.
         """
-        self.process.childDataReceived(1, b"x" * 10000)
-        self.assertEqual(self.lines(), ["x" * self.process.maxLine])
+        self.output.maxLine = 100
+        self.output.received(1, b"x" * 150)
+        self.output.received(1, b"y" * 300)
+        self.output.received(1, b"z\nnext\n")
+        self.assertEqual([t for _, _, t in self.seen()], ["x" * 100, "next"])
+        self.assertLessEqual(len(self.output._buffers[1]), 100)
 
-    def test_rate(self) -> None:
+    def test_dropsReportedWithinASecond(self) -> None:
         """
-        Past C{maxLinesPerSecond} lines in a second, lines are dropped and
-        counted.
+        Past C{rate} lines in a second, lines are counted, and the count is
+        logged when that second is over, even if nothing else comes.
         """
-        self.process.childDataReceived(1, b"spam\n" * 1000)
-        self.assertEqual(len(self.lines()), self.process.maxLinesPerSecond)
-        self.reactor.advance(1)
-        self.process.childDataReceived(1, b"later\n")
-        self.assertEqual(self.lines()[-1], "later")
-        dropped = [e for e in self.events if "count" in e]
-        self.assertEqual(dropped[0]["count"], 1000 - self.process.maxLinesPerSecond)
+        self.output.received(1, b"".join(b"line %d\n" % i for i in range(100)))
+        self.assertEqual(len(self.events), 10)
+        self.reactor.advance(0.99)
+        self.assertEqual(len(self.events), 10)
+        self.reactor.advance(0.01)
+        self.assertEqual(
+            self.seen()[-1],
+            (
+                "tcpext.extension.x",
+                "warn",
+                "90 lines of output from x dropped (more than 10 a second)",
+            ),
+        )
+        self.output.received(1, b"later\n")
+        self.assertEqual(self.seen()[-1][2], "later")
+
+    def test_endOfProcess(self) -> None:
+        """
+        When the process ends, the count of the lines dropped is logged at
+        once, then its last lines (up to C{keepLast} of the dropped ones)
+        arrive, in order.
+        """
+        log = Logger(namespace="tcpext.extension.x", observer=self.events.append)
+        self.output = ChildOutput(self.reactor, log, "x", rate=10, keepLast=3)
+        lines = b"".join(b"line %d\n" % i for i in range(50))
+        self.output.received(1, lines + b"last words\n")
+        self.output.received(2, encodeLogRecord("tcpext.extension.x", "info", "bye"))
+        self.output.close()
+        texts = [t for _, _, t in self.seen()]
+        self.assertEqual(texts[:10], [f"line {i}" for i in range(10)])
+        self.assertEqual(
+            texts[10:],
+            [
+                "39 lines of output from x dropped (more than 10 a second)",
+                "line 49",
+                "last words",
+                "bye",
+            ],
+        )
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_invalidRate(self) -> None:
+        """
+        A rate below 1 is refused.
+        """
+        self.assertRaises(ValueError, ChildOutput, self.reactor, Logger(), "x", 0)
 
 
 class WireTests(SynchronousTestCase):

@@ -84,6 +84,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["isolation"], "auto")
         self.assertEqual(options["state"], defaultStateDirectory())
         self.assertEqual(options["grant"], [])
+        self.assertEqual(options["log-rate"], 200)
 
     def test_defaultStateDirectory(self) -> None:
         """
@@ -141,6 +142,8 @@ class OptionsTests(SynchronousTestCase):
                 ["--extensions", self.base.path, "--grant", "a=tcp-listen:0"],
                 "tcp-listen:0",
             ),
+            (["--extensions", self.base.path, "--log-rate", "0"], "--log-rate"),
+            (["--extensions", self.base.path, "--log-rate", "many"], "--log-rate"),
         ]
         # --extensions pointed at an extension rather than at its parent
         extension = self.base.child("echo")
@@ -224,16 +227,21 @@ class OptionsTests(SynchronousTestCase):
             "a=tcp-listen:7000",
             "--prompt",
             "tty",
+            "--log-rate",
+            "50",
         )
         from tcpext import _isolation
 
         self.patch(_isolation, "missingConfinement", lambda: [])
         service = makeService(options)
-        self.addCleanup(service.stateFolder.close)
+        # makeService holds the state folder (a scratch one here).
+        self.addCleanup(service.stateFolder.close)  # type: ignore[union-attr]
+        self.assertTrue(service.stateFolder.held)  # type: ignore[union-attr]
         self.assertIsInstance(service, TCPExtService)
         self.assertEqual(service.extensionDirectories, [self.base.path])
         self.assertEqual(service.extensionPaths, [self.base.path])
         self.assertEqual(service.stateDirectory, state)
+        self.assertEqual(service.logRate, 50)
         self.assertEqual(service.operatorGrants, [("a", "tcp-listen:7000")])
         self.assertEqual(service.promptMode, "tty")
         self.assertEqual(service.isolation, "process")
@@ -863,16 +871,18 @@ class HostingTests(SynchronousTestCase):
     def test_isolationChild(self) -> None:
         """
         With an isolation mode, each extension runs under an
-        L{tcpext._supervisor.IsolatedExtension} (not started here).
+        L{tcpext._supervisor.IsolatedExtension} (not started here), with
+        the service's output rate.
         """
         from tcpext._supervisor import IsolatedExtension
 
         self.listener("one", 7001)
-        service = self.service(isolation="process-unconfined")
+        service = self.service(isolation="process-unconfined", logRate=7)
         service.grantStore = JSONGrantStore(self.state.path)
         [manifest] = service.loadExtensions()
         child = service._makeChild(manifest, [])
         self.assertIsInstance(child, IsolatedExtension)
+        self.assertEqual(child.logRate, 7)  # type: ignore[attr-defined]
 
     def test_unload(self) -> None:
         """
