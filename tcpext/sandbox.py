@@ -623,6 +623,8 @@ class ChildRunner:
         self.ledger: GrantLedger | None = None
         self.service: ExtensionService | None = None
         self._stopping = False
+        self._starting = False
+        self._mainReturned = False
 
     def start(self) -> None:
         """
@@ -723,9 +725,15 @@ class ChildRunner:
             onFailure=self._extensionFailed,
             onMainDone=self._mainDone,
         )
-        self.service.startService()
+        self._starting = True
+        try:
+            self.service.startService()
+        finally:
+            self._starting = False
         # Its script is loaded and its main called.
         phases.mark("loaded")
+        if self._mainReturned:
+            self._mainDone()
 
     def _prompt(self, extensionId: str, permissions: list[str]) -> Deferred[bool]:
         """
@@ -785,10 +793,12 @@ class ChildRunner:
     def _mainDone(self) -> None:
         """
         The extension's C{main} has returned (its Deferred or coroutine
-        included).
+        included); if it did at once, this is noted after the start.
         """
-        phases.mark("main")
-        phases.report()
+        self._mainReturned = True
+        if not self._starting:
+            phases.mark("main")
+            phases.report()
 
     def _extensionFailed(self, error: ExtensionError) -> None:
         """
