@@ -58,6 +58,11 @@ C{browser} uses), and is reported to the policy's observers.  The wrapped
 reactor is only ever given plain, canonical values: a C{str} address or
 interface, an C{int} port (never the caller's objects).
 
+A C{listenSSL} port answers clients that offer ALPN: with the protocols of
+the extension's factory (C{IProtocolNegotiationFactory}, as twisted.web's
+C{Site}) and of the TLS options, or, when there are none, by ignoring the
+offer (Twisted's own answer then fails every such handshake).
+
 Names and DNS rebinding: C{connectTCP(name, ...)} never lets the wrapped
 reactor resolve the name (it would look the name up again, after the check:
 a rebinding hole).  The wrapper resolves it once through the checked resolver
@@ -161,6 +166,7 @@ from tcpext._policy import (
     localhostAddresses,
 )
 from tcpext._resolution import DeniedHost
+from tcpext._twistedcompat import answerALPN
 from tcpext.permissions import PermissionDenied, PermissionSet, formatHostPort
 
 __all__ = ["AddressForName", "IDialsForNames", "PermissionCheckingReactor"]
@@ -1488,6 +1494,13 @@ class _CheckedConnector:
         return done
 
 
+def _noMoreProtocols(tlsProtocol: object) -> tuple[bytes, ...]:
+    """
+    No ALPN protocols beyond the TLS options' and the server factory's.
+    """
+    return ()
+
+
 def _refused(what: str, why: str) -> Callable[..., Any]:
     """
     A method that refuses C{what} with L{PermissionDenied}.
@@ -1949,6 +1962,10 @@ class PermissionCheckingReactor:
             address = ""
         backlog = int.__index__(backlog)
         if tls:
+            # Answer clients that offer ALPN (curl does by default): with the
+            # factory's protocols if it has some (a Site), else by ignoring
+            # the offer; Twisted's own answer refuses them all then.
+            answerALPN(contextFactory, _noMoreProtocols)
             listening = guard.reactor.listenSSL(
                 where, tracking, contextFactory, backlog, address
             )

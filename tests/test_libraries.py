@@ -43,7 +43,7 @@ from twisted.words.protocols import irc
 from zope.interface import implementer
 
 from tests._certs import testPKI
-from tests.test_examples import Twistd, freePort
+from tests.test_examples import Twistd, freePorts
 from tests.test_isolation import _NO_CONFINEMENT
 
 EXTENSION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "extensions")
@@ -252,25 +252,27 @@ class _GoneAndBackServer(Factory):
         return defer.maybeDeferred(self.port.stopListening)
 
 
-def _fetchTLS(port: int, caPEM: bytes, path: str) -> tuple[str | None, bytes]:
+def _talkTLS(
+    port: int, caPEM: bytes, offer: list[str], request: bytes
+) -> tuple[str | None, bytes]:
     """
-    An HTTPS GET with the standard C{ssl} module, offering ALPN (as curl and
-    browsers do): the protocol agreed and the raw answer.
+    Send C{request} over TLS with the standard C{ssl} module, offering
+    C{offer} with ALPN (as curl and browsers do), and read the answer until
+    the server closes or a line ends it: the protocol agreed and the answer.
     """
     context = ssl.create_default_context(cadata=caPEM.decode())
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(offer)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(
-                f"GET {path} HTTP/1.1\r\nHost: localhost\r\n"
-                "Connection: close\r\n\r\n".encode()
-            )
+            tls.sendall(request)
             answer = b""
             for _ in range(1000):
                 chunk = tls.recv(65536)
                 if not chunk:
                     break
                 answer += chunk
+                if request.endswith(b"\n") and answer.endswith(b"\n"):
+                    break
             return tls.selected_alpn_protocol(), answer
 
 
@@ -467,23 +469,29 @@ class InProcessLibrariesTests(TestCase):
         """
         A twisted.web C{Site} (a static file and a resource) listens through
         C{browser.reactor.listenTCP} and serves 200 requests, 20 at a time,
-        without a failure; the same site on C{listenSSL} serves a client that
-        offers ALPN; C{listenTCP} outside the grants raises
-        L{PermissionDenied}.  Threads (C{deferToThread}, a WSGI application
+        without a failure; the same site on C{listenSSL} agrees to
+        C{http/1.1} with a client that offers ALPN, and a line echo server on
+        C{listenSSL} (no protocols to agree to) serves a client that offers
+        ALPN; C{listenTCP} outside the grants raises L{PermissionDenied}.  Threads (C{deferToThread}, a WSGI application
         behind C{WSGIResource}) work isolated and are refused in-process.
         """
-        site, siteTLS, denied = freePort(), freePort(), freePort()
+        site, siteTLS, echoTLS, denied = freePorts(4)
         reports = await self.runExtension(
-            ["site", "denied-listen", "threads"],
-            [f"tcp-listen:127.0.0.1:{site}", f"tcp-listen:127.0.0.1:{siteTLS}"],
+            ["site", "tls-echo", "denied-listen", "threads"],
+            [
+                f"tcp-listen:127.0.0.1:{site}",
+                f"tcp-listen:127.0.0.1:{siteTLS}",
+                f"tcp-listen:127.0.0.1:{echoTLS}",
+            ],
             {
                 "site": site,
                 "siteTLS": siteTLS,
+                "echoTLS": echoTLS,
                 "denied": denied,
                 "serverPEM": (self.pki.serverCertPEM + self.pki.serverKeyPEM).decode(),
             },
         )
-        self.assertReported(reports, "site", "denied-listen", "threads")
+        self.assertReported(reports, "site", "tls-echo", "denied-listen", "threads")
         pool = HTTPConnectionPool(reactor)
         pool.maxPersistentPerHost = 20
         self.addCleanup(pool.closeCachedConnections)
@@ -502,12 +510,17 @@ class InProcessLibrariesTests(TestCase):
         self.assertEqual(answers.count((200, PAGE)), 100)
         self.assertEqual(answers.count((200, b"hello from a resource")), 100)
 
+        request = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         protocol, answer = await threads.deferToThread(
-            _fetchTLS, siteTLS, self.pki.caPEM, "/hello"
+            _talkTLS, siteTLS, self.pki.caPEM, ["http/1.1"], request
         )
         self.assertEqual(protocol, "http/1.1")
         self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
         self.assertTrue(answer.endswith(b"hello from a resource"), answer[-100:])
+        protocol, answer = await threads.deferToThread(
+            _talkTLS, echoTLS, self.pki.caPEM, ["h2", "http/1.1"], b"ping\r\n"
+        )
+        self.assertEqual((protocol, answer), (None, b"ping\r\n"))
 
         code, body = await get("/wsgi/app")
         if self.isolation == "process":

@@ -328,6 +328,27 @@ async def scenarioSite(browser, config):
     return True, [plain.getHost().port, secure.getHost().port]
 
 
+class _Echo(LineReceiver):
+    """
+    Sends every line back.
+    """
+
+    def lineReceived(self, line):
+        self.sendLine(line)
+
+
+async def scenarioTLSEcho(browser, config):
+    """
+    A line echo server (a factory with no ALPN protocols of its own) on
+    C{listenSSL}.
+    """
+    tls = PrivateCertificate.loadPEM(config["serverPEM"].encode()).options()
+    port = browser.reactor.listenSSL(
+        config["echoTLS"], Factory.forProtocol(_Echo), tls, interface="127.0.0.1"
+    )
+    return True, port.getHost().port
+
+
 async def scenarioDeniedListen(browser, config):
     """
     C{listenTCP} on a port no grant covers raises L{PermissionDenied} at
@@ -443,6 +464,7 @@ SCENARIOS = {
     "sendmail": scenarioSendmail,
     "denied-sendmail": scenarioDeniedSendmail,
     "site": scenarioSite,
+    "tls-echo": scenarioTLSEcho,
     "denied-listen": scenarioDeniedListen,
     "threads": scenarioThreads,
     "reconnecting": scenarioReconnecting,
