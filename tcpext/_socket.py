@@ -202,13 +202,36 @@ class SocketProtocol:
     def resumeProducing(self) -> None:
         """
         The transport's write buffer has drained: send held writes.
+
+        A transport that was asked to close while it had paused us (TLS
+        does that on the peer's close-notify) resumes us instead of closing
+        (Twisted's C{FileDescriptor.doWrite}), and closes only once we
+        unregister: so, with nothing left to send, unregister.
         """
-        self.socket._writeResumed()
+        sock = self.socket
+        sock._writeResumed()
+        transport = sock._transport
+        if sock._held is None and sock._watching and _closingBelow(transport):
+            sock._unwatch(transport)
 
     def stopProducing(self) -> None:
         """
         The transport is going away; C{connectionLost} tells the socket.
         """
+
+
+def _closingBelow(transport: Any) -> bool:
+    """
+    Whether C{transport}, or a transport it is layered on (TLS over TCP),
+    has been asked to close.
+    """
+    for _ in range(4):
+        if transport is None:
+            return False
+        if getattr(transport, "disconnecting", False):
+            return True
+        transport = getattr(transport, "transport", None)
+    return False
 
 
 @implementer(IPushProducer, IConsumer)

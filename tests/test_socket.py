@@ -185,6 +185,51 @@ def connected(
     return sock, protocol, transport
 
 
+class ClosingTransportTests(SynchronousTestCase):
+    """
+    A transport that resumes the write producer while it is closing: Twisted's
+    file descriptors, asked to close while they had paused their producer,
+    resume it instead of closing, and close only once it unregisters (this
+    happens when TLS closes the connection on the peer's close-notify while
+    a big write was pending).
+    """
+
+    def test_released(self) -> None:
+        """
+        Resumed with nothing left to send while the transport is closing, the
+        socket unregisters its producer, so that the close can complete.
+        """
+        sock, protocol, transport = connected(bufferSize=10)
+        sock.write(b"x" * 100)
+        self.assertTrue(transport.producerPaused)
+        transport.disconnecting = True
+        transport.drain()
+        self.assertIsNone(transport.producer)
+        self.assertEqual(transport.log, ["unregisterProducer"])
+
+    def test_releasedBelowTLS(self) -> None:
+        """
+        The same when the transport that is closing is the one under the
+        socket's own (TCP under TLS).
+        """
+        sock, protocol, transport = connected(bufferSize=10)
+        below = StringTransport()
+        below.disconnecting = True
+        transport.transport = below  # type: ignore[attr-defined]
+        sock.write(b"x" * 100)
+        transport.drain()
+        self.assertIsNone(transport.producer)
+
+    def test_keptWhileOpen(self) -> None:
+        """
+        While the transport is open, a drain leaves the producer registered.
+        """
+        sock, protocol, transport = connected(bufferSize=10)
+        sock.write(b"x" * 100)
+        transport.drain()
+        self.assertIs(transport.producer, protocol)
+
+
 class StateTests(SynchronousTestCase):
     """
     The socket's states and its C{opened}/C{closed} outcomes.
