@@ -304,6 +304,32 @@ async def serveScale(params: Params) -> None:
     await server.serve_forever()
 
 
+def runOn(
+    factory: Callable[[], asyncio.AbstractEventLoop],
+    coroutine: Coroutine[Any, Any, Any],
+) -> Any:
+    """
+    Run C{coroutine} to the end on a new event loop from C{factory}, then
+    close the loop (what C{asyncio.Runner} does, which Python 3.10 lacks).
+    """
+    eventLoop = factory()
+    asyncio.set_event_loop(eventLoop)
+    try:
+        return eventLoop.run_until_complete(coroutine)
+    finally:
+        try:
+            pending = asyncio.all_tasks(eventLoop)
+            for task in pending:
+                task.cancel()
+            eventLoop.run_until_complete(
+                asyncio.gather(*pending, return_exceptions=True)
+            )
+            eventLoop.run_until_complete(eventLoop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            eventLoop.close()
+
+
 def run(workload: str, params: Params, loop: str) -> dict[str, Any]:
     """
     Run one workload on the named event loop; return its result.
@@ -313,17 +339,17 @@ def run(workload: str, params: Params, loop: str) -> dict[str, Any]:
         import uvloop
 
         factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        if workload == "W8-server":
-            runner.run(serveScale(params))
-            sys.exit(0)
-        work: dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]] = {
-            "W1": lambda: bulk(params, "W1"),
-            "W2": lambda: echo(params, "W2"),
-            "W3": lambda: echo(params, "W3"),
-            "W4": lambda: connectionRate(params),
-            "W5": lambda: memory(params),
-            "W6": lambda: bulk(params, "W6"),
-            "W8": lambda: scale(params),
-        }
-        return runner.run(work[workload]())
+    if workload == "W8-server":
+        runOn(factory, serveScale(params))
+        sys.exit(0)
+    work: dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]] = {
+        "W1": lambda: bulk(params, "W1"),
+        "W2": lambda: echo(params, "W2"),
+        "W3": lambda: echo(params, "W3"),
+        "W4": lambda: connectionRate(params),
+        "W5": lambda: memory(params),
+        "W6": lambda: bulk(params, "W6"),
+        "W8": lambda: scale(params),
+    }
+    result: dict[str, Any] = runOn(factory, work[workload]())
+    return result
