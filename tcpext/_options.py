@@ -6,7 +6,8 @@ C{browser.TCPSocket.listen}.
 Both accept a mapping (as in the WebExtension proposal) or the same keys as
 keyword arguments.  Every problem raises L{TypeError} (wrong type, unknown
 key) or L{ValueError} (a value out of range), with a message that names the
-option; the browser namespace turns those into a failed L{Deferred}.
+option; the browser namespace turns those into a failed
+L{Deferred <twisted.internet.defer.Deferred>}.
 """
 
 from __future__ import annotations

@@ -1112,7 +1112,8 @@ def makeBrowser(
 
     @param extensionId: The extension's id (C{browser.runtime.id}).
     @param manifest: The validated manifest mapping.
-    @param reactor: The real reactor (or a L{MemoryReactorClock} in tests);
+    @param reactor: The real reactor (or a
+        L{MemoryReactorClock <twisted.internet.testing.MemoryReactorClock>} in tests);
         it must provide L{IReactorPluggableNameResolver}: its C{nameResolver}
         answers connections to names.
     @param grantStore: Where runtime grants are loaded from and saved to; a

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_endpoints -*-
 """
-tcpext sockets over any Twisted stream endpoint.
+tcpext sockets over any Twisted stream endpoint::
 
     from twisted.internet.endpoints import clientFromString, serverFromString
     from tcpext.endpoints import connectSocket, listenSocket
@@ -195,7 +195,8 @@ def connectSocket(
     Connect through C{endpoint}.
 
     @param endpoint: Any Twisted stream client endpoint (C{tcp:}, C{tls:},
-        C{unix:}, L{HostnameEndpoint}, ...).
+        C{unix:}, L{HostnameEndpoint <twisted.internet.endpoints.HostnameEndpoint>},
+        ...).
     @param highWater: The socket's read high-water mark, in bytes.
     @param alpnProtocols: ALPN protocol names to offer when the endpoint
         speaks TLS, preferred first (for example C{["h2", "http/1.1"]});

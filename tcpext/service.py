@@ -12,17 +12,21 @@ socket and server when it stops.  See C{docs/operations.md}.
 from __future__ import annotations
 
 import os
+import platform
 import signal
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
+from twisted import copyright
 from twisted.application.service import IService, MultiService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from tcpext import __version__
 from tcpext._childoutput import DEFAULT_LOG_RATE
 from tcpext._statefolder import StateFolder, StateFolderError
 from tcpext.extension import (
@@ -43,6 +47,8 @@ __all__ = [
     "defaultStateDirectory",
     "findExtensions",
     "makeService",
+    "pluginCacheProblem",
+    "versionLine",
 ]
 
 PROMPTS = ("deny", "tty", "admin")
@@ -84,6 +90,17 @@ def findExtensions(directory: str) -> list[str]:
         if os.path.isdir(path):
             found.append(path)
     return found
+
+
+def versionLine() -> str:
+    """
+    What C{twistd tcpext --version} prints: the versions of tcpext, Twisted
+    and Python.
+    """
+    return (
+        f"tcpext {__version__} (Twisted {copyright.version}, "
+        f"{platform.python_implementation()} {platform.python_version()})"
+    )
 
 
 class Options(usage.Options):
@@ -187,6 +204,13 @@ class Options(usage.Options):
         self["extension"] = []
         self["extensions"] = []
         self["grant"] = []
+
+    def opt_version(self) -> None:
+        """
+        Show the versions of tcpext, Twisted and Python, and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
 
     def opt_extension(self, path: str) -> None:
         """
@@ -812,6 +836,58 @@ class TCPExtService(MultiService):
         self.log.info("tcpext: stopped")
 
 
+PLUGIN_CACHE_COMMAND = (
+    "python -c 'from twisted.plugin import IPlugin, getPlugins; "
+    "list(getPlugins(IPlugin))'"
+)
+"""
+The command that regenerates Twisted's plugin cache (run it as the owner of
+the virtualenv, with its Python).
+"""
+
+
+def pluginCacheProblem(
+    pluginFile: str | None = None,
+    writable: Callable[[str], bool] = lambda path: os.access(path, os.W_OK),
+) -> str | None:
+    """
+    Say so if Twisted's plugin cache beside tcpext's twistd plugin is stale
+    and this user cannot rewrite it: then every C{twistd} start imports all
+    the plugin files again and fails to write the cache (see "Twisted's
+    plugin cache" in C{docs/operations.md}).
+
+    @param pluginFile: The plugin file (default: the one Twisted loaded).
+    @param writable: Whether this user may write into a folder.
+    @return: A one-line explanation with the fix, or L{None}.
+    """
+    if pluginFile is None:
+        module = sys.modules.get("twisted.plugins.tcpext_plugin")
+        pluginFile = getattr(module, "__file__", None)
+        if pluginFile is None:
+            return None
+    folder = os.path.dirname(os.path.abspath(pluginFile))
+    cache = os.path.join(folder, "dropin.cache")
+    try:
+        cached = os.path.getmtime(cache)
+    except OSError:
+        cached = 0.0
+    try:
+        newest = max(
+            os.path.getmtime(os.path.join(folder, name))
+            for name in os.listdir(folder)
+            if name.endswith(".py")
+        )
+    except (OSError, ValueError):
+        return None
+    if newest < cached or writable(folder):
+        return None
+    return (
+        f"Twisted's plugin cache {cache} is out of date and this user cannot "
+        "rewrite it, so every start imports all of Twisted's plugins; "
+        f"regenerate it as the owner of the virtualenv: {PLUGIN_CACHE_COMMAND}"
+    )
+
+
 def makeService(options: Options) -> TCPExtService:
     """
     Build the service from the parsed command line (C{twistd} calls this).
@@ -825,6 +901,9 @@ def makeService(options: Options) -> TCPExtService:
         stateFolder.open()
     except StateFolderError as e:
         raise SystemExit(f"tcpext: {e}")
+    problem = pluginCacheProblem()
+    if problem is not None:
+        Logger(namespace="tcpext.service").warn("{problem}", problem=problem)
     return TCPExtService(
         extensionPaths=options["extension"],
         extensionDirectories=options["extensions"],

@@ -5,7 +5,7 @@ In-memory doubles for testing extensions without a network.
 L{StubBrowser} builds a real C{browser} namespace (the same permission checks
 as under C{twistd tcpext}) over an in-memory reactor, with a L{FakeResolver}
 for names.  The test then plays the other end of each connection with a
-L{Peer}:
+L{Peer}::
 
     stub = StubBrowser(permissions=["tcp-listen:7000"])
     main(stub.browser)                  # the extension listens on 7000
@@ -577,9 +577,9 @@ class StubBrowser:
         Call an extension's C{main(browser)} as the host does.
 
         @param main: The extension's entry point; it may return L{None}, a
-            L{Deferred} or a coroutine.
+            L{Deferred <twisted.internet.defer.Deferred>} or a coroutine.
 
-        @return: A L{Deferred} that fires with its result (or fails with its
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires with its result (or fails with its
             error).
         """
         try:

@@ -61,7 +61,27 @@ class ReadmeTests(SynchronousTestCase):
         assert match is not None
         command = match.group(1)
         self.assertIn("python -m twisted.trial tests", command)
-        self.assertIn("editable_mode=compat", command)
-        self.assertIn("python -m twisted.trial tests", ci)
-        self.assertIn("'.[test,dev]' --config-settings editable_mode=compat", ci)
-        self.assertIn("'.[test,dev]' --config-settings editable_mode=compat", command)
+        self.assertIn('"$python" -m twisted.trial tests', ci)
+        self.assertIn("'.[test,dev]' --config-settings editable_mode=strict", ci)
+        self.assertIn("'.[test,dev]' --config-settings editable_mode=strict", command)
+
+    def test_supportedPythons(self) -> None:
+        """
+        The Pythons the README says are supported are those C{.ci/run} tests
+        and the package's classifiers name, and its C{python_requires}
+        starts at the first of them.
+        """
+        readme = _read("README.md")
+        match = re.search(r"^Supported: Python ([0-9., and]+) \(", readme, re.M)
+        assert match is not None
+        supported = re.findall(r"3\.\d+", match.group(1))
+        self.assertEqual(supported, ["3.10", "3.11", "3.12", "3.13"])
+        ci = re.search(r'^SUPPORTED="([^"]*)"$', _read(".ci", "run"), re.M)
+        assert ci is not None
+        self.assertEqual(ci.group(1).split(), supported)
+        setup = _read("setup.cfg")
+        classifiers = re.findall(
+            r"Programming Language :: Python :: (3\.\d+)$", setup, re.M
+        )
+        self.assertEqual(classifiers, supported)
+        self.assertIn(f"python_requires = >= {supported[0]}", setup)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import stat
+import subprocess
+import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -18,15 +21,18 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import tcpext
 from tcpext._grantstore import JSONGrantStore
 from tcpext._prompt import TTYPrompt, escapeForTerminal
 from tcpext.permissions import PermissionDenied
 from tcpext.service import (
+    PLUGIN_CACHE_COMMAND,
     Options,
     TCPExtService,
     defaultStateDirectory,
     findExtensions,
     makeService,
+    pluginCacheProblem,
 )
 from tests.test_extension import manifestWith, writeExtension
 
@@ -50,6 +56,130 @@ class LogCatcher:
             for e in self.events
             if namespace is None or e.get("log_namespace") == namespace
         ]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def runTwistd(
+    case: SynchronousTestCase, *args: str, stdin: Any = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run C{twistd ARGS} to its end (bounded) in a scratch folder, with the
+    source tree on C{PYTHONPATH} (so the plugin is found), and return what it
+    printed on stdout and stderr and its status.
+    """
+    cwd = os.path.abspath(case.mktemp())
+    os.makedirs(cwd)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    return subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args],
+        cwd=cwd,
+        env=env,
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    C{twistd tcpext} as an operator types it: a real C{twistd} process.
+    """
+
+    def test_version(self) -> None:
+        """
+        C{twistd tcpext --version} prints the versions of tcpext, Twisted and
+        Python, and exits 0.
+        """
+        from twisted import copyright
+
+        result = runTwistd(self, "tcpext", "--version")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        line = result.stdout.strip().splitlines()[-1]
+        self.assertTrue(
+            line.startswith(
+                f"tcpext {tcpext.__version__} (Twisted {copyright.version}, "
+            ),
+            line,
+        )
+        self.assertTrue(line.endswith(f" {platform.python_version()})"), line)
+
+
+class PluginCacheTests(SynchronousTestCase):
+    """
+    L{pluginCacheProblem}: Twisted's plugin cache beside the plugin file.
+    """
+
+    def setUp(self) -> None:
+        """
+        A plugin folder with a plugin file and a cache.
+        """
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.plugin = os.path.join(self.folder, "tcpext_plugin.py")
+        self.cache = os.path.join(self.folder, "dropin.cache")
+        for path in (self.plugin, self.cache):
+            with open(path, "wb"):
+                pass
+
+    def age(self, path: str, seconds: float) -> None:
+        """
+        Make C{path} C{seconds} old.
+        """
+        when = os.path.getmtime(path) - seconds
+        os.utime(path, (when, when))
+
+    def test_fresh(self) -> None:
+        """
+        A cache newer than every plugin file is no problem, writable or not.
+        """
+        self.age(self.plugin, 10)
+        self.assertIsNone(pluginCacheProblem(self.plugin, lambda path: False))
+
+    def test_staleButWritable(self) -> None:
+        """
+        A stale cache that this user can rewrite is no problem: twistd
+        rewrote it.
+        """
+        self.age(self.cache, 10)
+        self.assertIsNone(pluginCacheProblem(self.plugin, lambda path: True))
+
+    def test_staleAndReadOnly(self) -> None:
+        """
+        A stale cache that this user cannot rewrite is reported, naming the
+        cache and the command that regenerates it.
+        """
+        self.age(self.cache, 10)
+        asked: list[str] = []
+
+        def writable(path: str) -> bool:
+            asked.append(path)
+            return False
+
+        problem = pluginCacheProblem(self.plugin, writable)
+        assert problem is not None
+        self.assertIn(self.cache, problem)
+        self.assertIn(PLUGIN_CACHE_COMMAND, problem)
+        self.assertEqual(asked, [self.folder])
+
+    def test_missingAndReadOnly(self) -> None:
+        """
+        No cache at all, in a folder this user cannot write, is reported.
+        """
+        os.remove(self.cache)
+        self.assertIsNotNone(pluginCacheProblem(self.plugin, lambda path: False))
+
+    def test_loadedPlugin(self) -> None:
+        """
+        By default the plugin file is the one Twisted loaded, if any; in this
+        process (the source tree, writable) there is nothing to report.
+        """
+        self.assertIsNone(pluginCacheProblem())
 
 
 class OptionsTests(SynchronousTestCase):
