@@ -21,7 +21,7 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
-from tcpext._socket import TCPClientSocket
+from tcpext import TCPClientSocket
 from tcpext.endpoints import listenSocket
 
 log = Logger(namespace="echo_server")

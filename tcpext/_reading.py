@@ -537,18 +537,18 @@ class ReadSide:
 
     def pauseProducing(self) -> None:
         """
-        L{IPushProducer}: same as L{suspend}.
+        L{IPushProducer <twisted.internet.interfaces.IPushProducer>}: same as L{suspend}.
         """
         self.suspend()
 
     def resumeProducing(self) -> None:
         """
-        L{IPushProducer}: same as L{resume}.
+        L{IPushProducer <twisted.internet.interfaces.IPushProducer>}: same as L{resume}.
         """
         self.resume()
 
     def stopProducing(self) -> None:
         """
-        L{IPushProducer}: same as C{closeImmediately()}.
+        L{IPushProducer <twisted.internet.interfaces.IPushProducer>}: same as C{closeImmediately()}.
         """
         self.closeImmediately()

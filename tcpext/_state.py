@@ -4,7 +4,7 @@ The lifecycle of a L{tcpext.TCPClientSocket}: every state, every event and
 every legal transition.  Everything that affects the state machine lives
 here; the socket's parts (C{_reading}, C{_writing}, C{_tls}, C{_socket})
 move a socket from state to state only through L{transition} and ask the
-sets below what a state allows.
+sets below what a state allows::
 
     state          readyState    what it means
     CONNECTING     connecting    no transport yet
@@ -22,6 +22,8 @@ sets below what a state allows.
                                  close waits for the peer's close-notify)
     CLOSED         closed        the connection is gone (or never came);
                                  every later event is ignored
+
+The events::
 
     event              comes from
     CONNECTED          the transport connected (no TLS handshake pending)

@@ -375,7 +375,7 @@ class WriteSide:
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         """
-        L{IConsumer}: let C{producer} write into this socket, paused and
+        L{IConsumer <twisted.internet.interfaces.IConsumer>}: let C{producer} write into this socket, paused and
         resumed with the socket's write backpressure.
 
         @raise RuntimeError: If a producer is already registered.
@@ -399,7 +399,7 @@ class WriteSide:
 
     def unregisterProducer(self) -> None:
         """
-        L{IConsumer}: forget the registered producer.
+        L{IConsumer <twisted.internet.interfaces.IConsumer>}: forget the registered producer.
         """
         more = self._more
         if more is not None:

@@ -900,17 +900,12 @@ class Browser:
             self._track(server, self._servers, record)
             return server
 
-        def failed(reason: Failure) -> Failure:
-            self.log.warn(
-                "{request} failed: {reason}",
-                request=request,
-                reason=reason.getErrorMessage(),
-            )
-            return reason
-
+        # A listen that fails (a port already taken) fails the Deferred and
+        # nothing more: the extension decides; if that ends its main, the
+        # host reports it once, naming the port and the reason.
         return listenSocket(
             tracking, backLog, alpnProtocols=parsed.alpnProtocols
-        ).addCallbacks(listening, failed)
+        ).addCallback(listening)
 
     def _track(self, thing: Any, table: dict[Any, Any], record: Any) -> None:
         """

@@ -28,16 +28,23 @@ from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import CannotListenError, ConnectError, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tcpext.permissions import Permission, parseManifestPermissions
+from tcpext.permissions import (
+    Permission,
+    PermissionDenied,
+    parseManifestPermissions,
+)
 
 __all__ = [
+    "EXPECTED_FAILURES",
     "MANIFEST_FILE",
     "ExtensionError",
     "ExtensionService",
     "Manifest",
+    "describeMainFailure",
     "extensionLogger",
     "loadMain",
     "loadManifest",
@@ -350,6 +357,45 @@ def _describe(failure: Failure) -> str:
     return f"{name}: {failure.getErrorMessage()}"
 
 
+EXPECTED_FAILURES: tuple[type[BaseException], ...] = (
+    CannotListenError,
+    ConnectError,
+    ConnectionLost,
+    PermissionDenied,
+)
+"""
+Errors that end C{main} for a reason outside the extension's code (a port
+already taken, a peer that refuses, a permission the operator did not grant):
+reported as one error line, without a traceback.
+"""
+
+
+def describeMainFailure(failure: Failure) -> tuple[str, bool]:
+    """
+    What to say when C{main(browser)} fails with C{failure}, and whether the
+    failure is an expected one (see L{EXPECTED_FAILURES}), to report without a
+    traceback.
+
+    @return: The reason (C{cannot listen on 127.0.0.1:7001: Address already in
+        use} for a port that cannot be bound, the message for another
+        expected error, C{Type: message} otherwise) and whether it is
+        expected.
+    """
+    error = failure.value
+    if isinstance(error, CannotListenError):
+        where = f"{error.interface or '*'}:{error.port}"
+        cause = error.socketError
+        reason = (
+            cause.strerror
+            if isinstance(cause, OSError) and cause.strerror
+            else str(cause)
+        )
+        return f"cannot listen on {where}: {reason}", True
+    if isinstance(error, EXPECTED_FAILURES):
+        return failure.getErrorMessage().rstrip("."), True
+    return _describe(failure), False
+
+
 class ExtensionService(Service):
     """
     Runs one extension in this process: builds its C{browser}, imports its
@@ -436,14 +482,17 @@ class ExtensionService(Service):
                 )
             )
             return
-        self._main = defer.maybeDeferred(main, self.browser)
-        self.log.info(
-            "extension {extensionId!r} {version} started from {path}",
-            extensionId=manifest.id,
-            version=manifest.version,
-            path=manifest.path,
-        )
-        self._main.addCallbacks(self._mainDone, self._mainFailed)
+        self._main = running = defer.maybeDeferred(main, self.browser)
+        if not (running.called and isinstance(running.result, Failure)):
+            # An extension whose main failed at once (its port is taken,
+            # say) did not start: only the failure is reported.
+            self.log.info(
+                "extension {extensionId!r} {version} started from {path}",
+                extensionId=manifest.id,
+                version=manifest.version,
+                path=manifest.path,
+            )
+        running.addCallbacks(self._mainDone, self._mainFailed)
 
     def _mainDone(self, result: object) -> None:
         """
@@ -471,13 +520,21 @@ class ExtensionService(Service):
                     reason=_describe(failure),
                 )
             return
-        self.log.failure(
-            "extension {extensionId!r}: main(browser) failed: {reason}",
-            failure,
-            extensionId=self.manifest.id,
-            reason=_describe(failure),
-        )
-        self.failed = ExtensionError(self.manifest.id, "main", _describe(failure))
+        reason, expected = describeMainFailure(failure)
+        if expected:
+            self.log.error(
+                "extension {extensionId!r}: main(browser) failed: {reason}",
+                extensionId=self.manifest.id,
+                reason=reason,
+            )
+        else:
+            self.log.failure(
+                "extension {extensionId!r}: main(browser) failed: {reason}",
+                failure,
+                extensionId=self.manifest.id,
+                reason=reason,
+            )
+        self.failed = ExtensionError(self.manifest.id, "main", reason)
         if self._onFailure is not None:
             self._onFailure(self.failed)
 

@@ -28,6 +28,7 @@ from twisted.python import usage
 
 from tcpext import __version__
 from tcpext._childoutput import DEFAULT_LOG_RATE
+from tcpext._prompt import openControllingTerminal
 from tcpext._statefolder import StateFolder, StateFolderError
 from tcpext.extension import (
     ExtensionError,
@@ -205,6 +206,29 @@ class Options(usage.Options):
         self["extensions"] = []
         self["grant"] = []
 
+    openTerminal: Callable[[], int] = staticmethod(openControllingTerminal)
+    """
+    Opens the controlling terminal that C{--prompt tty} asks on (raising
+    L{OSError} when there is none); replaced in tests.
+    """
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the command line.  Under C{twistd} (which makes these the
+        options of its C{tcpext} command), a usage error is one line on
+        stderr, then where to get help, and exit status 1 (instead of
+        twistd's whole help text on stdout); used directly, it raises
+        L{usage.UsageError}.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            sys.stderr.write(f"twistd tcpext: {e}\nsee: twistd tcpext --help\n")
+            sys.stderr.flush()
+            raise SystemExit(1)
+
     def opt_version(self) -> None:
         """
         Show the versions of tcpext, Twisted and Python, and exit.
@@ -263,6 +287,8 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--prompt must be one of {', '.join(PROMPTS)}, not {self['prompt']!r}"
             )
+        if self["prompt"] == "tty":
+            self._checkTerminal()
         try:
             timeout = float(self["prompt-timeout"])
         except ValueError:
@@ -310,6 +336,26 @@ class Options(usage.Options):
                     "start (--isolation process-unconfined runs them with "
                     "what it offers)"
                 )
+
+    def _checkTerminal(self) -> None:
+        """
+        C{--prompt tty} needs a terminal to ask on: refuse to start without
+        one, rather than fail at the first request.
+        """
+        parent = self.parent
+        if parent is not None and not parent.get("nodaemon"):
+            raise usage.UsageError(
+                "--prompt tty needs twistd -n (--nodaemon): a daemon has no "
+                "terminal to ask on"
+            )
+        try:
+            fd = self.openTerminal()
+        except OSError as e:
+            raise usage.UsageError(
+                f"--prompt tty: no terminal to ask on ({e.strerror or e}); "
+                "use --prompt deny or --prompt admin"
+            )
+        os.close(fd)
 
     def _checkConsole(self) -> None:
         """

@@ -452,18 +452,28 @@ class ExamplesFolderTests(SynchronousTestCase):
             self.assertTrue(line.endswith(b"> hello room\n"), line)
 
         leaver = connect(chatPort)
+        leaverName = f"127.0.0.1:{leaver.getsockname()[1]}"
         twistd.waitFor(twistd.logged("(4 online)"), "a fourth chat client")
         leaver.sendall(b"half a mess")
         leaver.setsockopt(
             socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
         )
         leaver.close()
-        twistd.waitFor(twistd.logged(" left ("), "the leaver to be gone")
+        twistd.waitFor(twistd.logged(f"{leaverName} left"), "the leaver to be gone")
         b.sendall(b"still here\n")
         for other in (a, c):
             line = readLine(other)
             self.assertTrue(line.endswith(b"> still here\n"), line)
             self.assertNotIn(b"half", line)
+
+        # A client that says goodbye as clients do (its end of the stream,
+        # after a full line) just "left".
+        cName = f"127.0.0.1:{c.getsockname()[1]}"
+        c.shutdown(socket.SHUT_WR)
+        twistd.waitFor(twistd.logged(f"{cName} left"), "the third client to leave")
+        [left] = [line for line in twistd.log().splitlines() if f"{cName} left" in line]
+        self.assertTrue(left.endswith(f"{cName} left"), left)
+        self.assertNotIn("IncompleteReadError", twistd.log())
 
         self.assertEqual(twistd.terminate(), 0)
         log = twistd.log()
@@ -612,6 +622,78 @@ class TwistdHelperTests(SynchronousTestCase):
         self.assertIn("extension 'echo-server' failed before the echo server", message)
         self.assertIn(str(port), message)
         self.assertNotIn(f"within {STARTUP_TIMEOUT} s", message)
+
+
+class ExampleSourceTests(SynchronousTestCase):
+    """
+    The examples are written as users should write: public API only.
+    """
+
+    def test_publicAPIOnly(self) -> None:
+        """
+        No example imports a private tcpext module (C{tcpext._...}).
+        """
+        import ast
+
+        private = []
+        for folder, _, files in os.walk(EXAMPLES):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    tree = ast.parse(f.read(), path)
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Import):
+                        modules = [alias.name for alias in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.module:
+                        modules = [node.module]
+                    else:
+                        continue
+                    private += [
+                        f"{os.path.relpath(path, EXAMPLES)}: {module}"
+                        for module in modules
+                        if module.startswith("tcpext._")
+                    ]
+        self.assertEqual(private, [])
+
+
+class StartupErrorTests(SynchronousTestCase):
+    """
+    How C{twistd tcpext} reports an extension that cannot start.
+    """
+
+    def test_portTaken(self) -> None:
+        """
+        An extension whose port is taken is one error line naming the
+        extension, the port and the reason; it is never logged as started,
+        and no traceback is logged.
+        """
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            examples, ports = copyExamples(self, ["echo-server"])
+            relocate(os.path.join(examples, "echo-server"), {ports[7001]: port})
+            twistd = Twistd(
+                self, ["--extension", os.path.join(examples, "echo-server")]
+            )
+            twistd.waitFor(twistd.logged("main(browser) failed"), "the failure")
+        self.assertEqual(twistd.terminate(), 0)
+        log = twistd.log()
+        mentions = [line for line in log.splitlines() if "echo-server" in line]
+        failures = [line for line in mentions if "failed" in line]
+        self.assertEqual(len(failures), 1, log)
+        self.assertTrue(
+            failures[0].endswith(
+                "[tcpext.extension.echo-server#error] extension 'echo-server': "
+                f"main(browser) failed: cannot listen on 127.0.0.1:{port}: "
+                "Address already in use"
+            ),
+            failures[0],
+        )
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("'echo-server' 1.0 started", log)
 
 
 class ExampleExtensionTests(TestCase):

@@ -449,6 +449,86 @@ class ExtensionServiceTests(SynchronousTestCase):
         )
         self.flushLoggedErrors(RuntimeError)
 
+    def test_portTaken(self) -> None:
+        """
+        A C{main} that fails at once because its port is taken is reported as
+        one error line naming the extension, the port and the reason, without
+        a traceback; the extension is failed and was never "started".
+        """
+        service = self.service(
+            "import errno, os\n"
+            "from twisted.internet.error import CannotListenError\n"
+            "def main(browser):\n"
+            "    raise CannotListenError('127.0.0.1', 7001,\n"
+            "        OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)))\n"
+        )
+        service.startService()
+        self.assertEqual(
+            self.messages(),
+            [
+                "extension 'ext': main(browser) failed: cannot listen on "
+                "127.0.0.1:7001: Address already in use"
+            ],
+        )
+        [event] = [
+            e for e in self.events if e.get("log_namespace") == service.log.namespace
+        ]
+        self.assertEqual(event["log_level"].name, "error")
+        self.assertNotIn("log_failure", event)
+        assert service.failed is not None
+        self.assertEqual(
+            str(service.failed),
+            "extension 'ext': main: cannot listen on 127.0.0.1:7001: "
+            "Address already in use",
+        )
+
+    def test_expectedFailures(self) -> None:
+        """
+        A permission denied, a refused connection or a lost one ending C{main}
+        is one error line with the error's message, without a traceback.
+        """
+        for raising, message in [
+            (
+                "from tcpext import PermissionDenied\n"
+                "error = PermissionDenied('permission denied: connect to x:1')",
+                "permission denied: connect to x:1",
+            ),
+            (
+                "from twisted.internet.error import ConnectionRefusedError\n"
+                "error = ConnectionRefusedError()",
+                "Connection was refused by other side",
+            ),
+        ]:
+            self.events.clear()
+            service = self.service(
+                f"{raising}\nasync def main(browser):\n    raise error\n",
+                name=f"ext{len(self.browsers)}",
+            )
+            service.startService()
+            [event] = [
+                e
+                for e in self.events
+                if e.get("log_namespace") == service.log.namespace
+            ]
+            self.assertEqual(event["log_level"].name, "error")
+            self.assertNotIn("log_failure", event)
+            self.assertIn(f"main(browser) failed: {message}", formatEvent(event))
+
+    def test_unexpectedFailureKeepsTraceback(self) -> None:
+        """
+        Any other error (a bug in the extension) is critical and carries its
+        traceback.
+        """
+        service = self.service("def main(browser):\n    raise KeyError('k')\n")
+        service.startService()
+        [event] = [
+            e for e in self.events if e.get("log_namespace") == service.log.namespace
+        ]
+        self.assertEqual(event["log_level"].name, "critical")
+        self.assertIn("log_failure", event)
+        self.assertIn("main(browser) failed: KeyError: 'k'", formatEvent(event))
+        self.flushLoggedErrors(KeyError)
+
     def test_mainExits(self) -> None:
         """
         C{sys.exit()} in C{main} is reported like any failure.

@@ -62,8 +62,8 @@ class ReadmeTests(SynchronousTestCase):
         command = match.group(1)
         self.assertIn("python -m twisted.trial tests", command)
         self.assertIn('"$python" -m twisted.trial tests', ci)
-        self.assertIn("'.[test,dev]' --config-settings editable_mode=strict", ci)
-        self.assertIn("'.[test,dev]' --config-settings editable_mode=strict", command)
+        self.assertIn("'.[test,dev]' --config-settings editable_mode=compat", ci)
+        self.assertIn("'.[test,dev]' --config-settings editable_mode=compat", command)
 
     def test_supportedPythons(self) -> None:
         """

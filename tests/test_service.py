@@ -62,12 +62,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def runTwistd(
-    case: SynchronousTestCase, *args: str, stdin: Any = subprocess.DEVNULL
+    case: SynchronousTestCase, *args: str, newSession: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """
     Run C{twistd ARGS} to its end (bounded) in a scratch folder, with the
     source tree on C{PYTHONPATH} (so the plugin is found), and return what it
     printed on stdout and stderr and its status.
+
+    @param newSession: Run it in a session of its own, without a
+        controlling terminal.
     """
     cwd = os.path.abspath(case.mktemp())
     os.makedirs(cwd)
@@ -79,7 +82,8 @@ def runTwistd(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args],
         cwd=cwd,
         env=env,
-        stdin=stdin,
+        stdin=subprocess.DEVNULL,
+        start_new_session=newSession,
         capture_output=True,
         text=True,
         timeout=120,
@@ -108,6 +112,148 @@ class CommandLineTests(SynchronousTestCase):
             line,
         )
         self.assertTrue(line.endswith(f" {platform.python_version()})"), line)
+
+    def assertUsageError(self, message: str, *args: str) -> None:
+        """
+        C{twistd -n tcpext ARGS} exits with status 1 after printing, on
+        stderr only, C{message} on one line and where to get help.
+        """
+        result = runTwistd(self, "-n", "--pidfile=", "tcpext", *args)
+        self.assertEqual(result.returncode, 1, result)
+        self.assertEqual(result.stdout, "")
+        self.assertEqual(
+            result.stderr.splitlines(),
+            [f"twistd tcpext: {message}", "see: twistd tcpext --help"],
+        )
+
+    def test_badGrant(self) -> None:
+        """
+        A malformed C{--grant} is one line on stderr, then where to get help.
+        """
+        self.assertUsageError(
+            "--grant: 'bad' is not NAME=PERMISSION "
+            "(e.g. chat=tcp-connect:example.com:6667)",
+            "--extensions",
+            ROOT,
+            "--grant",
+            "bad",
+        )
+
+    def test_missingFolder(self) -> None:
+        """
+        A missing extension folder is one line on stderr.
+        """
+        missing = os.path.join(ROOT, "no-such-extension-folder")
+        self.assertUsageError(
+            f"--extension: {missing!r} is not a directory", "--extension", missing
+        )
+
+    def test_unknownPrompt(self) -> None:
+        """
+        An unknown C{--prompt} is one line on stderr.
+        """
+        examples = os.path.join(ROOT, "examples")
+        self.assertUsageError(
+            "--prompt must be one of deny, tty, admin, not 'ask'",
+            "--extensions",
+            examples,
+            "--prompt",
+            "ask",
+        )
+
+    def test_promptTTYWithoutTerminal(self) -> None:
+        """
+        C{--prompt tty} in a process without a controlling terminal is
+        refused at start (not at the first request).
+        """
+        result = runTwistd(
+            self,
+            "-n",
+            "--pidfile=",
+            "tcpext",
+            "--extensions",
+            os.path.join(ROOT, "examples"),
+            "--prompt",
+            "tty",
+            newSession=True,
+        )
+        self.assertEqual(result.returncode, 1, result)
+        self.assertEqual(result.stdout, "")
+        [message, hint] = result.stderr.splitlines()
+        self.assertTrue(
+            message.startswith("twistd tcpext: --prompt tty: no terminal to ask on"),
+            message,
+        )
+        self.assertEqual(hint, "see: twistd tcpext --help")
+
+
+class TerminalCheckTests(SynchronousTestCase):
+    """
+    C{--prompt tty} is refused at start when there is no terminal to ask on.
+    """
+
+    def setUp(self) -> None:
+        """
+        A folder to point options at.
+        """
+        self.base = FilePath(self.mktemp())
+        self.base.makedirs()
+
+    def test_noTerminal(self) -> None:
+        """
+        Without a controlling terminal, C{--prompt tty} is a usage error that
+        says so and names the alternatives.
+        """
+
+        def noTerminal() -> int:
+            raise OSError(6, "No such device or address")
+
+        self.patch(Options, "openTerminal", staticmethod(noTerminal))
+        error = self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            ["--extension", self.base.path, "--prompt", "tty"],
+        )
+        self.assertEqual(
+            str(error),
+            "--prompt tty: no terminal to ask on (No such device or address); "
+            "use --prompt deny or --prompt admin",
+        )
+
+    def test_daemon(self) -> None:
+        """
+        Under a C{twistd} that would daemonize (no C{-n}), C{--prompt tty} is
+        refused: a daemon has no terminal.
+        """
+        self.patch(
+            Options,
+            "openTerminal",
+            staticmethod(lambda: os.open(os.devnull, os.O_RDWR)),
+        )
+        options = Options()
+        options.parent = {"nodaemon": False}  # type: ignore[assignment]
+        error = self.assertRaises(
+            SystemExit,
+            options.parseOptions,
+            ["--extension", self.base.path, "--prompt", "tty"],
+        )
+        self.assertEqual(error.code, 1)
+
+    def test_terminalClosed(self) -> None:
+        """
+        The terminal opened for the check is closed again.
+        """
+        opened: list[int] = []
+
+        def openTerminal() -> int:
+            fd = os.open(os.devnull, os.O_RDWR)
+            opened.append(fd)
+            return fd
+
+        self.patch(Options, "openTerminal", staticmethod(openTerminal))
+        Options().parseOptions(["--extension", self.base.path, "--prompt", "tty"])
+        [fd] = opened
+        self.assertRaises(OSError, os.fstat, fd)
 
 
 class PluginCacheTests(SynchronousTestCase):
@@ -189,10 +335,15 @@ class OptionsTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         """
-        A folder to point options at.
+        A folder to point options at, and a terminal for C{--prompt tty}.
         """
         self.base = FilePath(self.mktemp())
         self.base.makedirs()
+        self.patch(
+            Options,
+            "openTerminal",
+            staticmethod(lambda: os.open(os.devnull, os.O_RDWR)),
+        )
 
     def parse(self, *args: str) -> Options:
         """

@@ -16,6 +16,8 @@ import os
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from tcpext import IncompleteReadError, LimitOverrunError
+
 MAX_LINE = 4096
 MAX_PENDING = 1 << 20
 
@@ -67,18 +69,24 @@ class Room:
         self.log.info(
             "{peer} joined ({count} online)", peer=peer, count=len(self.clients)
         )
+        how = ""
         try:
             while True:
                 line = await sock.readUntil(b"\n", limit=MAX_LINE)
                 self.broadcast(sock, line.rstrip(b"\r\n"))
+        except IncompleteReadError as e:
+            # The end of the stream: the client left (a partial line is
+            # dropped).
+            if e.partial:
+                how = " (in the middle of a line)"
+        except LimitOverrunError:
+            how = " (line too long)"
         except Exception as e:
-            # IncompleteReadError at the end of the stream (a partial line is
-            # dropped), LimitOverrunError for a line too long, or the error
-            # that ended the connection.
-            reason = type(e).__name__
+            # The error that ended the connection.
+            how = f" ({type(e).__name__})"
         finally:
             self.clients.pop(sock, None)
-        self.log.info("{peer} left ({reason})", peer=peer, reason=reason)
+        self.log.info("{peer} left{how}", peer=peer, how=how)
         sock.closeImmediately()
 
 
