@@ -37,6 +37,7 @@ The details:
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Callable, Sequence
 from socket import IPPROTO_TCP, TCP_NODELAY
@@ -46,7 +47,11 @@ from OpenSSL.SSL import NO_OVERLAPPING_PROTOCOLS
 from twisted.internet import tcp
 from twisted.internet._sslverify import protosFromProtocol
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -54,6 +59,7 @@ from twisted.python.failure import Failure
 
 __all__ = [
     "answerALPN",
+    "wrapClientTLSOn",
     "clockOf",
     "closeAtOnce",
     "handshakeDone",
@@ -312,6 +318,18 @@ def clockOf(transport: object) -> Any:
 
 
 # -- endpoints
+
+
+def wrapClientTLSOn(clock: Any, connectionCreator: Any, wrappedEndpoint: Any) -> Any:
+    """
+    Twisted's C{wrapClientTLS}, with C{clock} for the TLS layer's batching
+    of small writes where Twisted batches them (its C{clock} argument;
+    without it the batching waits for the global reactor, which never runs
+    under an in-memory reactor such as L{tcpext.testing}'s).
+    """
+    if "clock" in inspect.signature(wrapClientTLS).parameters:
+        return wrapClientTLS(connectionCreator, wrappedEndpoint, clock=clock)
+    return wrapClientTLS(connectionCreator, wrappedEndpoint)
 
 
 def requestedAddress(endpoint: object) -> tuple[str | None, int | None]:

@@ -38,7 +38,6 @@ from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     TCP6ClientEndpoint,
     TCP6ServerEndpoint,
-    wrapClientTLS,
 )
 from twisted.internet.error import DNSLookupError, TimeoutError
 from twisted.internet.interfaces import (
@@ -78,6 +77,7 @@ from tcpext._policy import (
     localhostAddresses,
 )
 from tcpext._resolution import DeniedHost, resolveAtOnce
+from tcpext._twistedcompat import wrapClientTLSOn
 from tcpext.endpoints import listenSocket, startSocket
 from tcpext.permissions import (
     Permission,
@@ -802,7 +802,7 @@ class Browser:
             creator = parsed.tlsOptions
             if creator is None:
                 creator = optionsForClientTLS(target.address)
-            endpoint = wrapClientTLS(creator, endpoint)
+            endpoint = wrapClientTLSOn(self._reactor, creator, endpoint)
         sock = startSocket(
             endpoint,
             host=str.__str__(parsed.host),

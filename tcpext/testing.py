@@ -18,6 +18,15 @@ Connections the extension makes are answered with L{StubBrowser.connectPeer}
 (or refused with L{StubBrowser.refuseConnection}); nothing happens until the
 test says so.  Bytes move only in L{StubBrowser.flush}; time moves only in
 L{StubBrowser.advance}.
+
+An extension folder (its C{manifest.json} and background script) loads as
+the host loads it, with L{StubBrowser.fromFolder}; register
+L{StubBrowser.close} as the test's cleanup, so that what the extension still
+runs ends within the test::
+
+    stub = StubBrowser.fromFolder("examples/echo-server")
+    self.addCleanup(stub.close)
+    stub.start()                        # main(browser), as the host calls it
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from tcpext.browser import (
     denyAll,
     makeBrowser,
 )
+from tcpext.extension import Manifest, loadMain, loadManifest
 
 __all__ = ["FakeResolver", "Peer", "StubBrowser", "StubReactor", "withResolver"]
 
@@ -338,6 +348,14 @@ class Peer(Protocol):
         transport.abortConnection()
 
 
+def _ignoreCancelled(failure: Failure) -> Failure | None:
+    """
+    Swallow the L{defer.CancelledError} of a cancelled C{main}; pass on any
+    other failure.
+    """
+    return None if failure.check(defer.CancelledError) else failure
+
+
 class StubBrowser:
     """
     A C{browser} namespace over an in-memory network, for extension tests.
@@ -347,7 +365,35 @@ class StubBrowser:
     @ivar resolver: The L{FakeResolver} answering names (also the reactor's
         C{nameResolver}).
     @ivar grantStore: Where runtime grants are saved.
+    @ivar main: The extension's C{main}, when loaded from a folder (see
+        L{fromFolder}), else L{None}.
+    @ivar manifest: The loaded L{Manifest <tcpext.extension.Manifest>}, when
+        loaded from a folder, else L{None}.
     """
+
+    main: Callable[[Browser], object] | None = None
+    manifest: Manifest | None = None
+
+    @classmethod
+    def fromFolder(cls, folder: str, **kwargs: Any) -> StubBrowser:
+        """
+        Load the extension in C{folder} as the host does: its
+        C{manifest.json} is read and checked, and its background script is
+        imported as a module of its own (with C{__file__} set, so it finds
+        files next to it); the stub's browser gets the manifest and the
+        manifest's C{name} as its id.  Call L{start} to run C{main}.
+
+        @param kwargs: More arguments for L{StubBrowser} (C{grants},
+            C{names}, C{prompt}, ...; not C{manifest}).
+        @raise tcpext.extension.ExtensionError: If the folder is not a valid
+            extension, with the same message the host would log.
+        """
+        manifest = loadManifest(folder)
+        main = loadMain(manifest)
+        stub = cls(manifest.raw, extensionId=manifest.id, **kwargs)
+        stub.manifest = manifest
+        stub.main = main
+        return stub
 
     def __init__(
         self,
@@ -357,7 +403,7 @@ class StubBrowser:
         optionalPermissions: Iterable[str] = (),
         grants: Iterable[str] = (),
         names: Mapping[str, Iterable[str]] | None = None,
-        extensionId: str = "test-extension",
+        extensionId: str | None = None,
         prompt: PromptPolicy = denyAll,
         grantStore: GrantStore | None = None,
         log: Logger | None = None,
@@ -372,12 +418,17 @@ class StubBrowser:
         @param grants: Optional permissions granted up front, as an operator
             would with C{--grant}.
         @param names: Name -> addresses for the L{FakeResolver}.
-        @param extensionId: The extension's id.
+        @param extensionId: The extension's id (C{browser.runtime.id});
+            by default the manifest's C{name}, or C{"test-extension"}
+            without a manifest.
         @param prompt: How C{browser.permissions.request} is answered.
         @param grantStore: Where runtime grants live (a fresh
             L{MemoryGrantStore} by default).
         @param log: The extension's logger.
         """
+        if extensionId is None:
+            name = manifest.get("name") if manifest is not None else None
+            extensionId = name if isinstance(name, str) else "test-extension"
         if manifest is None:
             manifest = {
                 "manifest_version": 2,
@@ -402,6 +453,7 @@ class StubBrowser:
         self._pumps: list[IOPump] = []
         self._answered: set[int] = set()
         self._ephemeral = itertools.count(50000)
+        self._running: list[defer.Deferred[object]] = []
 
     # outgoing connections (made by the extension)
 
@@ -587,8 +639,58 @@ class StubBrowser:
         except BaseException:
             return defer.fail()
         if isinstance(result, Coroutine):
-            return defer.ensureDeferred(result)
-        return defer.maybeDeferred(lambda: result)
+            running: defer.Deferred[object] = defer.ensureDeferred(result)
+        else:
+            running = defer.maybeDeferred(lambda: result)
+        if not running.called:
+            self._running.append(running)
+            running.addBoth(self._finished, running)
+        return running
+
+    def _finished(self, result: object, running: defer.Deferred[object]) -> object:
+        """
+        A C{main} started by L{run} has ended: forget it.
+        """
+        if running in self._running:
+            self._running.remove(running)
+        return result
+
+    def start(self) -> defer.Deferred[object]:
+        """
+        Run the C{main} loaded by L{fromFolder} (see L{run}).
+
+        @raise RuntimeError: If the stub was not loaded from a folder.
+        """
+        if self.main is None:
+            raise RuntimeError(
+                "nothing to start: load the extension with StubBrowser.fromFolder"
+            )
+        return self.run(self.main)
+
+    def close(self) -> defer.Deferred[None]:
+        """
+        End the extension as the host does when it stops: cancel every
+        C{main} started by L{run} that is still running, close every socket
+        and server it opened (L{Browser.close}), and deliver what that
+        causes, so that its coroutines finish now, inside the test.  (A
+        cancelled C{main}'s L{Deferred <twisted.internet.defer.Deferred>} then
+        fires with L{None}.)
+
+        Register it with C{self.addCleanup(stub.close)}: a coroutine left
+        waiting when the test ends is closed by the garbage collector later,
+        where one that waits in a C{finally} (as C{await sock.close()}
+        does) makes Python print C{coroutine ignored GeneratorExit}.
+
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} that has
+            fired once everything is closed (at once, on this in-memory
+            network).
+        """
+        for running in list(self._running):
+            running.addErrback(_ignoreCancelled)
+            running.cancel()
+        closed = self.browser.close()
+        self.flush()
+        return closed
 
     # time and data
 

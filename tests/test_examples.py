@@ -957,3 +957,325 @@ class PromptTests(SynchronousTestCase):
         )
         self.assertNotIn("denied", again.log())
         self.assertEqual(again.terminate(), 0)
+
+
+class _KitCase(SynchronousTestCase):
+    """
+    The bundled examples in memory, with L{tcpext.testing}: each loaded from
+    its folder as the host loads it, the test playing the network.
+    """
+
+    def setUp(self) -> None:
+        """
+        Collect the log messages of the test.
+        """
+        from twisted.logger import globalLogPublisher
+
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def load(self, name: str, folder: str | None = None, **kwargs: Any) -> Any:
+        """
+        Load the example C{name} (from C{folder}, default C{examples/NAME})
+        into a stub browser that the test's cleanup closes, and start it.
+        """
+        from tcpext.testing import StubBrowser
+
+        stub = StubBrowser.fromFolder(folder or os.path.join(EXAMPLES, name), **kwargs)
+        self.addCleanup(stub.close)
+        self.running = stub.start()
+        return stub
+
+    def messages(self, name: str) -> list[str]:
+        """
+        The formatted messages the extension C{name} logged.
+        """
+        from twisted.logger import formatEvent
+
+        return [
+            formatEvent(e)
+            for e in self.events
+            if e.get("log_namespace") == f"tcpext.extension.{name}"
+        ]
+
+
+class EchoServerKitTests(_KitCase):
+    """
+    C{examples/echo-server} in memory.
+    """
+
+    def test_echoes(self) -> None:
+        """
+        It listens on 127.0.0.1:7001 (its C{config.json}) and sends each
+        client back what it sends, until the client closes its side.
+        """
+        stub = self.load("echo-server")
+        self.assertEqual(stub.listening(), [("127.0.0.1", 7001)])
+        self.assertIn(
+            "echo server listening on 127.0.0.1:7001", self.messages("echo-server")
+        )
+        one, two = stub.dialListener(7001), stub.dialListener(7001)
+        one.write(b"hello\n")
+        two.write(b"other\n")
+        stub.flush()
+        self.assertEqual((one.received, two.received), (b"hello\n", b"other\n"))
+        one.loseConnection()
+        stub.flush()
+        self.assertTrue(one.disconnected)
+        self.assertFalse(two.disconnected)
+
+
+class ChatServerKitTests(_KitCase):
+    """
+    C{examples/chat-server} in memory.
+    """
+
+    def test_room(self) -> None:
+        """
+        A line from one client reaches every other one, prefixed with its
+        sender; a client that leaves is logged as having left.
+        """
+        stub = self.load("chat-server")
+        self.assertEqual(stub.listening(), [("127.0.0.1", 7002)])
+        a, b, c = (stub.dialListener(7002) for _ in range(3))
+        stub.flush()
+        a.write(b"hello room\n")
+        stub.flush()
+        self.assertEqual(a.received, b"")
+        for other in (b, c):
+            self.assertTrue(other.take().endswith(b"> hello room\n"))
+        c.loseConnection()
+        stub.flush()
+        left = [m for m in self.messages("chat-server") if " left" in m]
+        self.assertEqual(len(left), 1, left)
+        self.assertTrue(left[0].endswith(" left"), left)
+
+    def test_partialLine(self) -> None:
+        """
+        A client leaving mid-line loses that line, and the log says so; the
+        others get nothing from it.
+        """
+        stub = self.load("chat-server")
+        a, b = stub.dialListener(7002), stub.dialListener(7002)
+        a.write(b"half a li")
+        a.loseConnection()
+        stub.flush()
+        self.assertEqual(b.received, b"")
+        self.assertTrue(
+            any(
+                m.endswith("left (in the middle of a line)")
+                for m in self.messages("chat-server")
+            ),
+            self.messages("chat-server"),
+        )
+
+    def test_longLine(self) -> None:
+        """
+        A line over 4 KiB disconnects its sender.
+        """
+        stub = self.load("chat-server")
+        a, b = stub.dialListener(7002), stub.dialListener(7002)
+        a.write(b"x" * 5000)
+        stub.flush()
+        self.assertTrue(a.disconnected)
+        self.assertFalse(b.disconnected)
+        self.assertTrue(
+            any(m.endswith("(line too long)") for m in self.messages("chat-server"))
+        )
+
+
+class GossipKitTests(_KitCase):
+    """
+    C{examples/gossip-a} and C{gossip-b} in memory, the test playing the
+    other node.
+    """
+
+    def gossip(self, name: str, listenPort: int, peerPort: int) -> None:
+        """
+        The node listens on C{listenPort}, dials its peer on C{peerPort}
+        every interval to swap rumours, and answers a peer that dials in.
+        """
+        from twisted.internet.protocol import Protocol
+
+        stub = self.load(name)
+        self.assertEqual(stub.listening(), [("127.0.0.1", listenPort)])
+
+        class OtherNode(Protocol):
+            """
+            The peer's side of an exchange it answers.
+            """
+
+            received = b""
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received += data
+                if self.received.endswith(b"END\n"):
+                    assert self.transport is not None
+                    self.transport.write(b"peer#1: from the test\nEND\n")
+
+        stub.advance(1.0)
+        node = OtherNode()
+        stub.connectPeer("127.0.0.1", peerPort, protocol=node)
+        stub.flush()
+        self.assertEqual(node.received, f"{name}#1: hello from {name}\nEND\n".encode())
+        self.assertIn(
+            f"{name} learned 'peer#1: from the test' from 127.0.0.1:{peerPort}",
+            self.messages(name),
+        )
+
+        dialer = stub.dialListener(listenPort)
+        dialer.write(b"peer#2: dialed in\nEND\n")
+        stub.flush()
+        answer = dialer.received.decode()
+        self.assertTrue(answer.endswith("END\n"), answer)
+        self.assertIn("peer#1: from the test\n", answer)
+        self.assertTrue(dialer.disconnected)
+
+    def test_gossipA(self) -> None:
+        """
+        C{gossip-a}: listens on 7011, dials 7012.
+        """
+        self.gossip("gossip-a", 7011, 7012)
+
+    def test_gossipB(self) -> None:
+        """
+        C{gossip-b}: listens on 7012, dials 7011.
+        """
+        self.gossip("gossip-b", 7012, 7011)
+
+
+class HTTPFetcherKitTests(_KitCase):
+    """
+    C{examples/http-fetcher} in memory.
+    """
+
+    def test_fetches(self) -> None:
+        """
+        It fetches its configured URL (127.0.0.1:8080, which its manifest
+        allows) with treq through C{browser.reactor}, and logs the answer.
+        """
+        from twisted.web import resource, server
+
+        class Page(resource.Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:
+                return b"a page"
+
+        stub = self.load("http-fetcher")
+        stub.flush()
+        self.assertEqual(stub.pendingConnections(), [("127.0.0.1", 8080)])
+        site = server.Site(Page())
+        stub.connectPeer("127.0.0.1", 8080, protocol=site.buildProtocol(None))
+        stub.flush()
+        self.assertIn(
+            "fetched http://127.0.0.1:8080/: 200, 6 bytes: b'a page'",
+            self.messages("http-fetcher"),
+        )
+        self.assertIn("http-fetcher done", self.messages("http-fetcher"))
+        self.assertIsNone(self.successResultOf(self.running))
+
+    def test_givesUp(self) -> None:
+        """
+        A refused connection is retried after C{retryDelay}, a bounded number
+        of times, then given up.
+        """
+        stub = self.load("http-fetcher")
+        for _ in range(3):
+            stub.flush()
+            stub.refuseConnection("127.0.0.1", 8080)
+            # HostnameEndpoint notices the refusal on its next attempt tick
+            # (0.3 s); the fetcher then waits retryDelay (2 s).
+            stub.advance(0.5)
+            stub.advance(2.0)
+        self.assertIn(
+            "giving up on http://127.0.0.1:8080/", self.messages("http-fetcher")
+        )
+        self.assertIsNone(self.successResultOf(self.running))
+
+
+class TLSClientKitTests(_KitCase):
+    """
+    C{examples/tls-client} in memory, over real TLS between the example and
+    a TLS server the test plays.
+    """
+
+    def test_exchange(self) -> None:
+        """
+        With the test CA as its C{caFile}, it verifies the server as
+        C{localhost}, sends its line and logs the reply.
+        """
+        from twisted.internet.protocol import Factory, Protocol
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from tests._certs import testPKI
+
+        pki = testPKI()
+        folder = os.path.join(os.path.abspath(self.mktemp()), "tls-client")
+        shutil.copytree(os.path.join(EXAMPLES, "tls-client"), folder)
+        with open(os.path.join(folder, "ca.pem"), "wb") as f:
+            f.write(pki.caPEM)
+        stub = self.load("tls-client", folder)
+        stub.flush()
+        heard: list[bytes] = []
+
+        class Reply(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                heard.append(data)
+                assert self.transport is not None
+                self.transport.write(b"you said: " + data)
+
+        tls = TLSMemoryBIOFactory(
+            pki.serverOptions(), False, Factory.forProtocol(Reply), clock=stub.reactor
+        ).buildProtocol(None)
+        stub.connectPeer("127.0.0.1", 7443, protocol=tls)
+        # HostnameEndpoint reports the connection on its next tick (0.3 s).
+        stub.advance(0.5)
+        self.assertEqual(heard, [b"hello over TLS\n"])
+        self.assertIn(
+            "TLS reply from localhost:7443: 'you said: hello over TLS'",
+            self.messages("tls-client"),
+        )
+
+
+class OnDemandKitTests(_KitCase):
+    """
+    C{examples/on-demand} in memory.
+    """
+
+    def test_asksThenTalks(self) -> None:
+        """
+        It holds no permission at start; it asks for its optional one, and
+        once granted connects and pings.
+        """
+        asked: list[tuple[str, list[str]]] = []
+
+        def prompt(extensionId: str, permissions: list[str]) -> bool:
+            asked.append((extensionId, list(permissions)))
+            return True
+
+        stub = self.load("on-demand", prompt=prompt)
+        stub.flush()
+        self.assertEqual(asked, [("on-demand", ["tcp-connect:127.0.0.1:1024-65535"])])
+        peer = stub.connectPeer("127.0.0.1", 7001)
+        stub.flush()
+        self.assertEqual(peer.take(), b"ping 1\n")
+        peer.write(b"ping 1\n")
+        stub.flush()
+        self.assertIn("echo: ping 1", self.messages("on-demand"))
+
+    def test_refused(self) -> None:
+        """
+        Refused, it asks again later and connects nowhere meanwhile.
+        """
+        asked: list[str] = []
+
+        def prompt(extensionId: str, permissions: list[str]) -> bool:
+            asked.append(extensionId)
+            return False
+
+        stub = self.load("on-demand", prompt=prompt)
+        stub.flush()
+        self.assertEqual(stub.pendingConnections(), [])
+        self.assertEqual(len(asked), 1)

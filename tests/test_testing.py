@@ -325,3 +325,275 @@ class FlushTests(SynchronousTestCase):
         self.assertEqual(called, [])
         stub.advance(1)
         self.assertEqual(called, [True])
+
+
+class ManifestIdTests(SynchronousTestCase):
+    """
+    The stub browser's id is the manifest's name, as under the host.
+    """
+
+    def test_manifestName(self) -> None:
+        """
+        Given a manifest, C{browser.runtime.id} is its C{name}.
+        """
+        stub = StubBrowser({"manifest_version": 2, "name": "greeter", "version": "1"})
+        self.assertEqual(stub.browser.runtime.id, "greeter")
+
+    def test_explicitId(self) -> None:
+        """
+        An explicit C{extensionId} still wins.
+        """
+        stub = StubBrowser(
+            {"manifest_version": 2, "name": "greeter", "version": "1"},
+            extensionId="other",
+        )
+        self.assertEqual(stub.browser.runtime.id, "other")
+
+    def test_noManifest(self) -> None:
+        """
+        Without a manifest the id is C{test-extension}, also the name of the
+        manifest made up for it.
+        """
+        stub = StubBrowser(permissions=["tcp-listen:7000"])
+        self.assertEqual(stub.browser.runtime.id, "test-extension")
+        self.assertEqual(stub.browser.runtime.getManifest()["name"], "test-extension")
+
+
+def writeFolder(base: str, name: str, script: str, **manifest: Any) -> str:
+    """
+    Write an extension folder C{base/name} with C{script} as its background
+    script; C{manifest} adds to (or replaces) the manifest's fields.
+    """
+    import json
+    import os
+
+    folder = os.path.join(base, name)
+    os.makedirs(folder)
+    fields: dict[str, Any] = {
+        "manifest_version": 2,
+        "name": name,
+        "version": "1.0",
+        "permissions": ["tcp-listen:7000"],
+        "background": {"scripts": ["background.py"]},
+    }
+    fields.update(manifest)
+    with open(os.path.join(folder, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump(fields, f)
+    with open(os.path.join(folder, "background.py"), "w", encoding="utf-8") as f:
+        f.write(script)
+    return folder
+
+
+ECHO_SCRIPT = """
+import json, os
+from twisted.internet import defer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+async def main(browser):
+    with open(os.path.join(HERE, "port.json")) as f:
+        port = json.load(f)
+    server = await browser.TCPSocket.listen({"port": port})
+    async for conn in server.connections:
+        defer.ensureDeferred(echo(conn))
+
+async def echo(conn):
+    async for chunk in conn:
+        await conn.write(chunk)
+    await conn.close()
+"""
+
+
+class FromFolderTests(SynchronousTestCase):
+    """
+    L{StubBrowser.fromFolder} loads an extension as the host does, and
+    L{StubBrowser.close} ends it.
+    """
+
+    def setUp(self) -> None:
+        """
+        A scratch folder.
+        """
+        import os
+
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+
+    def test_loadAndRun(self) -> None:
+        """
+        The folder's manifest and C{main} are loaded (the script finds files
+        next to it); the browser has the manifest's id and permissions;
+        C{start} runs C{main}.
+        """
+        import os
+
+        folder = writeFolder(self.base, "echoer", ECHO_SCRIPT)
+        with open(os.path.join(folder, "port.json"), "w") as f:
+            f.write("7000")
+        stub = StubBrowser.fromFolder(folder)
+        self.addCleanup(stub.close)
+        self.assertEqual(stub.browser.runtime.id, "echoer")
+        assert stub.manifest is not None
+        self.assertEqual(stub.manifest.path, folder)
+        running = stub.start()
+        self.assertNoResult(running)
+        self.assertEqual(stub.listening(), [("0.0.0.0", 7000)])
+        peer = stub.dialListener(7000)
+        peer.write(b"hello")
+        stub.flush()
+        self.assertEqual(peer.received, b"hello")
+
+    def test_badFolder(self) -> None:
+        """
+        A folder the host would refuse raises the host's error.
+        """
+        from tcpext.extension import ExtensionError
+
+        folder = writeFolder(
+            self.base, "bad", "def main(browser): pass\n", permissions=["tcp-listen:0"]
+        )
+        error = self.assertRaises(ExtensionError, StubBrowser.fromFolder, folder)
+        self.assertIn("tcp-listen:0", str(error))
+
+    def test_startWithoutFolder(self) -> None:
+        """
+        C{start} needs an extension loaded from a folder.
+        """
+        self.assertRaises(RuntimeError, StubBrowser().start)
+
+    def test_grants(self) -> None:
+        """
+        Other arguments reach the stub: operator grants, for one.
+        """
+        folder = writeFolder(
+            self.base,
+            "asker",
+            "def main(browser): pass\n",
+            permissions=[],
+            optional_permissions=["tcp-connect:example.com:443"],
+        )
+        stub = StubBrowser.fromFolder(folder, grants=["tcp-connect:example.com:443"])
+        self.assertTrue(stub.browser.grants.allowsConnect("example.com", 443))
+
+    def test_closeEndsMain(self) -> None:
+        """
+        C{close} cancels a C{main} still running (its L{Deferred} then fires
+        with L{None}: the cancellation is not an error of the test), closes
+        the extension's servers and sockets, and has fired when it returns;
+        the peer sees the end.
+        """
+        import os
+
+        folder = writeFolder(self.base, "echoer", ECHO_SCRIPT)
+        with open(os.path.join(folder, "port.json"), "w") as f:
+            f.write("7000")
+        stub = StubBrowser.fromFolder(folder)
+        running = stub.start()
+        peer = stub.dialListener(7000)
+        self.successResultOf(stub.close())
+        self.assertIsNone(self.successResultOf(running))
+        self.assertEqual(stub.listening(), [])
+        self.assertTrue(peer.disconnected)
+
+    def test_closeKeepsOtherFailures(self) -> None:
+        """
+        A C{main} that already failed keeps its failure for the test.
+        """
+        stub = StubBrowser()
+
+        def main(browser: Any) -> None:
+            raise ValueError("mine")
+
+        failed = stub.run(main)
+        self.successResultOf(stub.close())
+        self.failureResultOf(failed, ValueError)
+
+
+class CleanupTests(SynchronousTestCase):
+    """
+    Without the kit's cleanup, a coroutine left waiting in a C{finally} is
+    closed by the garbage collector after the test, and Python complains;
+    with C{addCleanup(stub.close)} it ends inside the test.
+    """
+
+    def runTrial(self, cleanup: bool) -> str:
+        """
+        Run, in a trial of its own, a test that leaves an extension waiting
+        inside C{try: ... finally: await sock.close()}; return what trial
+        printed.
+        """
+        import os
+        import subprocess
+        import sys
+        import textwrap
+
+        base = os.path.abspath(self.mktemp())
+        package = os.path.join(base, "kitcheck")
+        os.makedirs(package)
+        with open(os.path.join(package, "__init__.py"), "w"):
+            pass
+        waiter = writeFolder(
+            base,
+            "waiter",
+            textwrap.dedent(
+                """
+                async def main(browser):
+                    sock = await browser.TCPSocket.connect(
+                        {"host": "127.0.0.1", "port": 7000})
+                    await sock.opened
+                    try:
+                        await sock.read()
+                    finally:
+                        await sock.close()
+                """
+            ),
+            permissions=["tcp-connect:127.0.0.1:7000"],
+        )
+        with open(os.path.join(package, "test_waiter.py"), "w") as f:
+            f.write(
+                textwrap.dedent(
+                    f"""
+                    from twisted.trial.unittest import SynchronousTestCase
+                    from tcpext.testing import StubBrowser
+
+                    class WaiterTests(SynchronousTestCase):
+                        def test_waits(self):
+                            stub = StubBrowser.fromFolder({waiter!r})
+                            if {cleanup!r}:
+                                self.addCleanup(stub.close)
+                            stub.start()
+                            stub.connectPeer("127.0.0.1", 7000)
+                    """
+                )
+            )
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([base, root])
+        result = subprocess.run(
+            [sys.executable, "-m", "twisted.trial", "--force-gc", "kitcheck"],
+            cwd=base,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output)
+        return output
+
+    def test_withoutCleanup(self) -> None:
+        """
+        Without the cleanup, the complaint shows: the kit's cleanup has
+        something to prevent.
+        """
+        self.assertIn("coroutine ignored GeneratorExit", self.runTrial(False))
+
+    def test_withCleanup(self) -> None:
+        """
+        With C{addCleanup(stub.close)}, the coroutine ends inside the test
+        and nothing is printed about it.
+        """
+        output = self.runTrial(True)
+        self.assertNotIn("GeneratorExit", output)
+        self.assertNotIn("Exception ignored", output)

@@ -153,6 +153,28 @@ class EndpointTests(SynchronousTestCase):
             ("/tmp/x.sock", None),
         )
 
+    def test_wrapClientTLSOn(self) -> None:
+        """
+        C{wrapClientTLSOn} wraps an endpoint in TLS whose write batching runs
+        on the given clock (the C{clock} of Twisted's C{wrapClientTLS}), and
+        keeps the wrapped endpoint where L{compat.requestedAddress} finds it.
+        """
+        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.testing import MemoryReactorClock
+
+        reactor = MemoryReactorClock()
+        wrapped = compat.wrapClientTLSOn(
+            reactor,
+            testPKI().clientOptions(),
+            TCP4ClientEndpoint(reactor, "192.0.2.2", 8443),
+        )
+        self.assertEqual(compat.requestedAddress(wrapped), ("192.0.2.2", 8443))
+        wrapped.connect(Factory.forProtocol(Protocol))
+        [(host, port, factory, _, _)] = reactor.tcpClients
+        self.assertEqual((host, port), ("192.0.2.2", 8443))
+        # The endpoint's wrapping factory, around the TLS factory.
+        self.assertIs(factory._wrappedFactory._clock, reactor)
+
     def test_plainTCPEndpoint(self) -> None:
         """
         C{TCP4ClientEndpoint._reactor}, C{_host}, C{_port}, C{_timeout},
