@@ -385,11 +385,16 @@ def describeMainFailure(failure: Failure) -> tuple[str, bool]:
     if isinstance(error, CannotListenError):
         where = f"{error.interface or '*'}:{error.port}"
         cause = error.socketError
-        reason = (
-            cause.strerror
-            if isinstance(cause, OSError) and cause.strerror
-            else str(cause)
-        )
+        if isinstance(cause, OSError) and cause.strerror:
+            reason = cause.strerror
+        else:
+            # An isolated extension's listen fails with the host's message,
+            # which may say "cannot listen on ..." already.
+            reason = re.sub(
+                r"^\[Errno \d+\] ",
+                "",
+                str(cause).removeprefix(f"cannot listen on {where}: "),
+            )
         return f"cannot listen on {where}: {reason}", True
     if isinstance(error, EXPECTED_FAILURES):
         return failure.getErrorMessage().rstrip("."), True

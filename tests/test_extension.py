@@ -482,6 +482,30 @@ class ExtensionServiceTests(SynchronousTestCase):
             "Address already in use",
         )
 
+    def test_portTakenMessage(self) -> None:
+        """
+        A port error that carries only a message (as an isolated extension's
+        does, with the host's words) reads the same as one with an errno.
+        """
+        from twisted.internet.error import CannotListenError
+        from twisted.python.failure import Failure
+
+        from tcpext.extension import describeMainFailure
+
+        for cause in (
+            OSError(98, "Address already in use"),
+            OSError(
+                "cannot listen on 127.0.0.1:7001: [Errno 98] Address already in use"
+            ),
+            OSError("[Errno 98] Address already in use"),
+        ):
+            self.assertEqual(
+                describeMainFailure(
+                    Failure(CannotListenError("127.0.0.1", 7001, cause))
+                ),
+                ("cannot listen on 127.0.0.1:7001: Address already in use", True),
+            )
+
     def test_expectedFailures(self) -> None:
         """
         A permission denied, a refused connection or a lost one ending C{main}
