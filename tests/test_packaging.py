@@ -69,32 +69,40 @@ def _imports(path: str) -> set[str]:
 
 
 @cache
-def _packagesDistributions() -> dict[str, list[str]]:
+def _fileIndex() -> dict[str, frozenset[str]]:
     """
-    L{metadata.packages_distributions}, computed once.
+    For every installed distribution's files: their first folder, their
+    first two folders and their top-level module file (C{zope},
+    C{zope/interface}, C{six.py}), each mapped to the canonical names of the
+    distributions holding it.  (Built from the files themselves: Python
+    3.10's C{packages_distributions} reads only C{top_level.txt}, which some
+    wheels lack.)
     """
-    return dict(metadata.packages_distributions())
+    index: dict[str, set[str]] = {}
+    for distribution in metadata.distributions():
+        name = distribution.metadata["Name"]
+        if not name:
+            continue
+        for path in distribution.files or []:
+            parts = path.parts
+            keys = {parts[0]} if len(parts) == 1 else {parts[0], "/".join(parts[:2])}
+            for key in keys:
+                index.setdefault(key, set()).add(_canonical(name))
+    return {key: frozenset(names) for key, names in index.items()}
 
 
-@cache
 def _distributionsOf(module: str) -> frozenset[str]:
     """
     The canonical names of the installed distributions that provide
-    C{module} (for a namespace package such as C{zope}, the one that holds
+    C{module} (for a namespace package such as C{zope}, the ones that hold
     the submodule).
     """
-    top = module.split(".")[0]
-    candidates = _packagesDistributions().get(top, [])
-    if len(set(candidates)) <= 1:
-        return frozenset(_canonical(c) for c in candidates)
+    index = _fileIndex()
     parts = module.split(".")
-    prefix = "/".join(parts[:2])
-    holding = set()
-    for name in set(candidates):
-        files = metadata.distribution(name).files or []
-        if any(str(f).startswith(prefix + "/") for f in files):
-            holding.add(_canonical(name))
-    return frozenset(holding)
+    for key in ("/".join(parts[:2]), parts[0], parts[0] + ".py"):
+        if key in index:
+            return index[key]
+    return frozenset()
 
 
 class DependencyTests(SynchronousTestCase):
