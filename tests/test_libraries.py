@@ -22,6 +22,8 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +36,7 @@ from twisted.mail import smtp
 from twisted.mail.interfaces import IMessageDelivery, IMessageSMTP
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import WrappingFactory
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -43,7 +45,7 @@ from twisted.words.protocols import irc
 from zope.interface import implementer
 
 from tests._certs import testPKI
-from tests.test_examples import Twistd, freePorts
+from tests.test_examples import REPO, Twistd, freePorts
 from tests.test_isolation import _NO_CONFINEMENT
 
 EXTENSION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "extensions")
@@ -564,3 +566,37 @@ class IsolatedLibrariesTests(InProcessLibrariesTests):
 
     if _NO_CONFINEMENT is not None:
         skip = f"this system cannot confine: {_NO_CONFINEMENT}"
+
+
+class SiteBenchmarkTests(SynchronousTestCase):
+    """
+    C{benchmarks/bench_site.py}, the runner of the C{Site} throughput
+    figures in docs/extensions.md, in a tiny run.
+    """
+
+    if shutil.which("ab") is None:
+        skip = "ab (apache2-utils) is not installed"
+
+    def test_smoke(self) -> None:
+        """
+        One round of 50 requests per path, in-process and isolated (when the
+        system can confine): every server answers every request, and the
+        report has a median for each path.
+        """
+        servers = "none" if _NO_CONFINEMENT is not None else "none,process"
+        output = os.path.abspath(self.mktemp())
+        script = os.path.join(REPO, "benchmarks", "bench_site.py")
+        done = subprocess.run(
+            [sys.executable, script, "--rounds", "1", "--requests", "50"]
+            + ["--servers", servers, "--json", output],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        with open(output) as f:
+            report = json.load(f)
+        self.assertEqual(sorted(report), sorted(servers.split(",")))
+        for row in report.values():
+            self.assertEqual(row["failed"], 0)
+            self.assertEqual(sorted(row["medians"]), ["/hello", "/page.txt"])
