@@ -1,18 +1,21 @@
 # -*- test-case-name: tests.test_benchmarks -*-
 """
-W4 written against the least a Deferred-returning socket API can do on
-Twisted: a L{Protocol} with a Deferred fired when it connects, one per
+W4 and W6 written against the least a Deferred-returning socket API can do
+on Twisted: a L{Protocol} with a Deferred fired when it connects, one per
 C{read()} and one per C{close()}, and a server whose C{accept()} is a
 Deferred, driven by coroutines in the same idiom as tcpext's W4 (await the
 connect, await the end of the stream, await the close; the server takes
-each connection with an awaited accept).
+each connection with an awaited accept).  For W6 (TLS bulk), C{write()}
+returns a Deferred (fired at once unless the transport paused the writer)
+and the TLS records of one network read reach a pending C{read()} together,
+as in tcpext.
 
-It has none of tcpext's features (no backpressure, no half-close, no TLS,
-no buffer limits, no error reporting beyond the end of the stream): it is
-the floor of the idiom, to tell the cost of Deferreds and coroutine
-resumption apart from the cost of tcpext's own code.  Not one of the
-compared implementations: run it by hand, e.g.
-C{python _child.py floor W4 '{"scale": 1}'}.
+It has none of tcpext's other features (no read backpressure, no
+half-close, no STARTTLS, no buffer limits, no error reporting beyond the
+end of the stream): it is the floor of the idiom, to tell the cost of
+Deferreds and coroutine resumption apart from the cost of tcpext's own
+code.  C{run.py} runs it next to the other implementations for W4 and W6;
+by hand: C{python _child.py floor W4 '{"scale": 1}'}.
 """
 
 from __future__ import annotations
@@ -20,11 +23,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from _common import BACKLOG, BenchmarkFailure, Params, rate
-from impl_twisted import HOST, drive, reactor
+from _common import (
+    BACKLOG,
+    BenchmarkFailure,
+    Params,
+    bulkBlock,
+    checkBulk,
+    rate,
+    throughput,
+)
+from impl_twisted import HOST, drive, reactor, tlsOptions
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 
 class FloorSocket(Protocol):
@@ -169,10 +183,136 @@ async def connectionRate(params: Params) -> dict[str, Any]:
     return rate(cycles, elapsed, "conn/s")
 
 
+@implementer(IPushProducer)
+class FloorStream(FloorSocket):
+    """
+    A L{FloorSocket} that also streams: C{write()} returns a Deferred that
+    fires at once unless the transport paused us (then when it resumes us),
+    and over TLS the records of one network read reach a pending C{read()}
+    together (one wake-up per network read, as tcpext does).
+    """
+
+    def __init__(self, server: FloorServer | None = None) -> None:
+        super().__init__(server)
+        self.paused = False
+        self.drained: Deferred[None] | None = None
+        self.batching = False
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+        layer = self.transport
+        if isinstance(layer, TLSMemoryBIOProtocol):
+            receive = layer.dataReceived
+
+            def gathered(data: bytes) -> None:
+                self.batching = True
+                try:
+                    receive(data)
+                finally:
+                    self.batching = False
+                    if self.reader is not None and self.buffered:
+                        reader, self.reader = self.reader, None
+                        data, self.buffered = b"".join(self.buffered), []
+                        reader.callback(data)
+
+            layer.dataReceived = gathered  # type: ignore[method-assign]
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.batching:
+            self.buffered.append(data)
+        else:
+            super().dataReceived(data)
+
+    def write(self, data: bytes) -> Deferred[None]:
+        self.transport.write(data)
+        if self.paused:
+            self.drained = Deferred()
+            return self.drained
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        drained, self.drained = self.drained, None
+        if drained is not None:
+            drained.callback(None)
+
+    def stopProducing(self) -> None:
+        pass
+
+    def close(self) -> Deferred[None]:
+        self.transport.unregisterProducer()
+        return super().close()
+
+
+class FloorStreamServer(FloorServer):
+    """
+    Accepts L{FloorStream}s.
+    """
+
+    def buildProtocol(self, addr: object) -> FloorStream:
+        return FloorStream(self)
+
+
+class FloorStreamConnector(FloorConnector):
+    """
+    Connects one L{FloorStream}.
+    """
+
+    def __init__(self) -> None:
+        self.socket = FloorStream()
+
+
+async def tlsBulk(params: Params) -> dict[str, Any]:
+    """
+    W6: one TLS connection, C{total} bytes in C{chunk}-byte writes, each
+    write awaited; the server reads with C{read()} until the end.
+    """
+    sizes = params.sizes("W6")
+    serverOptions, clientOptions = tlsOptions(params.certDir)
+    server = FloorStreamServer()
+    port = reactor.listenSSL(0, server, serverOptions, interface=HOST)
+
+    async def sink() -> int:
+        conn: Any = await server.accept()
+        received = 0
+        while True:
+            chunk = await conn.read()
+            if not chunk:
+                break
+            received += len(chunk)
+        await conn.close()
+        return received
+
+    sinking = ensureDeferred(sink())
+    connector = FloorStreamConnector()
+    reactor.connectSSL(HOST, port.getHost().port, connector, clientOptions)
+    sock: Any = await connector.socket.opened
+    block = bulkBlock(sizes["chunk"])
+    count = sizes["total"] // sizes["chunk"]
+    start = time.perf_counter()
+    if params.corrupt:
+        count -= 1
+        await sock.write(block[1:])
+    for _ in range(count):
+        await sock.write(block)
+    await sock.close()
+    received = await sinking
+    elapsed = time.perf_counter() - start
+    checkBulk(received, sizes["total"])
+    await port.stopListening()
+    return throughput(sizes["total"], elapsed)
+
+
 def run(workload: str, params: Params) -> dict[str, Any]:
     """
-    Run C{workload} (W4 only) and return its result.
+    Run C{workload} (W4 or W6) and return its result.
     """
-    if workload != "W4":
-        raise BenchmarkFailure(f"the floor implementation has no {workload}")
-    return drive(lambda: connectionRate(params))
+    if workload == "W4":
+        return drive(lambda: connectionRate(params))
+    if workload == "W6":
+        return drive(lambda: tlsBulk(params))
+    raise BenchmarkFailure(f"the floor implementation has no {workload}")

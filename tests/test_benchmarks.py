@@ -286,7 +286,9 @@ class HelperTests(SynchronousTestCase):
         )
 
 
-def runChild(impl: str, workload: str) -> dict[str, Any]:
+def runChild(
+    impl: str, workload: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """
     Run C{_child.py IMPL WORKLOAD} on tiny sizes; its JSON result.
     """
@@ -296,7 +298,7 @@ def runChild(impl: str, workload: str) -> dict[str, Any]:
             os.path.join(ROOT, "benchmarks", "_child.py"),
             impl,
             workload,
-            json.dumps({"scale": float(TINY)}),
+            json.dumps({"scale": float(TINY), **(params or {})}),
         ],
         capture_output=True,
         text=True,
@@ -383,6 +385,18 @@ class FloorTests(SynchronousTestCase):
         result = self.child("W4")
         self.assertTrue(result["ok"], result)
         self.assertEqual(result["unit"], "conn/s")
+        self.assertGreater(result["value"], 0)
+
+    def test_tlsBulk(self) -> None:
+        """
+        The floor runs W6 (TLS bulk) and reports a throughput.
+        """
+        runner = loadRunner()
+        with tempfile.TemporaryDirectory() as certDir:
+            runner.makeCertificate(certDir)
+            result = runChild("floor", "W6", {"certDir": certDir})
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["unit"], "MiB/s")
         self.assertGreater(result["value"], 0)
 
     def test_otherWorkloads(self) -> None:
