@@ -42,6 +42,7 @@ from tcpext._state import (
     NOT_YET_OPEN,
     OPENED,
     READY_STATES,
+    TRANSITIONS,
     Event,
     ReadyState,
     State,
@@ -357,9 +358,14 @@ class TCPClientSocket(ReadSide, WriteSide, TLSPart):  # type: ignore[override]
 
     def _move(self, event: Event) -> None:
         """
-        Take the lifecycle transition of C{event}.
+        Take the lifecycle transition of C{event} (L{transition}, with the
+        table looked up here: this runs several times per connection).
         """
-        self._state = transition(self._state, event)
+        try:
+            self._state = TRANSITIONS[self._state][event]
+        except KeyError:
+            transition(self._state, event)  # raises, saying what was illegal
+            raise
 
     # -- public attributes
 
@@ -545,8 +551,10 @@ class TCPClientSocket(ReadSide, WriteSide, TLSPart):  # type: ignore[override]
 
             more.tlsWaiter.addBoth(afterHandshake)
             return
-        self._stopProducer()
-        self._unwatch(transport)
+        if more is not None and more.producer is not None:
+            self._stopProducer()
+        if self._watching:
+            self._unwatch(transport)
         self._move(Event.DISCONNECT)
         if self._direct and sendsNothing(transport):
             # Nothing is left to send: close now, as Twisted's loseConnection
@@ -656,7 +664,8 @@ class TCPClientSocket(ReadSide, WriteSide, TLSPart):  # type: ignore[override]
         before any callback runs, so callbacks see a closed socket.
         """
         self._move(Event.END)
-        self._stopTimer()
+        if self._more is not None:
+            self._stopTimer()
         readers = self._endReading(failure)
         if self._writeEnd is None:
             self._writeEnd = writeFailure
