@@ -307,12 +307,56 @@ async def tlsBulk(params: Params) -> dict[str, Any]:
     return throughput(sizes["total"], elapsed)
 
 
-def run(workload: str, params: Params) -> dict[str, Any]:
+async def connectionRateIdiom(params: Params) -> dict[str, Any]:
     """
-    Run C{workload} (W4 or W6) and return its result.
+    W4 in the user idiom (as C{impl_tcpext.connectionRateIdiom}): the accept
+    loop hands each connection to its own coroutine, which awaits its
+    close; the client awaits the connect, then C{opened} (a new, fired
+    Deferred), the end of the stream and its close.
+    """
+    cycles = params.sizes("W4")["cycles"]
+    server = FloorServer()
+    port = reactor.listenTCP(0, server, interface=HOST, backlog=BACKLOG)
+    accepted = 0
+
+    async def handle(conn: FloorSocket) -> None:
+        nonlocal accepted
+        accepted += 1
+        await conn.close()
+
+    async def serve() -> None:
+        for _ in range(cycles):
+            conn = await server.accept()
+            ensureDeferred(handle(conn))
+
+    serving = ensureDeferred(serve())
+    portNumber = port.getHost().port
+    start = time.perf_counter()
+    for _ in range(cycles):
+        sock = await connect(portNumber)
+        await succeed(None)  # what awaiting an open socket's opened costs
+        if await sock.read() != b"":
+            raise BenchmarkFailure("expected EOF")
+        await sock.close()
+    elapsed = time.perf_counter() - start
+    await serving
+    if accepted != cycles:
+        raise BenchmarkFailure(f"{accepted} accepted, expected {cycles}")
+    await port.stopListening()
+    return rate(cycles, elapsed, "conn/s")
+
+
+def run(workload: str, params: Params, idiom: bool = False) -> dict[str, Any]:
+    """
+    Run C{workload} (W4 or W6; W4 in the user idiom if C{idiom}) and return
+    its result.
     """
     if workload == "W4":
+        if idiom:
+            return drive(lambda: connectionRateIdiom(params))
         return drive(lambda: connectionRate(params))
+    if idiom:
+        raise BenchmarkFailure(f"the floor of the user idiom has no {workload}")
     if workload == "W6":
         return drive(lambda: tlsBulk(params))
     raise BenchmarkFailure(f"the floor implementation has no {workload}")

@@ -80,7 +80,9 @@ class ClientSocketFactory(ClientFactory):
         @raise TypeError: If C{alpnProtocols} is no list of names.
         @raise ValueError: If C{highWater} or a protocol name is invalid.
         """
-        self.alpnProtocols = alpnProtocolList(alpnProtocols)
+        self.alpnProtocols = (
+            () if alpnProtocols is None else alpnProtocolList(alpnProtocols)
+        )
         self.socket = TCPClientSocket(host, port, highWater=highWater)
 
     def acceptableProtocols(self) -> list[bytes]:
