@@ -29,6 +29,10 @@ The details:
     C{_sslContextFactory} (L{serverTLSOptions}).
   - A connection's C{reactor} attribute, through TLS wrappers
     (L{clockOf}).
+  - C{_tlsClientDefault}, which tells C{startTLS} which side of the
+    handshake a TCP transport plays; a transport adopted from a connected
+    descriptor is a C{tcp.Server}, so the side an isolated extension
+    dialed is told it is the client (L{actAsClient}).
   - The endpoints' private attributes: C{_wrappedEndpoint}, C{_hostText},
     C{_host}, C{_port}, C{_path}; C{TCP4ClientEndpoint}'s C{_reactor},
     C{_timeout} and C{_bindAddress} (L{requestedAddress},
@@ -174,6 +178,18 @@ def closeAtOnce(transport: Any) -> None:
     transport.stopReading()
     transport.stopWriting()
     transport.connectionLost(_CONNECTION_DONE)
+
+
+def actAsClient(transport: Any) -> None:
+    """
+    Make a TCP C{transport} that Twisted adopted from a connected descriptor
+    (C{adoptStreamConnection} makes a C{tcp.Server}) play the client side
+    when it starts TLS, as a transport from C{connectTCP} does: its
+    C{startTLS(options)} (STARTTLS in twisted.mail's ESMTP client, for
+    instance) then uses the client options it is given instead of failing
+    to read them as a server's.
+    """
+    transport._tlsClientDefault = True
 
 
 # -- TLS

@@ -64,6 +64,7 @@ from tcpext._isolation import confine
 from tcpext._ledger import GrantChange, GrantLedger, MemoryGrantStore
 from tcpext._policy import REQUEST, Decision
 from tcpext._resolution import DeniedHost, ImmediateResolution, tcpAddress
+from tcpext._twistedcompat import actAsClient
 from tcpext._wire import (
     AMP_FD,
     EXIT_MAIN_FAILED,
@@ -280,6 +281,9 @@ class _BrokeredConnector:
             transport = self._reactor._real.adoptStreamConnection(
                 fd, answer["family"], _AdoptingFactory(self.factory)
             )
+            if transport is not None:
+                # this side dialed: a STARTTLS on it is a TLS client
+                actAsClient(transport)
         except Exception:
             self.state = "disconnected"
             self.factory.clientConnectionFailed(self, Failure())

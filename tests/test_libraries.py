@@ -158,18 +158,48 @@ class _Delivery:
 
 class _SMTPFactory(Factory):
     """
-    An ESMTP server (twisted.mail) that delivers through a L{_Delivery}.
+    An ESMTP server (twisted.mail) that delivers through a L{_Delivery}, and
+    offers STARTTLS when given TLS options.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, contextFactory: Any = None) -> None:
         self.delivery = _Delivery()
+        self.contextFactory = contextFactory
+        self.protocols: list[smtp.ESMTP] = []
 
     def buildProtocol(self, addr: Any) -> smtp.ESMTP:
-        protocol = smtp.ESMTP()
+        protocol = smtp.ESMTP(contextFactory=self.contextFactory)
         protocol.host = b"tcpext.test"
         protocol.delivery = self.delivery
         protocol.factory = self
+        self.protocols.append(protocol)
         return protocol
+
+
+class _STARTTLS(LineReceiver):
+    """
+    Answers C{STARTTLS} with C{GO} and turns to TLS as the server, then
+    echoes lines.
+    """
+
+    def lineReceived(self, line: bytes) -> None:
+        if line == b"STARTTLS" and not getattr(self, "secure", False):
+            self.sendLine(b"GO")
+            self.transport.startTLS(self.factory.options)  # type: ignore[union-attr]
+            self.secure = True
+        else:
+            self.sendLine(line)
+
+
+class _STARTTLSFactory(Factory):
+    """
+    Makes L{_STARTTLS} servers with the given TLS options.
+    """
+
+    protocol = _STARTTLS
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
 
 
 class _IRCWatcher(_Ending, irc.IRCClient):
@@ -466,6 +496,30 @@ class InProcessLibrariesTests(TestCase):
         [message] = mail.delivery.messages
         self.assertIn(b"hello from tcpext", message)
         self.assertEqual(counter.hits, 0)  # type: ignore[attr-defined]
+
+    async def test_startTLS(self) -> None:
+        """
+        A connection the extension dialed turns to TLS midway, as the
+        client: twisted.mail's C{ESMTPSenderFactory} requiring STARTTLS
+        delivers a message, and a C{browser.TCPSocket} upgrades with
+        C{upgradeToSecure} after asking in plain text.
+        """
+        secureMail = _SMTPFactory(self.pki.serverOptions())
+        smtpTLS = self.listen(secureMail)
+        starttls = self.listen(_STARTTLSFactory(self.pki.serverOptions()))
+        reports = await self.runExtension(
+            ["smtp-starttls", "socket-starttls"],
+            [f"tcp-connect:localhost:{smtpTLS}", f"tcp-connect:localhost:{starttls}"],
+            {
+                "smtpTLS": smtpTLS,
+                "starttls": starttls,
+                "caPEM": self.pki.caPEM.decode(),
+            },
+        )
+        self.assertReported(reports, "smtp-starttls", "socket-starttls")
+        [message] = secureMail.delivery.messages
+        self.assertIn(b"hello over TLS", message)
+        self.assertTrue(any(p.startedTLS for p in secureMail.protocols))
 
     async def test_site(self) -> None:
         """

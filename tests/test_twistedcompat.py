@@ -7,6 +7,7 @@ upgrade renames or changes one of them, a test here fails and says which.
 from __future__ import annotations
 
 import socket
+import warnings
 from typing import Any
 
 from OpenSSL.SSL import Connection
@@ -330,6 +331,42 @@ class TCPTransportTests(TestCase):
         await accepted.lost
         assert accepted.reason is not None
         self.assertIsInstance(accepted.reason.value, ConnectionDone)
+
+    async def test_actAsClient(self) -> None:
+        """
+        A transport adopted from a connected descriptor is a C{tcp.Server}
+        whose C{startTLS} plays the server side (C{_tlsClientDefault}): it
+        refuses client TLS options.  After L{compat.actAsClient} it starts
+        TLS as a client with them: its peer receives a TLS handshake record
+        (the client's hello) at once.
+        """
+        peers: list[Collect] = []
+        port = globalReactor.listenTCP(
+            0,
+            Factory.forProtocol(lambda: peers.append(Collect()) or peers[-1]),
+            interface="127.0.0.1",
+        )
+        self.addCleanup(port.stopListening)
+        options = testPKI().clientOptions("localhost")
+        with socket.create_connection(
+            ("127.0.0.1", port.getHost().port), timeout=10
+        ) as raw:
+            raw.setblocking(False)
+            transport = globalReactor.adoptStreamConnection(  # type: ignore[attr-defined]
+                raw.fileno(), socket.AF_INET, Factory.forProtocol(Collect)
+            )
+        self.addCleanup(transport.abortConnection)
+        self.assertIs(type(transport), tcp.Server)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.assertRaises(TypeError, transport.startTLS, options)
+        compat.actAsClient(transport)
+        transport.startTLS(options)
+        for _ in range(200):
+            if peers and peers[0].received:
+                break
+            await _aMoment()
+        self.assertEqual(peers[0].received[:1], b"\x16")
 
 
 class TLSTests(TestCase):

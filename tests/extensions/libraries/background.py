@@ -11,6 +11,7 @@ scenario that expects a refusal reports C{ok} only when the library saw a
 L{PermissionDenied}.
 """
 
+import io
 import json
 import os
 import threading
@@ -23,10 +24,11 @@ from twisted.internet.protocol import Factory, ReconnectingClientFactory
 from twisted.internet.ssl import (
     Certificate,
     PrivateCertificate,
+    optionsForClientTLS,
 )
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.mail.smtp import SMTPConnectError, sendmail
+from twisted.mail.smtp import ESMTPSenderFactory, SMTPConnectError, sendmail
 from twisted.protocols.basic import LineReceiver
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, readBody
 from twisted.web.resource import Resource
@@ -251,6 +253,48 @@ async def scenarioSendmail(browser, config):
     return result[0] == 1, result
 
 
+async def scenarioSMTPStartTLS(browser, config):
+    """
+    twisted.mail's C{ESMTPSenderFactory} on C{connectTCP}, requiring
+    STARTTLS (the connection turns to TLS midway, trusting the test's CA).
+    """
+    trustRoot = Certificate.loadPEM(config["caPEM"].encode())
+    sent = defer.Deferred()
+    factory = ESMTPSenderFactory(
+        None,
+        None,
+        "extension@tcpext.test",
+        ["test@tcpext.test"],
+        io.BytesIO(b"Subject: secret\r\n\r\nhello over TLS\r\n"),
+        sent,
+        retries=0,
+        contextFactory=optionsForClientTLS("localhost", trustRoot=trustRoot),
+        requireAuthentication=False,
+        requireTransportSecurity=True,
+        hostname="localhost",
+    )
+    browser.reactor.connectTCP("localhost", config["smtpTLS"], factory)
+    result = await sent
+    return result[0] == 1, result
+
+
+async def scenarioSocketStartTLS(browser, config):
+    """
+    A C{browser.TCPSocket} that asks the server for TLS in plain text, then
+    upgrades (C{upgradeToSecure}) and talks over TLS.
+    """
+    trustRoot = Certificate.loadPEM(config["caPEM"].encode())
+    sock = await browser.TCPSocket.connect(host="localhost", port=config["starttls"])
+    await sock.opened
+    await sock.write(b"STARTTLS\r\n")
+    go = await sock.readUntil(b"\r\n")
+    await sock.upgradeToSecure(optionsForClientTLS("localhost", trustRoot=trustRoot))
+    await sock.write(b"ping\r\n")
+    answer = await sock.readUntil(b"\r\n")
+    await sock.close()
+    return (go, answer, sock.ssl) == (b"GO\r\n", b"ping\r\n", True), [go, answer]
+
+
 async def scenarioDeniedSendmail(browser, config):
     """
     C{sendmail} to a port no grant covers returns a failed Deferred: an
@@ -462,6 +506,8 @@ SCENARIOS = {
     "denied-endpoint": scenarioDeniedEndpoint,
     "irc": scenarioIRC,
     "sendmail": scenarioSendmail,
+    "smtp-starttls": scenarioSMTPStartTLS,
+    "socket-starttls": scenarioSocketStartTLS,
     "denied-sendmail": scenarioDeniedSendmail,
     "site": scenarioSite,
     "tls-echo": scenarioTLSEcho,
