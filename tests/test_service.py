@@ -504,6 +504,11 @@ class OptionsTests(SynchronousTestCase):
             self.base.path,
             "--state",
             state,
+            # The console's default socket would sit in the state folder, deep
+            # in the scratch folder: past the UNIX socket path limit when the
+            # checkout itself is deep.
+            "--admin",
+            "none",
             "--grant",
             "a=tcp-listen:7000",
             "--prompt",
