@@ -420,15 +420,16 @@ class InProcessLibrariesTests(TestCase):
     async def test_httpClients(self) -> None:
         """
         treq over HTTP (by address and by C{localhost}) and HTTPS (a private
-        CA), a bare C{Agent} over HTTPS and C{HostnameEndpoint} reach their
-        granted servers; each is refused a port outside the grants, which
-        never sees a connection.
+        CA), a bare C{Agent} over HTTPS, C{HostnameEndpoint} and
+        C{connectSSL} reach their granted servers; each is refused a port
+        outside the grants, which never sees a connection.
         """
         site = Resource()
         site.putChild(b"hello", _Hello())
         http = self.listen(Site(site))
         https = self.listen(Site(site), tls=True)
         echo = self.listen(Factory.forProtocol(_Echo))
+        echoTLS = self.listen(Factory.forProtocol(_Echo), tls=True)
         denied, counter = self.deniedPort()
         reports = await self.runExtension(
             [
@@ -436,6 +437,7 @@ class InProcessLibrariesTests(TestCase):
                 "treq-https",
                 "agent-https",
                 "hostname-endpoint",
+                "connect-ssl",
                 "denied-treq",
                 "denied-agent",
                 "denied-endpoint",
@@ -445,11 +447,13 @@ class InProcessLibrariesTests(TestCase):
                 f"tcp-connect:localhost:{http}",
                 f"tcp-connect:localhost:{https}",
                 f"tcp-connect:localhost:{echo}",
+                f"tcp-connect:localhost:{echoTLS}",
             ],
             {
                 "http": http,
                 "https": https,
                 "echo": echo,
+                "echoTLS": echoTLS,
                 "denied": denied,
                 "caPEM": self.pki.caPEM.decode(),
             },

@@ -20,7 +20,11 @@ import treq
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.protocol import Factory, ReconnectingClientFactory
+from twisted.internet.protocol import (
+    ClientFactory,
+    Factory,
+    ReconnectingClientFactory,
+)
 from twisted.internet.ssl import (
     Certificate,
     PrivateCertificate,
@@ -170,6 +174,20 @@ async def scenarioHostnameEndpoint(browser, config):
     """
     endpoint = HostnameEndpoint(browser.reactor, "localhost", config["echo"])
     protocol = await connectProtocol(endpoint, _Line(b"ping"))
+    answer = await protocol.answer
+    return answer == b"ping", answer
+
+
+async def scenarioConnectSSL(browser, config):
+    """
+    C{connectSSL} with a client factory (no endpoint), one line there and
+    back over TLS, trusting the test's CA.
+    """
+    trustRoot = Certificate.loadPEM(config["caPEM"].encode())
+    protocol = _Line(b"ping")
+    factory = ClientFactory.forProtocol(lambda: protocol)
+    options = optionsForClientTLS("localhost", trustRoot=trustRoot)
+    browser.reactor.connectSSL("localhost", config["echoTLS"], factory, options)
     answer = await protocol.answer
     return answer == b"ping", answer
 
@@ -501,6 +519,7 @@ SCENARIOS = {
     "treq-https": scenarioTreqHTTPS,
     "agent-https": scenarioAgentHTTPS,
     "hostname-endpoint": scenarioHostnameEndpoint,
+    "connect-ssl": scenarioConnectSSL,
     "denied-treq": scenarioDeniedTreq,
     "denied-agent": scenarioDeniedAgent,
     "denied-endpoint": scenarioDeniedEndpoint,
