@@ -4,14 +4,16 @@
 W1 (bulk: 512 MiB in 64 KiB writes) sent by an extension through
 C{browser.TCPSocket}, in-process (C{--isolation none}) and isolated
 (C{--isolation process}: its own process and network namespace, the socket
-brokered by the host), reported side by side.
+brokered by the host), its process started afresh (C{isolated}) or forked
+from the preloaded template (C{forked}, what C{twistd tcpext} does by
+default), reported side by side.
 
     python benchmarks/bench_isolation.py                  # 5 rounds, full size
     python benchmarks/bench_isolation.py --total 64 --rounds 3 --json r.json
 
 Every round starts a fresh sink process (a plain blocking socket that counts
-bytes and times first byte to EOF) and a fresh host process; the two modes
-alternate, and the order flips every round. glibc's malloc thresholds are
+bytes and times first byte to EOF) and a fresh host process; the modes
+alternate, and the order rotates every round. glibc's malloc thresholds are
 pinned in every process (see CONVENTIONS.md). The figure is the sink's
 throughput; the host and extension start-up time is reported separately.
 """
@@ -35,7 +37,7 @@ ROOT = os.path.dirname(HERE)
 GLIBC_TUNABLES = (
     "glibc.malloc.mmap_threshold=1048576:glibc.malloc.trim_threshold=4194304"
 )
-MODES = ["in-process", "isolated"]
+MODES = ["in-process", "isolated", "forked"]
 
 EXTENSION = """
 import time
@@ -94,17 +96,25 @@ def host(mode: str, folder: str) -> int:
     with open(os.path.join(folder, "manifest.json")) as f:
         manifest = json.load(f)
     log = Logger(namespace="bench", observer=lambda event: None)
-    if mode == "isolated":
+    if mode in ("isolated", "forked"):
         from tcpext._isolation import checkNetworkNamespace
         from tcpext._supervisor import IsolatedExtension
+        from tcpext._zygote import Zygote
 
         checkNetworkNamespace()
+        spawnProcess = None
+        if mode == "forked":
+            zygote = Zygote(reactor, log=log)
+            if not zygote.start():
+                raise RuntimeError("the template did not start")
+            spawnProcess = zygote.spawnProcess
         service = IsolatedExtension(
             path=folder,
             extensionId="bulk",
             manifest=manifest,
             reactor=reactor,
             log=log,
+            spawnProcess=spawnProcess,
         )
         reactor.callWhenRunning(service.startService)  # type: ignore[attr-defined]
         reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
@@ -203,7 +213,7 @@ def main(argv: list[str]) -> int:
     total, chunk = args.total << 20, args.chunk << 10
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     for i in range(args.rounds):
-        order = MODES if i % 2 == 0 else MODES[::-1]
+        order = MODES[i % len(MODES) :] + MODES[: i % len(MODES)]
         for mode in order:
             results[mode].append(oneRun(mode, total, chunk))
     print(
@@ -225,11 +235,19 @@ def main(argv: list[str]) -> int:
             f"{summary[mode]['startup_s']:>11.2f}   "
             + ", ".join(f"{r:.0f}" for r in rates)
         )
-    ratio = summary["isolated"]["MiB/s"] / summary["in-process"]["MiB/s"]
-    print(f"isolated / in-process: {ratio:.2f}")
+    ratios = {
+        mode: summary[mode]["MiB/s"] / summary["in-process"]["MiB/s"]
+        for mode in ("isolated", "forked")
+    }
+    for mode, ratio in ratios.items():
+        print(f"{mode} / in-process: {ratio:.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"summary": summary, "ratio": ratio}, f, indent=2)
+            json.dump(
+                {"summary": summary, "ratio": ratios["isolated"], "ratios": ratios},
+                f,
+                indent=2,
+            )
     return 0
 
 

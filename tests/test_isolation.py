@@ -1253,8 +1253,9 @@ async def main(browser):
 
     def test_benchmarkSmoke(self) -> None:
         """
-        C{benchmarks/bench_isolation.py} runs both modes at a tiny size and
-        prints them side by side.
+        C{benchmarks/bench_isolation.py} runs every mode (in-process,
+        isolated afresh, forked from the template) at a tiny size and prints
+        them side by side.
         """
         script = os.path.join(
             os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -1271,3 +1272,4 @@ async def main(browser):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("in-process", result.stdout)
         self.assertIn("isolated / in-process:", result.stdout)
+        self.assertIn("forked / in-process:", result.stdout)

@@ -5,9 +5,11 @@ processes are forked from, with real template and child processes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 from typing import Any
 
@@ -522,6 +524,64 @@ class ForkedIsolatedExtensionTests(test_isolation.IsolatedExtensionTests):
         )
         kw.setdefault("spawnProcess", self.zygote.spawnProcess)
         return super().extension(*args, **kw)
+
+
+class BenchmarkSmokeTests(SynchronousTestCase):
+    """
+    C{benchmarks/bench_template.py} at a tiny size.
+    """
+
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
+
+    def bench(self, *args: str) -> Any:
+        """
+        Run the benchmark with C{args}; return its JSON results.
+        """
+        script = os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            "benchmarks",
+            "bench_template.py",
+        )
+        results = os.path.abspath(self.mktemp())
+        done = subprocess.run(
+            [sys.executable, script, *args, "--json", results],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=_childEnvironment(),
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        with open(results) as f:
+            return json.load(f), done.stdout
+
+    def test_template(self) -> None:
+        """
+        Two extensions forked from the template all listen; the run
+        reports their PSS, the CPU time the start cost, the load average,
+        and with C{--phases} the median time of each step of a child's
+        start.
+        """
+        [result], output = self.bench(
+            "--counts", "2", "--modes", "template", "--phases"
+        )
+        self.assertEqual(result["listening"], 2)
+        self.assertGreater(result["child_pss_mib"], 0)
+        self.assertGreater(result["children_cpu_s"], 0)
+        self.assertGreaterEqual(result["load"], 0)
+        steps = [step["step"] for step in result["phases"]]
+        self.assertEqual(steps[0], "forked -> start")
+        self.assertEqual(steps[-1], "loaded -> main")
+        self.assertIn("all listen s", output)
+
+    def test_floor(self) -> None:
+        """
+        C{--floor} creates the namespaces of N processes and nothing else,
+        and reports it.
+        """
+        [result], output = self.bench("--floor", "--counts", "3")
+        self.assertEqual((result["done"], result["failed"]), (3, 0))
+        self.assertGreater(result["namespace_cpu_s_sum"], 0)
 
 
 class TwistdTemplateTests(SynchronousTestCase):
