@@ -29,6 +29,7 @@ from tcpext._admin import (
     readTokenFile,
 )
 from tcpext._console import BadRequest, Conflict, IConsole, NotFound
+from tests._folders import shortFolder
 
 TOKEN = "s3cret-token"
 
@@ -622,7 +623,7 @@ class TCPLoopbackTests(TestCase):
         """
         from twisted.internet import reactor
 
-        base = os.path.abspath(self.mktemp())
+        base = os.path.join(shortFolder(self), "state")
         endpoint = parseAdminEndpoint("", base)
         assert endpoint is not None and endpoint.unixPath is not None
         path = endpoint.unixPath

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tcpext._admin import makeAdminSite, parseAdminEndpoint
 from tcpext._cli import checkExtension
 from tcpext.extension import ExtensionError, ExtensionService, loadManifest
+from tests._folders import shortFolder
 from tests.test_admin import FakeConsole
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -220,14 +221,10 @@ class ConsoleCommandTests(TestCase):
     timeout = 120
 
     def setUp(self) -> defer.Deferred[None]:
-        from tempfile import mkdtemp
-
         from twisted.internet import reactor
 
         self.console = FakeConsole()
-        # A short folder: a UNIX socket path has a length limit.
-        folder = mkdtemp(prefix="tcpext-cli-")
-        self.addCleanup(os.rmdir, folder)
+        folder = shortFolder(self)
         endpoint = parseAdminEndpoint("", folder)
         assert endpoint is not None and endpoint.unixPath is not None
         self.admin = "unix:" + endpoint.unixPath

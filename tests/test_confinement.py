@@ -26,6 +26,7 @@ from tcpext._isolation import (
     checkConfinement,
     missingConfinement,
 )
+from tests._folders import shortFolder
 from tests.test_examples import STARTUP_TIMEOUT, Twistd, freePort
 from tests.test_isolation import _NO_CONFINEMENT
 
@@ -917,8 +918,9 @@ class AttackTests(SynchronousTestCase):
         abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         for s in (unixStream, unixDgram, abstract):
             self.addCleanup(s.close)
-        streamPath = os.path.join(base, "stream.sock")
-        dgramPath = os.path.join(base, "dgram.sock")
+        sockets = shortFolder(self)
+        streamPath = os.path.join(sockets, "stream.sock")
+        dgramPath = os.path.join(sockets, "dgram.sock")
         abstractName = f"\0tcpext-attack-{os.getpid()}-{time.monotonic_ns()}"
         unixStream.bind(streamPath)
         unixStream.listen(1)

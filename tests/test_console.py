@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import socket
 import socketserver
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests._folders import shortFolder
 from tests.test_examples import REPO, Twistd, copyExample
 from tests.test_isolation import _NO_CONFINEMENT
 
@@ -67,16 +66,6 @@ def startEcho(case: SynchronousTestCase) -> int:
 
     case.addCleanup(stop)
     return int(server.server_address[1])
-
-
-def shortFolder(case: SynchronousTestCase) -> str:
-    """
-    A new folder with a short path (a UNIX socket path has a length limit),
-    removed at the end of the test.
-    """
-    folder = tempfile.mkdtemp(prefix="tcpext-")
-    case.addCleanup(shutil.rmtree, folder, True)
-    return folder
 
 
 def waitUntil(

@@ -19,7 +19,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_console import TIMEOUT, ConsoleService, shortFolder, waitUntil
+from tests._folders import shortFolder
+from tests.test_console import TIMEOUT, ConsoleService, waitUntil
 from tests.test_examples import REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
