@@ -31,7 +31,7 @@ from treq.client import HTTPClient
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.web.client import Agent
 
-from tcpext._admin import _splitDescription
+from tcpext._admin import UNIX_PATH_MAX, _splitDescription
 from tcpext._prompt import escapeForTerminal
 
 __all__ = ["checkExtension", "main"]
@@ -278,6 +278,14 @@ class _Console:
         if kind == "unix":
             path = keywords.get("address") or (positional[0] if positional else "")
             self.where = path
+            if len(os.fsencode(path)) > UNIX_PATH_MAX:
+                # Twisted's UNIX connector fails on such a path with an
+                # internal error instead of a connection failure.
+                raise CommandError(
+                    f"cannot reach the tcpext console at {path}: the path is "
+                    f"{len(os.fsencode(path))} bytes long; a UNIX socket path "
+                    f"may have at most {UNIX_PATH_MAX} bytes"
+                )
 
             class _Factory:
                 def endpointForURI(self, uri: Any) -> Any:

@@ -507,8 +507,7 @@ class EndpointTests(SynchronousTestCase):
         A socket file nobody listens on is replaced; one somebody listens on
         is refused, as is a file that is not a socket.
         """
-        base = os.path.abspath(self.mktemp())
-        os.mkdir(base)
+        base = shortFolder(self)
         path = os.path.join(base, "a.sock")
         endpoint = parseAdminEndpoint("unix:" + path, base)
         assert endpoint is not None

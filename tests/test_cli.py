@@ -204,12 +204,25 @@ class StatusTests(TestCase):
         """
         No service: exit 1 and one line on stderr naming where it looked.
         """
-        state = os.path.abspath(self.mktemp())
+        state = os.path.join(shortFolder(self), "state")
         out, err, code = yield runCommand("--state", state, "status")
         self.assertEqual(code, 1)
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertIn(b"cannot reach the tcpext console", err)
         self.assertIn(os.path.join(state, "admin.sock").encode(), err)
+
+    @defer.inlineCallbacks
+    def test_pathTooLong(self) -> Any:
+        """
+        A console socket path longer than a UNIX socket path may be: exit 1
+        and one line on stderr naming the path and the limit.
+        """
+        state = os.path.join(shortFolder(self), "s" * 120)
+        out, err, code = yield runCommand("--state", state, "status")
+        self.assertEqual(code, 1)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(b"cannot reach the tcpext console", err)
+        self.assertIn(b"at most 107 bytes", err)
 
 
 class ConsoleCommandTests(TestCase):

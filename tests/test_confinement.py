@@ -336,7 +336,7 @@ class SeccompTests(SynchronousTestCase):
         granted = _listener(self)
         passed = socket.create_connection(granted.getsockname(), timeout=10)
         self.addCleanup(passed.close)
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(shortFolder(self), "unix.sock")
         unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.addCleanup(unix.close)
         unix.bind(path)
