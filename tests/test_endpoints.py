@@ -42,6 +42,7 @@ from tcpext.endpoints import (
     startSocket,
 )
 from tests._certs import testPKI
+from tests._folders import shortFolder
 
 
 class StartSocketTests(SynchronousTestCase):
@@ -316,7 +317,7 @@ class EndpointStringTests(TestCase):
         """
         C{unix:} strings for both ends.
         """
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(shortFolder(self), "echo.sock")
         server = await listenSocket(serverFromString(globalReactor, f"unix:{path}"))
         self.addCleanup(server.close)
         self.assertEqual(server.localAddress, path)
