@@ -481,6 +481,7 @@ class ForkedProcess:
         self._reactor = reactor
         self.proto = protocol
         self.pid: int | None = None
+        self._forkedPid: int | None = None
         self._pidfd: int | None = None
         self._pending = True
         self._outputs = dict(outputs)
@@ -498,7 +499,7 @@ class ForkedProcess:
         it never will be.
         """
         if not self._pending:
-            return defer.succeed(self.pid if self._watch is not None else None)
+            return defer.succeed(self._forkedPid)
         d: Deferred[int | None] = Deferred()
         self._waiting.append(d)
         return d
@@ -516,7 +517,7 @@ class ForkedProcess:
         The template forked the process: read its output, watch its pidfd,
         connect the protocol, send the signals that were waiting.
         """
-        self.pid = pid
+        self.pid = self._forkedPid = pid
         self._pidfd = pidfd
         self._readers = {
             name: ProcessReader(self._reactor, self, name, fd)
@@ -1333,6 +1334,12 @@ class Zygote:
             self._restartTimer.cancel()
         self._restartTimer = None
         output = self._output
+        booting, self._booting = self._booting, None
+        if booting is not None:
+            # Begun and never waited for: closing its request channel ends
+            # it as soon as it has preloaded.
+            booting[1].close()
+            booting[2].close()
         self._drop("the service is stopping")
         if output is None:
             return defer.succeed(None)

@@ -110,6 +110,7 @@ class PendingProcessTests(SynchronousTestCase):
         process.childConnectionLost(1, Failure(error.ConnectionDone()))
         self.assertIsInstance(self.successResultOf(recorder.ended), error.ProcessDone)
         self.assertIsNone(process.pid)
+        self.assertEqual(self.successResultOf(process.whenStarted()), os.getpid())
 
     def test_notStarted(self) -> None:
         """
@@ -436,6 +437,18 @@ class ZygoteTests(TestCase):
         transport, recorder = self.spawn("--rlimit=RLIMIT_BOGUS=1")
         self.assertIsInstance(transport, ForkedProcess)
         await recorder.ended
+
+    async def test_stopBeforeWait(self) -> None:
+        """
+        A template begun and never waited for ends when the zygote stops.
+        """
+        self.zygote.begin()
+        pid = self.zygote.pid
+        assert pid is not None
+        await self.zygote.stop()
+        self.assertFalse(self.zygote.ready)
+        with self.assertRaises(ProcessLookupError):
+            os.kill(pid, 0)
 
     async def test_stop(self) -> None:
         """
