@@ -502,14 +502,15 @@ def machine() -> dict[str, Any]:
 
 def tcpextVersion() -> str | None:
     """
-    tcpext's version (from C{setup.cfg}) and commit.
+    tcpext's version (C{__version__} in the checkout's C{tcpext/__init__.py})
+    and commit.
     """
     version = None
     try:
-        with open(os.path.join(ROOT, "setup.cfg")) as f:
+        with open(os.path.join(ROOT, "tcpext", "__init__.py")) as f:
             for line in f:
-                if line.startswith("version"):
-                    version = line.split("=", 1)[1].strip()
+                if line.startswith("__version__"):
+                    version = line.split("=", 1)[1].strip().strip("\"'")
                     break
     except OSError:
         pass
