@@ -528,6 +528,50 @@ class Policy:
         text = str(error)
         return Decision(verb, target, False, reason=text, message=text, request=request)
 
+    def requested(self, permissions: Sequence[str], allowed: bool) -> Decision:
+        """
+        The answer to a runtime request (C{permissions.request}) for
+        C{permissions} (their canonical texts, not granted yet): granted, or
+        refused (by the prompt, or because the extension is closing).
+        """
+        target = ", ".join(permissions)
+        request = f"permissions.request({list(permissions)!r})"
+        if allowed:
+            return Decision(REQUEST, target, True, request=request)
+        return Decision(
+            REQUEST,
+            target,
+            False,
+            reason="the request was refused",
+            message="permission denied: the request was refused",
+            request=request,
+        )
+
+    def removed(
+        self,
+        verb: str,
+        where: str,
+        request: str,
+        *,
+        addresses: tuple[str, ...] = (),
+        name: str | None = None,
+    ) -> Decision:
+        """
+        The refusal of what was open (C{request}: C{"connection to
+        host:port"}, C{"listening on interface:port"}) once the grant that
+        allowed it was taken away (L{stillAllowed} said no).
+        """
+        return Decision(
+            verb,
+            where,
+            False,
+            addresses=addresses,
+            name=name,
+            reason="the grant was removed",
+            message=f"permission denied: {request}: the grant was removed",
+            request=request,
+        )
+
     # -- connect ---------------------------------------------------------
 
     def _denied(

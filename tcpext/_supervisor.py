@@ -38,7 +38,7 @@ from tcpext._ledger import (
     NotGranted,
 )
 from tcpext._limits import RateLimitedLog, TokenBucket
-from tcpext._policy import REQUEST, Decision, DecisionObserver, DenialLog, Policy
+from tcpext._policy import DecisionObserver, DenialLog, Policy
 from tcpext._wire import (
     AMP_FD,
     EXIT_MAIN_FAILED,
@@ -935,27 +935,16 @@ class IsolatedExtension(Service):
             raise BadRequest(str(e))
         if not missing:
             return defer.succeed(True)
-        target = ", ".join(missing)
-        request = f"permissions.request({missing!r})"
 
         def answered(answer: object) -> bool:
             if answer is not True or self._stopping:
-                self.policy.report(
-                    Decision(
-                        REQUEST,
-                        target,
-                        False,
-                        reason="the request was refused",
-                        message="permission denied: the request was refused",
-                        request=request,
-                    )
-                )
+                self.policy.report(self.policy.requested(missing, False))
                 return False
             try:
                 self.ledger.request(missing)
             except GrantNotSaved as e:
                 raise NotSaved(str(e))
-            self.policy.report(Decision(REQUEST, target, True, request=request))
+            self.policy.report(self.policy.requested(missing, True))
             return True
 
         def failed(reason: Failure) -> bool:

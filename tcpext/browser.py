@@ -955,8 +955,6 @@ class Browser:
         missing = [str(p) for p in self._ledger.missing(wanted)]
         if not missing:
             return True
-        request = f"permissions.request({missing!r})"
-        target = ", ".join(missing)
         try:
             answer = await defer.maybeDeferred(self._prompt, self._id, list(missing))
         except GrantNotSaved:
@@ -970,20 +968,11 @@ class Browser:
             )
             answer = False
         if answer is not True or self._closed:
-            self._refuse(
-                Decision(
-                    REQUEST,
-                    target,
-                    False,
-                    reason="the request was refused",
-                    message="permission denied: the request was refused",
-                    request=request,
-                )
-            )
+            self._refuse(self._policy.requested(missing, False))
             return False
         # Saved first: if the grant store fails, nothing is granted.
         self._ledger.request(missing)
-        self._policy.report(Decision(REQUEST, target, True, request=request))
+        self._policy.report(self._policy.requested(missing, True))
         return True
 
     def _remove(self, permissions: Mapping[str, object]) -> bool:
@@ -1028,18 +1017,12 @@ class Browser:
                 continue
             where = formatHostPort(grounds.name or grounds.addresses[0], grounds.port)
             reason = self._refuse(
-                Decision(
+                policy.removed(
                     CONNECT,
                     where,
-                    False,
+                    f"connection to {where}",
                     addresses=grounds.addresses,
                     name=grounds.name,
-                    reason="the grant was removed",
-                    message=(
-                        f"permission denied: connection to {where}: the grant "
-                        "was removed"
-                    ),
-                    request=f"connection to {where}",
                 )
             )
             self._sockets.pop(sock, None)
@@ -1048,17 +1031,7 @@ class Browser:
             if policy.stillAllowed(listen.grounds):
                 continue
             reason = self._refuse(
-                Decision(
-                    LISTEN,
-                    listen.where,
-                    False,
-                    reason="the grant was removed",
-                    message=(
-                        f"permission denied: listening on {listen.where}: the "
-                        "grant was removed"
-                    ),
-                    request=f"listening on {listen.where}",
-                )
+                policy.removed(LISTEN, listen.where, f"listening on {listen.where}")
             )
             self._servers.pop(server, None)
             server.close()

@@ -15,6 +15,7 @@ from tcpext._policy import (
     CONNECT,
     LISTEN,
     REMEMBER_SECONDS,
+    REQUEST,
     RESOLVE,
     ConnectTarget,
     Decision,
@@ -547,6 +548,71 @@ class ReportTests(SynchronousTestCase):
             (False, "bad host", "bad host"),
         )
         self.assertIsInstance(decision.error(), PermissionDenied)
+
+    def test_requested(self) -> None:
+        """
+        The answer to a runtime request names the permissions as its target
+        and the call as its request; a refusal says the request was refused.
+        """
+        wanted = ["tcp-connect:a.example:1", "tcp-listen:8080"]
+        granted = policy().requested(wanted, True)
+        self.assertEqual(
+            (granted.verb, granted.target, granted.allowed, granted.request),
+            (
+                REQUEST,
+                "tcp-connect:a.example:1, tcp-listen:8080",
+                True,
+                "permissions.request(['tcp-connect:a.example:1', 'tcp-listen:8080'])",
+            ),
+        )
+        refused = policy().requested(wanted, False)
+        self.assertEqual(
+            (refused.allowed, refused.reason, str(refused.error())),
+            (
+                False,
+                "the request was refused",
+                "permission denied: the request was refused",
+            ),
+        )
+        self.assertEqual(refused.request, granted.request)
+
+    def test_removed(self) -> None:
+        """
+        What a revoke closes is refused with the grant removed as the
+        reason, and the request in the message.
+        """
+        decision = policy().removed(
+            CONNECT,
+            "a.example:80",
+            "connection to a.example:80",
+            addresses=("192.0.2.1",),
+            name="a.example",
+        )
+        self.assertEqual(
+            decision.auditFields(),
+            {
+                "verb": "connect",
+                "target": "a.example:80",
+                "decision": "deny",
+                "reason": "the grant was removed",
+                "addresses": ["192.0.2.1"],
+                "name": "a.example",
+            },
+        )
+        self.assertEqual(
+            str(decision.error()),
+            "permission denied: connection to a.example:80: the grant was removed",
+        )
+        listen = policy().removed(LISTEN, "0.0.0.0:8080", "listening on 0.0.0.0:8080")
+        self.assertEqual(
+            (listen.verb, listen.addresses, listen.name, listen.message),
+            (
+                LISTEN,
+                (),
+                None,
+                "permission denied: listening on 0.0.0.0:8080: the grant was removed",
+            ),
+        )
 
     def test_policyNeedsPermissionSet(self) -> None:
         """
