@@ -43,6 +43,7 @@ from zope.interface import Interface, implementer
 from tcpext.permissions import (
     Permission,
     PermissionSet,
+    _coerce,
     parseManifestPermissions,
     parsePermission,
 )
@@ -574,14 +575,3 @@ class GrantLedger:
             stored.pop(key, None)
         self._sources["stored"] = stored
         return self._changed(before, "mirror")
-
-
-def _coerce(entry: Permission | str) -> Permission:
-    """
-    A L{Permission} from a permission or its text.
-    """
-    if isinstance(entry, Permission):
-        return entry
-    if isinstance(entry, str):
-        return parsePermission(entry)
-    raise TypeError(f"expected a Permission or its text, not {type(entry).__name__}")
