@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from tcpext._errors import SocketClosed
 from tcpext._extras import Extras
-from tcpext._outcome import quietFail, settle, silence
+from tcpext._outcome import Outcome, observe, settle, silence
 from tcpext._reading import DEFAULT_LINE_LIMIT, ReadSide
 from tcpext._state import (
     NOT_YET_OPEN,
@@ -52,6 +52,7 @@ from tcpext._state import (
 from tcpext._tls import TLSPart
 from tcpext._twistedcompat import (
     closeAtOnce,
+    closingBelow,
     handshakeDone,
     isPlainTCP,
     sendsNothing,
@@ -212,27 +213,13 @@ class SocketProtocol:
         sock = self.socket
         sock._writeResumed()
         transport = sock._transport
-        if sock._held is None and sock._watching and _closingBelow(transport):
+        if sock._held is None and sock._watching and closingBelow(transport):
             sock._unwatch(transport)
 
     def stopProducing(self) -> None:
         """
         The transport is going away; C{connectionLost} tells the socket.
         """
-
-
-def _closingBelow(transport: Any) -> bool:
-    """
-    Whether C{transport}, or a transport it is layered on (TLS over TCP),
-    has been asked to close.
-    """
-    for _ in range(4):
-        if transport is None:
-            return False
-        if getattr(transport, "disconnecting", False):
-            return True
-        transport = getattr(transport, "transport", None)
-    return False
 
 
 @implementer(IPushProducer, IConsumer)
@@ -453,38 +440,35 @@ class TCPClientSocket(ReadSide, WriteSide, TLSPart):  # type: ignore[override]
             return more.failure
         return Failure(SocketClosed("the socket was closed before it opened"))
 
+    def _openOutcome(self) -> Outcome:
+        """
+        Whether the socket opened: L{None} while it may still, L{True} once
+        it did, else why it never will.
+        """
+        if self._state in NOT_YET_OPEN:
+            return None
+        if self._openedAt is not None:
+            return True
+        return self._notOpened()
+
     @property
     def opened(self) -> Deferred[None]:
         """
         A new Deferred that fires with L{None} once the socket is open, or
         fails with the error that kept it from opening.
         """
-        if self._state in NOT_YET_OPEN:
-            d: Deferred[None] = Deferred()
-            if self._openedWaiters is None:
-                self._openedWaiters = [d]
-            else:
-                self._openedWaiters.append(d)
-            return d
-        if self._openedAt is not None:
-            return succeed(None)
-        return quietFail(self._notOpened())
+        d, self._openedWaiters = observe(self._openOutcome(), self._openedWaiters)
+        return d
 
     def _whenOpen(self) -> Deferred[TCPClientSocket]:
         """
         A Deferred that fires with this socket once it is open, or fails as
         C{opened} does (without logging the failure if it is not consumed).
         """
-        if self._state in NOT_YET_OPEN:
-            d: Deferred[Any] = _SocketWaiter()
-            if self._openedWaiters is None:
-                self._openedWaiters = [d]
-            else:
-                self._openedWaiters.append(d)
-            return d
-        if self._openedAt is not None:
-            return succeed(self)
-        return quietFail(self._notOpened())
+        d, self._openedWaiters = observe(
+            self._openOutcome(), self._openedWaiters, _SocketWaiter, self
+        )
+        return d
 
     @property
     def closed(self) -> Deferred[None]:
@@ -492,17 +476,13 @@ class TCPClientSocket(ReadSide, WriteSide, TLSPart):  # type: ignore[override]
         A new Deferred that fires with L{None} once the socket closed cleanly,
         or fails with the error that ended it.
         """
-        if self._state is not _CLOSED:
-            d: Deferred[None] = Deferred()
-            if self._closedWaiters is None:
-                self._closedWaiters = [d]
-            else:
-                self._closedWaiters.append(d)
-            return d
-        more = self._more
-        if more is not None and more.failure is not None:
-            return quietFail(more.failure)
-        return succeed(None)
+        outcome: Outcome = None
+        if self._state is _CLOSED:
+            more = self._more
+            failure = None if more is None else more.failure
+            outcome = True if failure is None else failure
+        d, self._closedWaiters = observe(outcome, self._closedWaiters)
+        return d
 
     # -- closing
 

@@ -27,8 +27,9 @@ The details:
     ALPN selection, which refuses every client that offers ALPN to a server
     with nothing to offer (L{answerALPN}); C{SSL4ServerEndpoint}'s
     C{_sslContextFactory} (L{serverTLSOptions}).
-  - A connection's C{reactor} attribute, through TLS wrappers
-    (L{clockOf}).
+  - A connection's C{reactor} attribute, and its C{disconnecting} (set
+    by C{loseConnection}), through TLS wrappers' C{transport} (L{clockOf},
+    L{closingBelow}).
   - C{_tlsClientDefault}, which tells C{startTLS} which side of the
     handshake a TCP transport plays; a transport adopted from a connected
     descriptor is a C{tcp.Server}, so the side an isolated extension
@@ -66,6 +67,7 @@ __all__ = [
     "wrapClientTLSOn",
     "clockOf",
     "closeAtOnce",
+    "closingBelow",
     "handshakeDone",
     "isPlainTCP",
     "markPaused",
@@ -316,6 +318,22 @@ def serverTLSOptions(endpoint: object) -> Any:
             return None
         endpoint = inner
     return None
+
+
+def closingBelow(transport: object) -> bool:
+    """
+    Whether C{transport}, or a transport it is layered on (a TLS layer's
+    C{transport}), has been asked to close: its C{disconnecting} is set
+    (both C{FileDescriptor} and C{TLSMemoryBIOProtocol} set it in
+    C{loseConnection}).
+    """
+    for _ in range(4):
+        if transport is None:
+            return False
+        if getattr(transport, "disconnecting", False):
+            return True
+        transport = getattr(transport, "transport", None)
+    return False
 
 
 def clockOf(transport: object) -> Any:

@@ -332,6 +332,31 @@ class TCPTransportTests(TestCase):
         assert accepted.reason is not None
         self.assertIsInstance(accepted.reason.value, ConnectionDone)
 
+    async def test_closingBelow(self) -> None:
+        """
+        C{loseConnection} sets C{disconnecting} on the TCP transport at once
+        (while what it holds is still being sent); L{compat.closingBelow}
+        reads it, through a layer's C{transport} too.
+        """
+        transport, client, accepted = await self.pair()
+        self.assertFalse(compat.closingBelow(transport))
+        self.assertFalse(compat.closingBelow(None))
+
+        class Layer:
+            """
+            A transport over C{transport}, as a TLS layer is.
+            """
+
+        layer = Layer()
+        layer.transport = transport  # type: ignore[attr-defined]
+        self.assertFalse(compat.closingBelow(layer))
+        transport.write(b"z" * (4 * transport.bufferSize))
+        transport.loseConnection()
+        self.assertTrue(compat.closingBelow(transport))
+        self.assertTrue(compat.closingBelow(layer))
+        await client.lost
+        await accepted.lost
+
     async def test_actAsClient(self) -> None:
         """
         A transport adopted from a connected descriptor is a C{tcp.Server}
@@ -419,6 +444,12 @@ class TLSTests(TestCase):
         self.assertTrue(compat.handshakeDone(layer))
         self.assertTrue(seen)
         self.assertFalse(compat.handshakeDone(object()))
+        # loseConnection on the TLS layer sets its disconnecting; the TCP
+        # transport under it is asked to close later (after close_notify)
+        self.assertFalse(compat.closingBelow(client.transport))
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        self.assertTrue(compat.closingBelow(client.transport))
+        await client.lost
 
 
 def _aMoment() -> Deferred[None]:
