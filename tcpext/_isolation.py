@@ -44,6 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import attrs
 
@@ -437,11 +438,7 @@ def _forkProbe(
         except BaseException as e:
             os.write(2, f"the probe failed: {e!r}\n".encode())
         finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
+            _exitForked(code)
     os.close(outW)
     os.close(errW)
     output = {outR: b"", errR: b""}
@@ -538,6 +535,19 @@ def checkConfinement(python: str | None = None, timeout: float = 30.0) -> None:
     missing = missingConfinement(python, timeout)
     if missing:
         raise ConfinementUnavailable("; ".join(missing))
+
+
+def _exitForked(code: int) -> NoReturn:  # pragma: no cover - forked processes
+    """
+    End a process forked from this one (not exec'd): flush its standard
+    output and error, then exit with C{code} at once, without the exit
+    handlers and finalizers it inherited from the parent.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 def _childEnvironment() -> dict[str, str]:

@@ -66,7 +66,7 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpext._isolation import _childEnvironment
+from tcpext._isolation import _childEnvironment, _exitForked
 
 __all__ = ["ForkedProcess", "Zygote", "ZygoteUnavailable", "templateMain"]
 
@@ -302,11 +302,7 @@ def _runChild(request: dict[str, Any], fds: list[int], template: int) -> None:
 
         traceback.print_exc()
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        _exitForked(code)
 
 
 def _spawn(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int]]:
