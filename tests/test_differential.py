@@ -31,22 +31,16 @@ import socket
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import (
-    IHostnameResolver,
-    IHostResolution,
-    IResolutionReceiver,
-)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
-from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface import directlyProvides, providedBy
 
 from tcpext._isolation import missingConfinement
 from tcpext._ledger import MemoryGrantStore
-from tcpext._resolution import ImmediateResolution
 from tcpext._supervisor import IsolatedExtension, RestartPolicy
 from tcpext.browser import allowAll, makeBrowser
+from tcpext.testing import FakeResolver
 
 _NO_CONFINEMENT = "; ".join(missingConfinement()) or None
 
@@ -280,37 +274,13 @@ EXPECTED = {
 }
 
 
-@implementer(IHostnameResolver)
-class _Names:
-    """
-    A resolver answering from L{NAMES}, at once.
-    """
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: IResolutionReceiver,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: Any = None,
-        transportSemantics: str = "TCP",
-    ) -> IHostResolution:
-        resolution = ImmediateResolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        for address in NAMES.get(hostName, []):
-            kind = IPv6Address if ":" in address else IPv4Address
-            if addressTypes is None or kind in addressTypes:
-                resolutionReceiver.addressResolved(kind("TCP", address, portNumber))
-        resolutionReceiver.resolutionComplete()
-        return resolution
-
-
 class _NamedReactor:
     """
     The global reactor, with the test's resolver as its C{nameResolver}.
     """
 
     def __init__(self) -> None:
-        self.nameResolver = _Names()
+        self.nameResolver = FakeResolver(NAMES)
         directlyProvides(self, *providedBy(reactor))
 
     def __getattr__(self, name: str) -> Any:
