@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from twisted.internet import defer
@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from tcpext._audit import AuditLog
 from tcpext._console import BadRequest, Conflict, IConsole, NotFound, Unavailable
-from tcpext._ledger import GrantNotSaved
+from tcpext._ledger import GrantLedger, GrantNotSaved
 from tcpext._metrics import ConsoleMetrics, ExtensionSample, kernelByteCounts
 from tcpext._requests import AdminPrompt, RememberingPrompt, UnknownRequest
 from tcpext.permissions import parsePermission
@@ -146,16 +146,34 @@ class _InProcessView:
 
     isolation = "none"
 
-    def __init__(self, child: Any, operatorGrants: list[str], store: Any) -> None:
+    def __init__(
+        self,
+        child: Any,
+        operatorGrants: list[str],
+        store: Any,
+        ledgers: Mapping[str, GrantLedger],
+    ) -> None:
         """
         @param child: Its L{ExtensionService}.
         @param operatorGrants: The C{--grant}s in effect for it.
         @param store: The service's grant store.
+        @param ledgers: The service's ledgers of the extensions it runs in
+            its process, by id (the one of this extension is made when it
+            starts).
         """
         self.child = child
         self.manifest = child.manifest
         self._operator = list(operatorGrants)
         self._store = store
+        self._ledgers = ledgers
+
+    def _ledger(self) -> GrantLedger | None:
+        """
+        The extension's ledger while it runs, else L{None}.
+        """
+        if self.child.browser is None:
+            return None
+        return self._ledgers.get(self.manifest.id)
 
     @property
     def state(self) -> str:
@@ -173,10 +191,9 @@ class _InProcessView:
         """
         The grants in effect, by source.
         """
-        browser = self.child.browser
-        if browser is not None:
-            result: dict[str, list[str]] = browser._ledger.grantsBySource()
-            return result
+        ledger = self._ledger()
+        if ledger is not None:
+            return ledger.grantsBySource()
         stored = sorted(self._store.load(self.manifest.id))
         return {
             "manifest": sorted(str(p) for p in self.manifest.permissions),
@@ -189,9 +206,9 @@ class _InProcessView:
         Grant an optional permission as a stored grant: saved first, then
         in effect.
         """
-        browser = self.child.browser
-        if browser is not None:
-            browser._ledger.grant(permission)
+        ledger = self._ledger()
+        if ledger is not None:
+            ledger.grant(permission)
             return defer.succeed(None)
         current = self.grantsBySource()["stored"]
         if permission not in current:
@@ -202,11 +219,11 @@ class _InProcessView:
         """
         Take a stored or operator grant away (the store first).
         """
-        browser = self.child.browser
+        ledger = self._ledger()
         if permission in self._operator:
             self._operator.remove(permission)
-        if browser is not None:
-            browser._ledger.revoke(permission)
+        if ledger is not None:
+            ledger.revoke(permission)
             return defer.succeed(None)
         stored = self.grantsBySource()["stored"]
         if permission in stored:
@@ -338,7 +355,10 @@ def extensionView(service: Any, child: Any) -> Any:
 
     if isinstance(child, ExtensionService):
         return _InProcessView(
-            child, service._grantsFor(child.manifest), service.grantStore
+            child,
+            service._grantsFor(child.manifest),
+            service.grantStore,
+            service.ledgers,
         )
     return _IsolatedView(child, service.extensions[child.extensionId])
 

@@ -15,7 +15,7 @@ import os
 import platform
 import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -28,6 +28,7 @@ from twisted.python import usage
 
 from tcpext import __version__
 from tcpext._childoutput import DEFAULT_LOG_RATE
+from tcpext._ledger import GrantLedger
 from tcpext._prompt import openControllingTerminal
 from tcpext._statefolder import StateFolder, StateFolderError
 from tcpext.extension import (
@@ -404,6 +405,10 @@ class TCPExtService(MultiService):
     @ivar extensions: The L{Manifest}s loaded, by extension id.
     @ivar errors: The L{ExtensionError}s met while loading.
     @ivar grantStore: The persistent grant store.
+    @ivar ledgers: The L{GrantLedger} of each extension run in this process,
+        by extension id (made each time the extension starts): the operator
+        console grants and revokes through it.  An isolated extension's is
+        its L{IsolatedExtension}'s C{ledger}.
     """
 
     log = Logger(namespace="tcpext.service")
@@ -478,6 +483,7 @@ class TCPExtService(MultiService):
         self.extensions: dict[str, Manifest] = {}
         self.errors: list[ExtensionError] = []
         self.grantStore: Any = None
+        self.ledgers: dict[str, GrantLedger] = {}
         self.prompt: Any = None
         if prompt == "admin" and admin is None:
             raise ValueError("prompt 'admin' needs the console (an admin endpoint)")
@@ -610,8 +616,6 @@ class TCPExtService(MultiService):
         """
         The service that runs one extension.
         """
-        from tcpext.browser import makeBrowser
-
         reactor = self._getReactor()
         if self.isolation != "none":
             from tcpext._supervisor import IsolatedExtension
@@ -635,14 +639,43 @@ class TCPExtService(MultiService):
             )
         return ExtensionService(
             manifest,
-            partial(
-                makeBrowser,
-                reactor=reactor,
-                grantStore=self.grantStore,
-                prompt=self.prompt,
-                operatorGrants=operatorGrants,
-                decisionObservers=[self._decided],
-            ),
+            partial(self._makeBrowser, reactor=reactor, operatorGrants=operatorGrants),
+        )
+
+    def _makeBrowser(
+        self,
+        *,
+        extensionId: str,
+        manifest: Mapping[str, Any],
+        log: Logger,
+        reactor: Any,
+        operatorGrants: list[str],
+    ) -> Any:
+        """
+        The C{browser} of an extension run in this process, each time it
+        starts: its grants are a new L{GrantLedger} (from the manifest, the
+        operator grants and the grant store) kept in L{ledgers}.
+
+        @raise ValueError: For an invalid C{tcp-*} entry in the manifest.
+        """
+        from tcpext.browser import makeBrowser
+
+        ledger = GrantLedger.fromManifest(
+            extensionId=extensionId,
+            manifest=manifest,
+            store=self.grantStore,
+            operatorGrants=operatorGrants,
+            log=log,
+        )
+        self.ledgers[extensionId] = ledger
+        return makeBrowser(
+            extensionId=extensionId,
+            manifest=manifest,
+            reactor=reactor,
+            ledger=ledger,
+            prompt=self.prompt,
+            log=log,
+            decisionObservers=[self._decided],
         )
 
     def _childRefused(
@@ -674,6 +707,7 @@ class TCPExtService(MultiService):
             self.removeService(child)
         self.extensions = {}
         self.errors = []
+        self.ledgers = {}
         self._holdStateFolder()
         self.grantStore = JSONGrantStore(self.stateDirectory)
         if self.isolation != "none" and self.useTemplate and self.zygote is None:

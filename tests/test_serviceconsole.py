@@ -100,6 +100,26 @@ class ServiceConsoleTests(SynchronousTestCase):
             self.assertRaises(BadRequest, self.console.grant, "ext", bad)
         self.assertRaises(NotFound, self.console.grant, "nope", OPTIONAL)
 
+    def test_ledger(self) -> None:
+        """
+        The service keeps the ledger of an extension it runs in its process:
+        the browser decides over that ledger's grants, and the console grants
+        and revokes through it.  Once the extension stopped, the console
+        reads and changes the grant store.
+        """
+        ledger = self.service.ledgers["ext"]
+        [child] = list(self.service)
+        self.assertEqual(set(child.browser.grants), set(ledger.grants))
+        self.successResultOf(self.console.grant("ext", OPTIONAL))
+        self.assertEqual(ledger.grantsBySource()["stored"], [OPTIONAL])
+        self.assertTrue(child.browser.grants.allowsConnect("127.0.0.1", 2000))
+        self.successResultOf(self.console.revoke("ext", OPTIONAL))
+        self.assertFalse(child.browser.grants.allowsConnect("127.0.0.1", 2000))
+        self.successResultOf(child.stopService())
+        self.successResultOf(self.console.grant("ext", OPTIONAL))
+        self.assertEqual(ledger.grantsBySource()["stored"], [])
+        self.assertEqual(self.console.grants("ext")["stored"], [OPTIONAL])
+
     def test_grantNotSaved(self) -> None:
         """
         When the grant store cannot save, nothing is granted and the console
