@@ -214,8 +214,18 @@ class ZygoteTests(TestCase):
     def spawn(self, *args: str, python: str | None = None) -> tuple[Any, _Recorder]:
         """
         Spawn C{python -m tcpext.sandbox ARGS} through the zygote, with two
-        fresh channels whose host ends are closed at once (so the child
-        ends as soon as it has started).
+        fresh channels (their host ends are closed after the test).
+        """
+        transport, recorder, ampHost = self.spawnOpen(*args, python=python)
+        return transport, recorder
+
+    def spawnOpen(
+        self, *args: str, python: str | None = None
+    ) -> tuple[Any, _Recorder, socket.socket]:
+        """
+        Spawn C{python -m tcpext.sandbox ARGS} through the zygote and keep
+        the host's end of its AMP channel open (the process waits for the
+        host's answer to its hello); return that end too.
         """
         python = python or sys.executable
         recorder = _Recorder()
@@ -241,7 +251,7 @@ class ZygoteTests(TestCase):
                 s.close()
         self.addCleanup(ampHost.close)
         self.addCleanup(syncHost.close)
-        return transport, recorder
+        return transport, recorder, ampHost
 
     async def test_forkAndEnd(self) -> None:
         """
@@ -269,38 +279,6 @@ class ZygoteTests(TestCase):
         self.assertIn(b"unknown resource limit", recorder.output[2])
         self.assertEqual(sorted(recorder.lost), [1, 2])
         self.assertEqual(self.zygote.forked, 2)
-
-    def spawnOpen(self) -> tuple[Any, _Recorder, socket.socket]:
-        """
-        Spawn a sandbox process through the zygote and keep the host's end
-        of its AMP channel open (it waits for the host's answer to its
-        hello); return that end too.
-        """
-        python = sys.executable
-        recorder = _Recorder()
-        ampHost, ampChild = socket.socketpair()
-        syncHost, syncChild = socket.socketpair()
-        try:
-            transport = self.zygote.spawnProcess(
-                recorder,
-                python,
-                [python, "-m", "tcpext.sandbox"],
-                env=_childEnvironment(),
-                path=os.getcwd(),
-                childFDs={
-                    0: "w",
-                    1: "r",
-                    2: "r",
-                    3: ampChild.fileno(),
-                    4: syncChild.fileno(),
-                },
-            )
-        finally:
-            for s in (ampChild, syncChild):
-                s.close()
-        self.addCleanup(ampHost.close)
-        self.addCleanup(syncHost.close)
-        return transport, recorder, ampHost
 
     async def test_signal(self) -> None:
         """
