@@ -62,6 +62,33 @@ def startBrowser(case: SynchronousTestCase) -> Any:
     return driver
 
 
+def startConsole(
+    case: SynchronousTestCase, tokenText: str
+) -> tuple[ConsoleService, int]:
+    """
+    Run C{twistd tcpext} with its console on a TCP port of loopback, the
+    token read from a file that holds C{tokenText}; wait for the console.
+
+    @return: The service and the console's port.
+    """
+    tokenFile = os.path.join(shortFolder(case), "token")
+    with open(tokenFile, "w") as f:
+        f.write(tokenText)
+    service = ConsoleService(
+        case,
+        None,
+        admin="tcp:0:interface=127.0.0.1",
+        extra=["--admin-token-file", tokenFile],
+    )
+    service.waitForConsole()
+    [line] = [
+        line
+        for line in service.twistd.log().splitlines()
+        if "tcpext: operator console on" in line
+    ]
+    return service, int(line.rsplit(":", 1)[1])
+
+
 class ConsolePageTests(SynchronousTestCase):
     """
     The page at C{/}, over a TCP console with a token.
@@ -77,25 +104,8 @@ class ConsolePageTests(SynchronousTestCase):
         from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
 
-        folder = shortFolder(self)
-        tokenFile = os.path.join(folder, "token")
-        with open(tokenFile, "w") as f:
-            f.write(TOKEN + "\n")
-        service = ConsoleService(
-            self,
-            None,
-            admin="tcp:0:interface=127.0.0.1",
-            extra=["--admin-token-file", tokenFile],
-        )
+        service, port = startConsole(self, TOKEN + "\n")
         twistd = service.twistd
-        service.waitForConsole()
-        [line] = [
-            line
-            for line in twistd.log().splitlines()
-            if "tcpext: operator console on" in line
-        ]
-        port = int(line.rsplit(":", 1)[1])
-
         driver = startBrowser(self)
         driver.get(f"http://127.0.0.1:{port}/#token={TOKEN}")
         self.assertNotIn(TOKEN, driver.current_url)
@@ -167,24 +177,8 @@ class ConsolePageTests(SynchronousTestCase):
         """
         from selenium.webdriver.common.by import By
 
-        folder = shortFolder(self)
-        tokenFile = os.path.join(folder, "token")
-        with open(tokenFile, "w") as f:
-            f.write(TOKEN)
-        service = ConsoleService(
-            self,
-            None,
-            admin="tcp:0:interface=127.0.0.1",
-            extra=["--admin-token-file", tokenFile],
-        )
+        service, port = startConsole(self, TOKEN)
         twistd = service.twistd
-        service.waitForConsole()
-        [line] = [
-            line
-            for line in twistd.log().splitlines()
-            if "tcpext: operator console on" in line
-        ]
-        port = int(line.rsplit(":", 1)[1])
         driver = startBrowser(self)
         driver.get(f"http://127.0.0.1:{port}/")
         login = waitUntil(
