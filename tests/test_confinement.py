@@ -27,13 +27,10 @@ from tcpext._isolation import (
     missingConfinement,
 )
 from tests._folders import shortFolder
-from tests.test_examples import STARTUP_TIMEOUT, Twistd, freePort
+from tests.test_examples import STARTUP_TIMEOUT, Twistd, freePort, readLine
 from tests.test_isolation import _NO_CONFINEMENT
 
-_PRELUDE = """
-import ctypes, errno, os, socket, sys
-from tcpext import _isolation, _landlock, _seccomp
-
+_SYSCALLS = """
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 
@@ -54,11 +51,27 @@ def raw(result):
 
 class sockaddr(ctypes.Structure):
     _fields_ = [("family", ctypes.c_ushort), ("data", ctypes.c_char * 14)]
+"""
+"""
+What the code of every child of these tests may use: C{libc} (its
+C{syscall} returning a C{long}), C{outcome(function, *args)} and
+C{raw(result)} (C{"ok"} or the errno's name), and C{sockaddr} (an empty
+one is C{AF_UNSPEC}).  It needs C{ctypes} and C{errno} imported, and has no
+braces (it is part of a C{str.format} template too).
+"""
 
+_PRELUDE = (
+    """
+import ctypes, errno, os, socket, sys
+from tcpext import _isolation, _landlock, _seccomp
+"""
+    + _SYSCALLS
+    + """
 
 def disconnect(fd):
     return raw(libc.connect(fd, ctypes.byref(sockaddr(0)), ctypes.sizeof(sockaddr)))
 """
+)
 
 
 def _runChild(
@@ -652,40 +665,23 @@ class ProbeReportTests(SynchronousTestCase):
 
 # Attacks against a real twistd tcpext --isolation process.
 
-_ATTACK_PRELUDE = """
+_ATTACK_PRELUDE = (
+    """
 import ctypes, errno, json, os, signal, socket
 from twisted.internet import protocol, task
 from twisted.internet.defer import Deferred
 
 REPORT = {report}
 NAME = {name!r}
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
-
+"""
+    + _SYSCALLS
+    + """
 
 async def report(browser, results):
     sock = await browser.TCPSocket.connect(host="127.0.0.1", port=REPORT)
     await sock.opened
     await sock.write((NAME + " " + json.dumps(results) + "\\n").encode())
     await sock.close()
-
-
-def outcome(function, *args):
-    try:
-        function(*args)
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno))
-    return "ok"
-
-
-def raw(result):
-    if result >= 0:
-        return "ok"
-    return errno.errorcode.get(ctypes.get_errno(), "?")
-
-
-class sockaddr(ctypes.Structure):
-    _fields_ = [("family", ctypes.c_ushort), ("data", ctypes.c_char * 14)]
 
 
 def reaim(fd, other):
@@ -702,6 +698,7 @@ def reaim(fd, other):
     os.close(copy)
     return results
 """
+)
 
 _DIALER = """
 class Keep(protocol.Protocol):
@@ -826,12 +823,7 @@ class _Reports:
             conn, _ = self.server.accept()
             with conn:
                 conn.settimeout(10)
-                data = b""
-                while not data.endswith(b"\n") and len(data) < 65536:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = readLine(conn)
             name, _, text = data.decode().strip().partition(" ")
             self.received[name] = json.loads(text)
         return self.received

@@ -15,7 +15,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_examples import STARTUP_TIMEOUT, Twistd
+from tests.test_examples import STARTUP_TIMEOUT, Twistd, readLine
 from tests.test_isolation import _NO_CONFINEMENT
 
 _PRELUDE = """
@@ -195,13 +195,7 @@ class HostBoundsAttackTests(SynchronousTestCase):
         folder = self.extension("denied", _DENIED, target=target)
         twistd = Twistd(self, ["--extension", folder], isolation="process")
         conn = self.accept(twistd, "the denied extension's report")
-        data = b""
-        while not data.endswith(b"\n") and len(data) < 4096:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        tries = json.loads(data)["tries"]
+        tries = json.loads(readLine(conn))["tries"]
         self.assertGreater(tries, 2000, "the extension did not hammer the host")
         twistd.waitFor(
             lambda: "more denials suppressed" in twistd.log(),
