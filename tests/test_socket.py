@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from twisted.internet import reactor as globalReactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import (
     ConnectionDone,
     ConnectionLost,
@@ -41,10 +41,9 @@ from tcpext._errors import IncompleteReadError, LimitOverrunError, SocketClosed
 from tcpext._socket import DEFAULT_HIGH_WATER, ReadyState, TCPClientSocket
 from tcpext.endpoints import (
     ClientSocketFactory,
-    connectSocket,
-    listenSocket,
     startSocket,
 )
+from tests._loopback import loopbackPair
 
 PEER = IPv4Address("TCP", "192.0.2.7", 4321)
 HOST = IPv4Address("TCP", "10.0.0.1", 55555)
@@ -1800,19 +1799,7 @@ class LoopbackTests(TestCase):
         A connected client socket and the server's accepted socket; both
         aborted at cleanup.
         """
-        server = await listenSocket(
-            TCP4ServerEndpoint(globalReactor, 0, interface="127.0.0.1")
-        )
-        self.addCleanup(server.close)
-        assert server.localPort is not None
-        client = await connectSocket(
-            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
-        )
-        self.addCleanup(client.closeImmediately)
-        accepted = await server.accept()
-        assert accepted is not None
-        self.addCleanup(accepted.closeImmediately)
-        return client, accepted
+        return await loopbackPair(self)
 
     async def spin(self, rounds: int = 10) -> None:
         """

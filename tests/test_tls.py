@@ -46,11 +46,41 @@ from tcpext.endpoints import (
     startSocket,
 )
 from tests._certs import testPKI
+from tests._loopback import loopbackPair
 from tests.test_server import assertSuspendHolds
 from tests.test_socket import connected
 
 #: What a failed handshake may surface as, depending on which side noticed.
 HANDSHAKE_ERRORS = (SSLError, VerificationError, ConnectionClosed)
+
+
+def serveEcho(
+    case: TestCase,
+    server: TCPServerSocket,
+    accepted: list[TCPClientSocket] | None = None,
+) -> None:
+    """
+    Echo on every connection of C{server} until it closes; each accepted
+    socket is added to C{accepted} (if given) and aborted after the test.
+    """
+
+    async def echo(sock: TCPClientSocket) -> None:
+        try:
+            async for chunk in sock:
+                await sock.write(chunk)
+        except Exception:
+            sock.closeImmediately()
+            return
+        await sock.close()
+
+    async def serve() -> None:
+        async for sock in server.connections:
+            if accepted is not None:
+                accepted.append(sock)
+            case.addCleanup(sock.closeImmediately)
+            ensureDeferred(echo(sock))
+
+    ensureDeferred(serve())
 
 
 class TLSTests(TestCase):
@@ -75,29 +105,8 @@ class TLSTests(TestCase):
             )
         )
         self.addCleanup(server.close)
-        self.serve(server)
+        serveEcho(self, server)
         return server
-
-    def serve(self, server: TCPServerSocket) -> None:
-        """
-        Echo on every connection of C{server} until it closes.
-        """
-
-        async def echo(sock: TCPClientSocket) -> None:
-            try:
-                async for chunk in sock:
-                    await sock.write(chunk)
-            except Exception:
-                sock.closeImmediately()
-                return
-            await sock.close()
-
-        async def loop() -> None:
-            async for sock in server.connections:
-                self.addCleanup(sock.closeImmediately)
-                ensureDeferred(echo(sock))
-
-        ensureDeferred(loop())
 
     async def plainServer(self) -> TCPServerSocket:
         """
@@ -742,23 +751,7 @@ class ALPNTests(TestCase):
         )
         self.addCleanup(server.close)
         accepted: list[TCPClientSocket] = []
-
-        async def echo(sock: TCPClientSocket) -> None:
-            try:
-                async for chunk in sock:
-                    await sock.write(chunk)
-            except Exception:
-                sock.closeImmediately()
-                return
-            await sock.close()
-
-        async def serve() -> None:
-            async for sock in server.connections:
-                accepted.append(sock)
-                self.addCleanup(sock.closeImmediately)
-                ensureDeferred(echo(sock))
-
-        ensureDeferred(serve())
+        serveEcho(self, server, accepted)
         return server, accepted
 
     async def offer(
@@ -854,18 +847,7 @@ class ALPNTests(TestCase):
         An accepted socket's STARTTLS answers a client's ALPN offer too.
         """
         pki = testPKI()
-        server = await listenSocket(
-            TCP4ServerEndpoint(globalReactor, 0, interface="127.0.0.1")
-        )
-        self.addCleanup(server.close)
-        assert server.localPort is not None
-        client = await connectSocket(
-            TCP4ClientEndpoint(globalReactor, "127.0.0.1", server.localPort)
-        )
-        self.addCleanup(client.closeImmediately)
-        accepted = await server.accept()
-        assert accepted is not None
-        self.addCleanup(accepted.closeImmediately)
+        client, accepted = await loopbackPair(self)
         options = optionsForClientTLS(
             "localhost",
             trustRoot=trustRootFromCertificates([pki.caCertificate()]),
