@@ -310,6 +310,21 @@ def _denials(events: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _refusedConnect(stub: StubBrowser, host: str, port: int) -> Failure:
+    """
+    Connect to C{host:port} through C{stub}'s C{browser.reactor}; the
+    connection must fail with L{PermissionDenied}: that failure.
+    """
+    failed: list[Failure] = []
+    factory = ClientFactory()
+    factory.clientConnectionFailed = lambda c, f: failed.append(f)  # type: ignore[method-assign]
+    stub.browser.reactor.connectTCP(host, port, factory)
+    stub.advance(0)
+    [failure] = failed
+    failure.trap(PermissionDenied)
+    return failure
+
+
 class NamespaceTests(SynchronousTestCase):
     """
     The shape of the C{browser} namespace.
@@ -1174,12 +1189,7 @@ class ReactorThroughBrowserTests(SynchronousTestCase):
         """
         events, log = _events()
         stub = StubBrowser(permissions=["tcp-connect:example.com:80"], log=log)
-        failed: list[Failure] = []
-        factory = ClientFactory()
-        factory.clientConnectionFailed = lambda c, f: failed.append(f)  # type: ignore[method-assign]
-        stub.browser.reactor.connectTCP("10.0.0.1", 22, factory)
-        stub.advance(0)
-        failed[0].trap(PermissionDenied)
+        _refusedConnect(stub, "10.0.0.1", 22)
         denials = _denials(events)
         self.assertEqual(len(denials), 1)
         self.assertIn("10.0.0.1:22", denials[0])
@@ -1193,13 +1203,8 @@ class ReactorThroughBrowserTests(SynchronousTestCase):
             permissions=["tcp-connect:93.184.216.34:80", "tcp-listen:7000"]
         )
         self.successResultOf(stub.browser.close())
-        failed: list[Failure] = []
-        factory = ClientFactory()
-        factory.clientConnectionFailed = lambda c, f: failed.append(f)  # type: ignore[method-assign]
-        stub.browser.reactor.connectTCP("93.184.216.34", 80, factory)
-        stub.advance(0)
-        failed[0].trap(PermissionDenied)
-        self.assertIn("closed", str(failed[0].value))
+        refused = _refusedConnect(stub, "93.184.216.34", 80)
+        self.assertIn("closed", str(refused.value))
         self.assertRaises(
             PermissionDenied, stub.browser.reactor.listenTCP, 7000, object()
         )

@@ -20,6 +20,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests._extensions import writeExtension
 from tests._folders import shortFolder
 from tests.test_examples import REPO, Twistd, copyExample
 from tests.test_isolation import _NO_CONFINEMENT
@@ -543,24 +544,12 @@ class ReactorSocketsTests(SynchronousTestCase):
         port = freePort()
         folder = shortFolder(self)
         state = os.path.join(folder, "state")
-        extension = os.path.join(folder, "raw")
-        os.makedirs(extension)
-        with open(os.path.join(extension, "manifest.json"), "w") as f:
-            json.dump(
-                {
-                    "manifest_version": 2,
-                    "name": "raw",
-                    "version": "1.0",
-                    "permissions": [
-                        f"tcp-listen:127.0.0.1:{port}",
-                        f"tcp-connect:127.0.0.1:{port}",
-                    ],
-                    "background": {"scripts": ["background.py"]},
-                },
-                f,
-            )
-        with open(os.path.join(extension, "background.py"), "w") as f:
-            f.write(RAW_EXTENSION.replace("PORT", str(port)))
+        extension = writeExtension(
+            folder,
+            "raw",
+            [f"tcp-listen:127.0.0.1:{port}", f"tcp-connect:127.0.0.1:{port}"],
+            RAW_EXTENSION.replace("PORT", str(port)),
+        )
         twistd = Twistd(
             self,
             [
@@ -625,21 +614,12 @@ class ChildRefusalTests(SynchronousTestCase):
         """
         folder = shortFolder(self)
         state = os.path.join(folder, "state")
-        extension = os.path.join(folder, "refused")
-        os.makedirs(extension)
-        with open(os.path.join(extension, "manifest.json"), "w") as f:
-            json.dump(
-                {
-                    "manifest_version": 2,
-                    "name": "refused",
-                    "version": "1.0",
-                    "permissions": ["tcp-connect:127.0.0.1:1"],
-                    "background": {"scripts": ["background.py"]},
-                },
-                f,
-            )
-        with open(os.path.join(extension, "background.py"), "w") as f:
-            f.write(REFUSED_EXTENSION.replace("PORT", "2"))
+        extension = writeExtension(
+            folder,
+            "refused",
+            ["tcp-connect:127.0.0.1:1"],
+            REFUSED_EXTENSION.replace("PORT", "2"),
+        )
         auditPath = os.path.join(folder, "audit.jsonl")
         twistd = Twistd(
             self,

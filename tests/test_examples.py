@@ -14,7 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet import protocol, task
@@ -393,6 +394,25 @@ def assertEchoes(
         case.assertEqual(readLine(echo), line)
 
 
+@contextmanager
+def echoServerOnTakenPort(case: SynchronousTestCase) -> Iterator[tuple[Twistd, int]]:
+    """
+    Hold a port of 127.0.0.1 and start C{twistd tcpext} with the echo-server
+    example on it (its C{main} fails: the port is taken); the port is held
+    until the block ends.
+
+    @return: A context manager giving the twistd and the port.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        examples, ports = copyExamples(case, ["echo-server"])
+        relocate(os.path.join(examples, "echo-server"), {ports[7001]: port})
+        twistd = Twistd(case, ["--extension", os.path.join(examples, "echo-server")])
+        yield twistd, port
+
+
 def copyExample(case: SynchronousTestCase, name: str, **config: Any) -> str:
     """
     Copy the example C{name} into a scratch folder, moved to free ports (see
@@ -606,15 +626,7 @@ class TwistdHelperTests(SynchronousTestCase):
         stops as soon as the log says so, with that line and the log, instead
         of waiting out the timeout.
         """
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen(1)
-            port = taken.getsockname()[1]
-            examples, ports = copyExamples(self, ["echo-server"])
-            relocate(os.path.join(examples, "echo-server"), {ports[7001]: port})
-            twistd = Twistd(
-                self, ["--extension", os.path.join(examples, "echo-server")]
-            )
+        with echoServerOnTakenPort(self) as (twistd, port):
             error = self.assertRaises(
                 AssertionError, assertEchoes, self, twistd, port, b"never\n"
             )
@@ -669,15 +681,7 @@ class StartupErrorTests(SynchronousTestCase):
         extension, the port and the reason; it is never logged as started,
         and no traceback is logged.
         """
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen(1)
-            port = taken.getsockname()[1]
-            examples, ports = copyExamples(self, ["echo-server"])
-            relocate(os.path.join(examples, "echo-server"), {ports[7001]: port})
-            twistd = Twistd(
-                self, ["--extension", os.path.join(examples, "echo-server")]
-            )
+        with echoServerOnTakenPort(self) as (twistd, port):
             twistd.waitFor(twistd.logged("main(browser) failed"), "the failure")
         self.assertEqual(twistd.terminate(), 0)
         log = twistd.log()
