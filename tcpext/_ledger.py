@@ -308,6 +308,40 @@ class GrantLedger:
             log=log,
         )
 
+    @classmethod
+    def keptOrBuilt(
+        cls,
+        ledger: GrantLedger | None,
+        *,
+        extensionId: str,
+        manifest: Mapping[str, Any],
+        store: Any = None,
+        operatorGrants: Iterable[str] = (),
+        log: Logger | None = None,
+    ) -> GrantLedger:
+        """
+        The ledger an extension's grants live in: C{ledger} when its host
+        keeps one (the store and the operator grants are then the
+        ledger's, and may not be given too), else one built by
+        L{fromManifest}.
+
+        @raise TypeError: C{ledger} given with C{store} or C{operatorGrants}.
+        @raise ValueError: As L{fromManifest}.
+        """
+        if ledger is None:
+            return cls.fromManifest(
+                extensionId=extensionId,
+                manifest=manifest,
+                store=store,
+                operatorGrants=operatorGrants,
+                log=log,
+            )
+        if store is not None or tuple(operatorGrants):
+            raise TypeError(
+                "give either a ledger or its grant store and operator grants, not both"
+            )
+        return ledger
+
     def __repr__(self) -> str:
         """
         Name the extension and list the grants by source.

@@ -34,7 +34,6 @@ from tcpext._ledger import (
     GrantChange,
     GrantLedger,
     GrantNotSaved,
-    MemoryGrantStore,
     NotGranted,
 )
 from tcpext._limits import RateLimitedLog, TokenBucket
@@ -830,19 +829,14 @@ class IsolatedExtension(Service):
             list(manifest.get("optional_permissions", []))
         )
         self._ignored = [*ignored, *ignoredOptional]
-        if ledger is None:
-            ledger = GrantLedger.fromManifest(
-                extensionId=extensionId,
-                manifest=manifest,
-                store=grantStore if grantStore is not None else MemoryGrantStore(),
-                operatorGrants=operatorGrants,
-                log=self.log,
-            )
-        elif grantStore is not None or tuple(operatorGrants):
-            raise TypeError(
-                "give either a ledger or its grant store and operator grants, not both"
-            )
-        self.ledger = ledger
+        self.ledger = ledger = GrantLedger.keptOrBuilt(
+            ledger,
+            extensionId=extensionId,
+            manifest=manifest,
+            store=grantStore,
+            operatorGrants=operatorGrants,
+            log=self.log,
+        )
         self._childRefusals = childRefusals
         self.grants = ledger.grants
         self._pushes: list[Deferred[None]] = []

@@ -1109,23 +1109,18 @@ def makeBrowser(
     """
     if log is None:
         log = Logger(namespace=f"tcpext.extension.{extensionId}")
-    if ledger is None:
-        ledger = GrantLedger.fromManifest(
-            extensionId=extensionId,
-            manifest=manifest,
-            store=grantStore if grantStore is not None else MemoryGrantStore(),
-            operatorGrants=operatorGrants,
-            log=log,
-        )
-    elif grantStore is not None or tuple(operatorGrants):
-        raise TypeError(
-            "give either a ledger or its grant store and operator grants, not both"
-        )
     return Browser(
         extensionId=extensionId,
         manifest=manifest,
         reactor=reactor,
-        ledger=ledger,
+        ledger=GrantLedger.keptOrBuilt(
+            ledger,
+            extensionId=extensionId,
+            manifest=manifest,
+            store=grantStore,
+            operatorGrants=operatorGrants,
+            log=log,
+        ),
         prompt=prompt,
         log=log,
         allowThreads=allowThreads,

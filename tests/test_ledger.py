@@ -108,6 +108,46 @@ class LedgerTests(SynchronousTestCase):
         )
         self.assertIn("tcp-connect:*:*", str(error))
 
+    def test_keptOrBuilt(self) -> None:
+        """
+        A ledger the host keeps is used as it is; without one, a ledger is
+        built from the manifest, the store and the operator grants; a
+        ledger given with a store or operator grants is a L{TypeError}.
+        """
+        kept = self.ledger()
+        self.assertIs(
+            GrantLedger.keptOrBuilt(kept, extensionId="ext", manifest=MANIFEST), kept
+        )
+        store = MemoryGrantStore({"ext": ["tcp-listen:8000"]})
+        built = GrantLedger.keptOrBuilt(
+            None,
+            extensionId="ext",
+            manifest=MANIFEST,
+            store=store,
+            operatorGrants=["tcp-connect:example.com:80"],
+        )
+        self.assertEqual(
+            built.grantsBySource(),
+            {
+                "manifest": ["tcp-listen:7000"],
+                "operator": ["tcp-connect:example.com:80"],
+                "stored": ["tcp-listen:8000"],
+            },
+        )
+        for extra in [
+            {"store": store},
+            {"operatorGrants": iter(["tcp-connect:example.com:80"])},
+        ]:
+            error = self.assertRaises(
+                TypeError,
+                GrantLedger.keptOrBuilt,
+                kept,
+                extensionId="ext",
+                manifest=MANIFEST,
+                **extra,
+            )
+            self.assertIn("not both", str(error))
+
     def test_requestSavesFirst(self) -> None:
         """
         A request saves to the store, then grants, then tells the observers;
