@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,6 +27,7 @@ from tcpext._isolation import (
     checkConfinement,
     missingConfinement,
 )
+from tests._extensions import writeExtension
 from tests._folders import shortFolder
 from tests.test_examples import STARTUP_TIMEOUT, Twistd, freePort, readLine
 from tests.test_isolation import _NO_CONFINEMENT
@@ -845,31 +847,20 @@ class AttackTests(SynchronousTestCase):
         name: str,
         script: str,
         permissions: list[str],
-        optional: list[str] = (),  # type: ignore[assignment]
+        optional: Sequence[str] = (),
         **values: Any,
     ) -> str:
         """
         Write the extension C{name} into C{base}; return its folder.
         """
-        folder = os.path.join(base, name)
-        os.makedirs(folder)
-        manifest = {
-            "manifest_version": 2,
-            "name": name,
-            "version": "1.0",
-            "permissions": [
-                f"tcp-connect:127.0.0.1:{self.reports.port}",
-                *permissions,
-            ],
-            "optional_permissions": list(optional),
-            "background": {"scripts": ["background.py"]},
-        }
-        with open(os.path.join(folder, "manifest.json"), "w") as f:
-            json.dump(manifest, f)
         prelude = _ATTACK_PRELUDE.format(report=self.reports.port, name=name)
-        with open(os.path.join(folder, "background.py"), "w") as f:
-            f.write(prelude + script.format(**values))
-        return folder
+        return writeExtension(
+            base,
+            name,
+            [f"tcp-connect:127.0.0.1:{self.reports.port}", *permissions],
+            prelude + script.format(**values),
+            optional=optional,
+        )
 
     def test_attacks(self) -> None:
         """

@@ -15,6 +15,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests._extensions import writeExtension
 from tests.test_examples import STARTUP_TIMEOUT, Twistd, readLine
 from tests.test_isolation import _NO_CONFINEMENT
 
@@ -111,21 +112,12 @@ class HostBoundsAttackTests(SynchronousTestCase):
         """
         Write an extension that may connect to the test's report server.
         """
-        base = os.path.abspath(self.mktemp())
-        folder = os.path.join(base, name)
-        os.makedirs(folder)
-        manifest = {
-            "manifest_version": 2,
-            "name": name,
-            "version": "1.0",
-            "permissions": [f"tcp-connect:127.0.0.1:{self.report}"],
-            "background": {"scripts": ["background.py"]},
-        }
-        with open(os.path.join(folder, "manifest.json"), "w") as f:
-            json.dump(manifest, f)
-        with open(os.path.join(folder, "background.py"), "w") as f:
-            f.write(_PRELUDE.format(report=self.report) + script.format(**values))
-        return folder
+        return writeExtension(
+            os.path.abspath(self.mktemp()),
+            name,
+            [f"tcp-connect:127.0.0.1:{self.report}"],
+            _PRELUDE.format(report=self.report) + script.format(**values),
+        )
 
     def accept(self, twistd: Twistd, what: str) -> socket.socket:
         """
