@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 
 
-def writeExtension(
+def extensionWithScript(
     parent: str,
     name: str,
     permissions: Sequence[str],

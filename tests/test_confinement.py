@@ -27,7 +27,7 @@ from tcpext._isolation import (
     checkConfinement,
     missingConfinement,
 )
-from tests._extensions import writeExtension
+from tests._extensions import extensionWithScript
 from tests._folders import shortFolder
 from tests.test_examples import STARTUP_TIMEOUT, Twistd, freePort, readLine
 from tests.test_isolation import _NO_CONFINEMENT
@@ -854,7 +854,7 @@ class AttackTests(SynchronousTestCase):
         Write the extension C{name} into C{base}; return its folder.
         """
         prelude = _ATTACK_PRELUDE.format(report=self.reports.port, name=name)
-        return writeExtension(
+        return extensionWithScript(
             base,
             name,
             [f"tcp-connect:127.0.0.1:{self.reports.port}", *permissions],

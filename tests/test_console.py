@@ -20,9 +20,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests._extensions import writeExtension
+from tests._extensions import extensionWithScript
 from tests._folders import shortFolder
-from tests.test_examples import REPO, Twistd, copyExample
+from tests.test_examples import REPO, Twistd, copyExample, twistdCommand
 from tests.test_isolation import _NO_CONFINEMENT
 
 PERMISSION = "tcp-connect:127.0.0.1:1024-65535"
@@ -544,7 +544,7 @@ class ReactorSocketsTests(SynchronousTestCase):
         port = freePort()
         folder = shortFolder(self)
         state = os.path.join(folder, "state")
-        extension = writeExtension(
+        extension = extensionWithScript(
             folder,
             "raw",
             [f"tcp-listen:127.0.0.1:{port}", f"tcp-connect:127.0.0.1:{port}"],
@@ -614,7 +614,7 @@ class ChildRefusalTests(SynchronousTestCase):
         """
         folder = shortFolder(self)
         state = os.path.join(folder, "state")
-        extension = writeExtension(
+        extension = extensionWithScript(
             folder,
             "refused",
             ["tcp-connect:127.0.0.1:1"],
@@ -673,21 +673,13 @@ class ConsoleStartupTests(SynchronousTestCase):
         folder = shortFolder(self)
         extension = copyExample(self, "on-demand")
         result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "--logfile",
+            twistdCommand(
                 os.path.join(folder, "log"),
-                "tcpext",
-                "--state",
                 os.path.join(folder, "state"),
                 "--extension",
                 extension,
                 *args,
-            ],
+            ),
             capture_output=True,
             text=True,
             timeout=TIMEOUT,

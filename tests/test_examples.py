@@ -35,6 +35,27 @@ discovery and imports on a busy 2-core machine take a few).
 POLL = 0.05
 
 
+def twistdCommand(logPath: str, state: str, *args: str) -> list[str]:
+    """
+    The command line of C{twistd -n tcpext --state STATE ARGS} run by this
+    Python, logging to C{logPath} (C{-}: standard output), without a pid
+    file.
+    """
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        "--logfile",
+        logPath,
+        "tcpext",
+        "--state",
+        state,
+        *args,
+    ]
+
+
 class Twistd:
     """
     A C{twistd -n tcpext} subprocess, its log file and its state folder.
@@ -86,19 +107,7 @@ class Twistd:
         self.outputPath = os.path.join(base, "output")
         with open(self.outputPath, "wb") as output:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    "from twisted.scripts.twistd import run; run()",
-                    "-n",
-                    "--pidfile=",
-                    "--logfile",
-                    self.logPath,
-                    "tcpext",
-                    "--state",
-                    self.statePath,
-                    *args,
-                ],
+                twistdCommand(self.logPath, self.statePath, *args),
                 cwd=cwd if cwd is not None else base,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests._extensions import writeExtension
+from tests._extensions import extensionWithScript
 from tests.test_examples import STARTUP_TIMEOUT, Twistd, readLine
 from tests.test_isolation import _NO_CONFINEMENT
 
@@ -112,7 +112,7 @@ class HostBoundsAttackTests(SynchronousTestCase):
         """
         Write an extension that may connect to the test's report server.
         """
-        return writeExtension(
+        return extensionWithScript(
             os.path.abspath(self.mktemp()),
             name,
             [f"tcp-connect:127.0.0.1:{self.report}"],

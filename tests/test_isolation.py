@@ -28,6 +28,7 @@ from tcpext._isolation import (
 )
 from tcpext._supervisor import IsolatedExtension, RestartPolicy
 from tcpext._wire import EXIT_NO_NAMESPACE, Revoke
+from tests.test_examples import twistdCommand
 
 
 def _namespaceWorks() -> str | None:
@@ -1201,25 +1202,18 @@ async def main(browser):
         process = reactor.spawnProcess(  # type: ignore[attr-defined]
             protocol,
             sys.executable,
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "--logfile=-",
-                "tcpext",
+            twistdCommand(
+                "-",
+                os.path.join(base, "state"),
                 "--extension",
                 path,
-                "--state",
-                os.path.join(base, "state"),
                 "--isolation",
                 "process",
                 # No console: its default socket in this deep scratch
                 # folder would pass the UNIX socket path limit.
                 "--admin",
                 "none",
-            ],
+            ),
             env=env,
             path=base,
         )

@@ -28,7 +28,7 @@ from tcpext._statefolder import (
 )
 from tcpext.extension import ExtensionError, loadManifest
 from tcpext.service import TCPExtService
-from tests.test_examples import REPO, Twistd
+from tests.test_examples import REPO, Twistd, twistdCommand
 from tests.test_extension import manifestWith, writeExtension
 
 _DEEP = "[" * 100000 + "]" * 100000
@@ -258,22 +258,14 @@ class TwistdStateLockTests(SynchronousTestCase):
         )
         env = dict(os.environ, PYTHONPATH=REPO)
         second = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "--logfile",
+            twistdCommand(
                 os.path.join(self.mktemp() + ".log"),
-                "tcpext",
-                "--state",
                 state,
                 "--admin",
                 "none",
                 "--extensions",
                 extensions.path,
-            ],
+            ),
             capture_output=True,
             text=True,
             timeout=120,
