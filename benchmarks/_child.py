@@ -34,7 +34,7 @@ IMPLS = {
     "tcpext": ("impl_tcpext", {}),
     # W4, W5 and W8 in the idiom of docs/tutorial.md
     "tcpext-idiom": ("impl_tcpext", {"idiom": True}),
-    # the floor of a Deferred-returning API (W4, W6), and of the user idiom
+    # the floor of a Deferred-returning API (W4, W6, W8), and of the user idiom
     "floor": ("impl_floor", {}),
     "floor-idiom": ("impl_floor", {"idiom": True}),
     "asyncio": ("impl_asyncio", {"loop": "asyncio"}),

@@ -5,35 +5,51 @@ on Twisted: a L{Protocol} with a Deferred fired when it connects, one per
 C{read()} and one per C{close()}, and a server whose C{accept()} is a
 Deferred, driven by coroutines in the same idiom as tcpext's W4 (await the
 connect, await the end of the stream, await the close; the server takes
-each connection with an awaited accept).  For W6 (TLS bulk), C{write()}
-returns a Deferred (fired at once unless the transport paused the writer)
-and the TLS records of one network read reach a pending C{read()} together,
-as in tcpext.
+each connection with an awaited accept).  For W6 (TLS bulk) and W8 (10,000
+connections, checksummed echo), C{write()} returns a Deferred (fired at
+once unless the transport paused the writer); over TLS the records of one
+network read reach a pending C{read()} together, as in tcpext; in W8 a
+socket stops reading while more than 64 KiB wait unread (as tcpext's read
+high-water mark does), so the echo server's memory stays bounded.
 
 It has none of tcpext's other features (no read backpressure, no
 half-close, no STARTTLS, no buffer limits, no error reporting beyond the
 end of the stream): it is the floor of the idiom, to tell the cost of
 Deferreds and coroutine resumption apart from the cost of tcpext's own
-code.  C{run.py} runs it next to the other implementations for W4 and W6;
-by hand: C{python _child.py floor W4 '{"scale": 1}'}.
+code.  C{run.py} runs it next to the other implementations for W4, W6 and
+W8; by hand: C{python _child.py floor W4 '{"scale": 1}'} (W8 needs its
+server: C{python _child.py floor W8-server '{}'} prints its port).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+import zlib
 from typing import Any
 
 from _common import (
     BACKLOG,
+    CONNECT_CONCURRENCY,
     BenchmarkFailure,
     Params,
+    ScaleData,
+    ScaleTally,
     bulkBlock,
     checkBulk,
+    corruptOnce,
+    raiseFileLimit,
     rate,
     throughput,
 )
 from impl_twisted import HOST, drive, reactor, tlsOptions
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredSemaphore,
+    ensureDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -346,10 +362,164 @@ async def connectionRateIdiom(params: Params) -> dict[str, Any]:
     return rate(cycles, elapsed, "conn/s")
 
 
+#: Unread bytes past which a L{FloorScaleSocket} stops reading (as tcpext's
+#: default read high-water mark).
+HIGH_WATER = 64 * 1024
+
+
+class FloorScaleSocket(FloorStream):
+    """
+    A L{FloorStream} that stops reading from the network while more than
+    L{HIGH_WATER} bytes wait unread, and reads again once they are read:
+    the least read backpressure that keeps an echo server's memory bounded
+    (W8).
+    """
+
+    def __init__(self, server: FloorServer | None = None) -> None:
+        super().__init__(server)
+        self.unread = 0
+        self.full = False
+
+    def dataReceived(self, data: bytes) -> None:
+        reader = self.reader
+        if reader is not None:
+            self.reader = None
+            reader.callback(data)
+            return
+        self.buffered.append(data)
+        self.unread += len(data)
+        if self.unread > HIGH_WATER and not self.full:
+            self.full = True
+            self.transport.pauseProducing()
+
+    def read(self) -> Deferred[bytes]:
+        if self.buffered:
+            data = b"".join(self.buffered)
+            self.buffered = []
+            self.unread = 0
+            if self.full:
+                self.full = False
+                if not self.ended:
+                    self.transport.resumeProducing()
+            return succeed(data)
+        return super().read()
+
+
+class FloorScaleServer(FloorServer):
+    """
+    Accepts L{FloorScaleSocket}s.
+    """
+
+    def buildProtocol(self, addr: object) -> FloorScaleSocket:
+        return FloorScaleSocket(self)
+
+
+class FloorScaleConnector(FloorConnector):
+    """
+    Connects one L{FloorScaleSocket}.
+    """
+
+    def __init__(self) -> None:
+        self.socket = FloorScaleSocket()
+
+
+def connectScale(port: int) -> Deferred[FloorSocket]:
+    """
+    Connect a L{FloorScaleSocket} to C{port} on loopback.
+    """
+    factory = FloorScaleConnector()
+    reactor.connectTCP(HOST, port, factory)
+    return factory.socket.opened
+
+
+async def scale(params: Params) -> dict[str, Any]:
+    """
+    W8 client (as C{impl_tcpext.scale}): open every connection (a bounded
+    number of attempts at a time), then on each at once write its data
+    (each write awaited) while a second coroutine reads the echo with
+    C{read()} and checksums it.
+    """
+    raiseFileLimit()
+    sizes = params.sizes("W8")
+    count = sizes["connections"]
+    data = ScaleData(sizes["perConnection"], sizes["chunk"])
+    tally = ScaleTally(data, count)
+    perConnection = data.perConnection
+
+    async def reading(sock: Any) -> tuple[int, int]:
+        received = crc = 0
+        while received < perConnection:
+            chunk = await sock.read()
+            if not chunk:
+                break
+            received += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+            del chunk  # not kept alive across the next await
+        return received, crc
+
+    async def one(index: int, sock: Any) -> None:
+        readDone = ensureDeferred(reading(sock))
+        try:
+            for chunk in data.chunks(index):
+                await sock.write(chunk)
+            received, crc = await readDone
+        except Exception:
+            received, crc = -1, 0
+        tally.check(index, received, crc)
+        sock.close()
+
+    start = time.perf_counter()
+    semaphore = DeferredSemaphore(CONNECT_CONCURRENCY)
+    attempts = [semaphore.run(connectScale, params.port) for _ in range(count)]
+    socks = [await d for d in attempts]
+    connected = time.perf_counter()
+    for d in [ensureDeferred(one(i, sock)) for i, sock in enumerate(socks)]:
+        await d
+    elapsed = time.perf_counter() - connected
+    return tally.result(elapsed, connected - start)
+
+
+async def echoConnection(conn: Any, corrupt: list[bool]) -> None:
+    """
+    Send back what arrives on C{conn} until the end of the stream (each
+    write awaited), then close.
+    """
+    while True:
+        chunk = await conn.read()
+        if not chunk:
+            break
+        if corrupt[0]:
+            corrupt[0] = False
+            chunk = corruptOnce(chunk)
+        await conn.write(chunk)
+        del chunk  # not kept alive across the next await
+    await conn.close()
+
+
+def serveScale(params: Params) -> None:
+    """
+    The W8 server: accept each connection with C{accept()}, hand it to its
+    own echo coroutine, until killed.
+    """
+    raiseFileLimit()
+    server = FloorScaleServer()
+    port = reactor.listenTCP(0, server, interface=HOST, backlog=BACKLOG)
+    corrupt = [params.corrupt]
+
+    async def serve() -> None:
+        while True:
+            conn = await server.accept()
+            ensureDeferred(echoConnection(conn, corrupt))
+
+    print(json.dumps({"port": port.getHost().port}), flush=True)
+    reactor.callWhenRunning(lambda: ensureDeferred(serve()))
+    reactor.run(installSignalHandlers=True)
+
+
 def run(workload: str, params: Params, idiom: bool = False) -> dict[str, Any]:
     """
-    Run C{workload} (W4 or W6; W4 in the user idiom if C{idiom}) and return
-    its result.
+    Run C{workload} (W4, W6 or W8, or W8's server; W4 in the user idiom if
+    C{idiom}) and return its result.
     """
     if workload == "W4":
         if idiom:
@@ -359,4 +529,9 @@ def run(workload: str, params: Params, idiom: bool = False) -> dict[str, Any]:
         raise BenchmarkFailure(f"the floor of the user idiom has no {workload}")
     if workload == "W6":
         return drive(lambda: tlsBulk(params))
+    if workload == "W8-server":
+        serveScale(params)
+        sys.exit(0)
+    if workload == "W8":
+        return drive(lambda: scale(params))
     raise BenchmarkFailure(f"the floor implementation has no {workload}")

@@ -62,12 +62,12 @@ BASELINE = "twisted"
 
 #: Implementations that run only some workloads: C{tcpext-idiom} is tcpext
 #: in the idiom of docs/tutorial.md (a coroutine per connection),
-#: C{floor} the least a Deferred-returning socket API can do (W4, W6),
+#: C{floor} the least a Deferred-returning socket API can do (W4, W6, W8),
 #: C{floor-idiom} the same in the user idiom (W4), and
 #: iperf3 the loopback ceiling of bulk transfer.
 ONLY = {
     "tcpext-idiom": ["W4", "W5", "W8"],
-    "floor": ["W4", "W6"],
+    "floor": ["W4", "W6", "W8"],
     "floor-idiom": ["W4"],
     "iperf3": ["W1"],
 }

@@ -104,6 +104,7 @@ class RunnerTests(SynchronousTestCase):
             self.assertIn("tcpext-idiom", report["summary"][workload])
         self.assertNotIn("tcpext-idiom", report["summary"]["W1"])
         self.assertEqual(sorted(report["summary"]["W4"]).count("floor"), 1)
+        self.assertIn("floor", report["summary"]["W8"])
         self.assertIn("| tcpext-idiom | /twisted |", text)
         self.assertEqual(report["summary"]["W1"]["twisted"]["ratio"], 1.0)
         for entry in report["summary"]["W8"].values():
@@ -141,7 +142,7 @@ class RunnerTests(SynchronousTestCase):
             "--workloads",
             "W1,W2,W3,W8",
             "--impls",
-            "twisted,asyncio,tcpext,tcpext-idiom",
+            "twisted,asyncio,tcpext,tcpext-idiom,floor",
         )
         self.assertEqual(status, 1)
         runs = report["runs"]
@@ -368,8 +369,9 @@ class IdiomTests(SynchronousTestCase):
 
 class FloorTests(SynchronousTestCase):
     """
-    The floor implementation of W4 (C{benchmarks/impl_floor.py}): the least
-    a Deferred-returning API costs, compared in the runner's W4.
+    The floor implementation (C{benchmarks/impl_floor.py}): the least a
+    Deferred-returning API costs, compared in the runner's W4, W6 and W8
+    (W8, which needs its server process, runs in the runner tests).
     """
 
     def child(self, workload: str) -> dict[str, Any]:
