@@ -51,6 +51,7 @@ from tcpext._wire import (
 )
 from tcpext.permissions import PermissionDenied, PermissionSet
 from tcpext.sandbox import BrokeredReactor, HostConnection
+from tests.test_examples import freePort, freePorts
 
 
 class _Echo(Protocol):
@@ -88,30 +89,6 @@ def _adopt(sock: socket.socket, protocol: Any) -> None:
         sock.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: protocol)
     )
     sock.close()
-
-
-def _freePorts(count: int) -> list[int]:
-    """
-    C{count} different ports that were free on 127.0.0.1 a moment ago (for
-    requests that must be refused, so that a broker that wrongly allowed one
-    would not collide with, or reach, whatever runs on a fixed port).
-    """
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _freePort() -> int:
-    """
-    A port that was free on 127.0.0.1 a moment ago.
-    """
-    [port] = _freePorts(1)
-    return port
 
 
 class _BrokerPairTestCase(TestCase):
@@ -334,7 +311,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         A listen outside the grants fails with L{Denied}.
         """
         d = defer.ensureDeferred(
-            self.listen(port=_freePort(), interface="127.0.0.1", backlog=5)
+            self.listen(port=freePort(), interface="127.0.0.1", backlog=5)
         )
         await self.assertFailure(d, Denied)
 
@@ -342,7 +319,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         """
         An interface that is not an IP literal is a L{BadRequest}.
         """
-        port = _freePort()
+        port = freePort()
         self.grants.add(f"tcp-listen:{port}")
         d = defer.ensureDeferred(self.listen(port=port, interface="eth0", backlog=5))
         await self.assertFailure(d, BadRequest)
@@ -1744,7 +1721,7 @@ class BrokerRealPermissionsTests(_BrokerPairTestCase):
         """
         C{tcp-listen:PORT} allows that port only; port 0 needs C{*}.
         """
-        granted, other = _freePorts(2)
+        granted, other = freePorts(2)
         self.connect([f"tcp-listen:{granted}"], [])
         d = defer.ensureDeferred(self.listen(port=0, interface="127.0.0.1", backlog=5))
         await self.assertFailure(d, Denied)
