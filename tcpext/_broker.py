@@ -50,6 +50,7 @@ from tcpext._policy import (
     CONNECT,
     LISTEN,
     RESOLVE,
+    USE,
     Decision,
     DenialLog,
     Grounds,
@@ -90,6 +91,16 @@ __all__ = [
     "dialTCP",
     "openListener",
 ]
+
+
+CHILD_REFUSED_VERBS = frozenset({CONNECT, LISTEN, RESOLVE, USE})
+"""
+The verbs of the refusals an extension's process reports (L{ChildRefused}):
+what its own copy of the policy refuses before asking the host.  A report
+with any other verb is not recorded: the audit trail would show it as the
+operator's (C{grant}, C{revoke}) and each new verb would be a new metrics
+series kept for the service's lifetime.
+"""
 
 
 # Opening sockets on the host.
@@ -752,10 +763,22 @@ class BrokerProtocol(QuietAMP):
         """
         The extension's process refused a request itself: tell the owner
         (for its audit trail), within the child's request rate; past it the
-        report is dropped (there is no answer to refuse).
+        report is dropped (there is no answer to refuse), as is a report
+        whose verb is not one of L{CHILD_REFUSED_VERBS} (logged, rate-limited).
         """
-        if self.requests.take() and self.owner is not None:
-            self.owner.childRefused(verb[:64], target[:512], reason[:512])
+        if not self.requests.take() or self.owner is None:
+            return {}
+        if verb not in CHILD_REFUSED_VERBS:
+            # Not a refusal the child's browser can make: a report of its
+            # own making (a verb that passes for the operator's, or a new
+            # label for the metrics at every report).
+            self.denials.warn(
+                "broker refused {request}: {reason}",
+                request=f"a refusal report with the verb {verb[:64]!r}",
+                reason="not a request an extension's process refuses itself",
+            )
+            return {}
+        self.owner.childRefused(verb, target[:512], reason[:512])
         return {}
 
     @MainFailed.responder

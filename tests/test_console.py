@@ -597,6 +597,33 @@ def main(browser):
 """
 
 
+FORGING_EXTENSION = """
+import gc
+
+from twisted.internet.protocol import ClientFactory, Protocol
+
+from tcpext import sandbox
+from tcpext._wire import ChildRefused
+
+
+def main(browser):
+    # Skip the browser: report refusals of its own making (invented verbs,
+    # and verbs that pass for the operator's) straight to the host.
+    [host] = [o for o in gc.get_objects() if isinstance(o, sandbox.HostConnection)]
+    verbs = ["revoke", "grant", "request", "suppressed"]
+    verbs += ["forged-%d" % i for i in range(COUNT)]
+    for verb in verbs:
+        host.callRemote(
+            ChildRefused,
+            verb=verb,
+            target="tcp-connect:*:*",
+            reason="revoked by the operator (console)",
+        )
+    # Then one genuine refusal: once it is recorded, so are the reports.
+    browser.reactor.connectTCP("127.0.0.1", 2, ClientFactory.forProtocol(Protocol))
+"""
+
+
 class ChildRefusalTests(SynchronousTestCase):
     """
     What an isolated extension's own process refuses reaches the audit
@@ -659,6 +686,70 @@ class ChildRefusalTests(SynchronousTestCase):
         self.assertEqual(
             [e["origin"] for e in logged if e["decision"] == "deny"], ["child"]
         )
+
+    def test_forgedReports(self) -> None:
+        """
+        An extension's process that sends the host refusal reports of its
+        own making gets only the verbs its process can refuse recorded: an
+        invented verb, or one that passes for the operator's (C{revoke},
+        C{grant}), is neither in the audit trail nor a new series of the
+        metrics (each new verb label would cost the host memory for the
+        service's lifetime).
+        """
+        folder = shortFolder(self)
+        state = os.path.join(folder, "state")
+        extension = os.path.join(folder, "forger")
+        os.makedirs(extension)
+        with open(os.path.join(extension, "manifest.json"), "w") as f:
+            json.dump(
+                {
+                    "manifest_version": 2,
+                    "name": "forger",
+                    "version": "1.0",
+                    "permissions": ["tcp-connect:127.0.0.1:1"],
+                    "background": {"scripts": ["background.py"]},
+                },
+                f,
+            )
+        with open(os.path.join(extension, "background.py"), "w") as f:
+            f.write(FORGING_EXTENSION.replace("COUNT", "40"))
+        twistd = Twistd(
+            self,
+            [
+                "--extension",
+                extension,
+                "--admin",
+                "unix:" + os.path.join(state, "admin.sock"),
+            ],
+            state=state,
+            isolation="process",
+        )
+        client = ConsoleClient(self, twistd, state, 2)
+        client.waitForConsole()
+
+        def denials() -> list[dict[str, Any]]:
+            events = [
+                json.loads(line)
+                for line in client.tcpext("--json", "audit").stdout.splitlines()
+            ]
+            found = [e for e in events if e["extension"] == "forger"]
+            if any(e["target"] == "127.0.0.1:2" for e in found):
+                return found
+            return []
+
+        events = waitUntil(twistd, denials, "the genuine refusal in the audit")
+        self.assertEqual(
+            [(e["verb"], e["target"], e.get("origin")) for e in events],
+            [("connect", "127.0.0.1:2", "child")],
+        )
+        metrics = client.metrics()
+        verbs = {
+            line.split('verb="', 1)[1].split('"', 1)[0]
+            for line in metrics.splitlines()
+            if line.startswith("tcpext_decisions_total{")
+        }
+        self.assertEqual(verbs, {"connect"})
+        self.assertEqual(twistd.terminate(), 0)
 
 
 class ConsoleStartupTests(SynchronousTestCase):

@@ -620,6 +620,37 @@ class HostBoundsTests(SynchronousTestCase):
         self.reactor.advance(10)
         self.assertIn("95 more denials suppressed", formatEvent(self.events[-1]))
 
+    def test_childRefusedVerbs(self) -> None:
+        """
+        A refusal report from the child reaches the owner only with a verb
+        the child's own policy refuses (connect, listen, resolve, use); a
+        report with any other verb (one that passes for the operator's, or
+        a new one each time) is dropped and logged as refused.
+        """
+        reports: list[tuple[str, str, str]] = []
+
+        class Owner:
+            def childRefused(self, verb: str, target: str, reason: str) -> None:
+                reports.append((verb, target, reason))
+
+        self.broker.owner = Owner()  # type: ignore[assignment]
+        for verb in ["connect", "listen", "resolve", "use"]:
+            self.broker.childRefused(verb, "t", "r")
+        for verb in ["revoke", "grant", "request", "suppressed", "v1", "x" * 999]:
+            self.broker.childRefused(verb, "t", "r")
+        self.assertEqual(
+            reports,
+            [(v, "t", "r") for v in ["connect", "listen", "resolve", "use"]],
+        )
+        refused = [formatEvent(e) for e in self.events]
+        self.assertEqual(len(refused), 6)
+        self.assertIn(
+            "broker refused a refusal report with the verb 'revoke': not a "
+            "request an extension's process refuses itself",
+            refused[0],
+        )
+        self.assertLess(len(refused[-1]), 200)
+
     def test_unreadAnswers(self) -> None:
         """
         While the host's answers are not sent (the transport's buffer is
