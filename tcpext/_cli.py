@@ -76,25 +76,41 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print JSON instead of tables"
     )
+    # --json may also follow the command (tcpext audit --json); given
+    # there, it is the same option.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print JSON instead of tables",
+    )
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = commands.add_parser(
+            name, help=help, parents=[common]
+        )
+        return made
+
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    commands.add_parser("status", help="the extensions, their state and grants")
-    p = commands.add_parser("grants", help="an extension's grants by source")
+    command("status", "the extensions, their state and grants")
+    p = command("grants", "an extension's grants by source")
     p.add_argument("extension")
-    p = commands.add_parser("grant", help="grant an optional permission now")
-    p.add_argument("extension")
-    p.add_argument("permission")
-    p = commands.add_parser("revoke", help="revoke a grant (closes what it allowed)")
+    p = command("grant", "grant an optional permission now")
     p.add_argument("extension")
     p.add_argument("permission")
-    p = commands.add_parser("sockets", help="open sockets (of one extension)")
+    p = command("revoke", "revoke a grant (closes what it allowed)")
+    p.add_argument("extension")
+    p.add_argument("permission")
+    p = command("sockets", "open sockets (of one extension)")
     p.add_argument("extension", nargs="?")
-    commands.add_parser("requests", help="pending runtime permission requests")
-    p = commands.add_parser("approve", help="approve a pending request")
+    command("requests", "pending runtime permission requests")
+    p = command("approve", "approve a pending request")
     p.add_argument("id")
-    p = commands.add_parser("deny", help="deny a pending request")
+    p = command("deny", "deny a pending request")
     p.add_argument("id")
-    p = commands.add_parser("audit", help="the audit trail of decisions")
+    p = command("audit", "the audit trail of decisions")
     p.add_argument("--follow", action="store_true", help="keep printing new decisions")
     p.add_argument(
         "--after", type=int, default=0, metavar="SEQ", help="start after SEQ"
@@ -106,9 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often --follow asks (default 1)",
     )
-    p = commands.add_parser(
-        "check", help="validate an extension folder without running it"
-    )
+    p = command("check", "validate an extension folder without running it")
     p.add_argument("folder")
     return parser
 

@@ -269,6 +269,21 @@ class ConsoleCommandTests(TestCase):
         self.assertEqual(json.loads(out)[0]["id"], "ext")
 
     @defer.inlineCallbacks
+    def test_jsonAfterCommand(self) -> Any:
+        """
+        C{--json} may also follow the command (C{tcpext audit --json}, as
+        the operations guide writes it), with the same output as before it.
+        """
+        for command in [("status",), ("grants", "ext"), ("requests",)]:
+            before = yield self.run_("--json", *command)
+            after = yield self.run_(*command, "--json")
+            self.assertEqual(after[1:], (b"", 0), command)
+            self.assertEqual(after[0], before[0], command)
+            json.loads(after[0])
+        out, err, code = yield self.run_("audit", "--json")
+        self.assertEqual((code, err), (0, b""))
+
+    @defer.inlineCallbacks
     def test_grantRevoke(self) -> Any:
         """
         C{grant} and C{revoke} change the grants; a refusal exits 1 with the
