@@ -22,7 +22,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests._extensions import extensionWithScript
 from tests._folders import shortFolder
-from tests.test_examples import REPO, Twistd, copyExample, twistdCommand
+from tests.test_examples import (
+    REPO,
+    Twistd,
+    copyExample,
+    freePorts,
+    twistdCommand,
+)
 from tests.test_isolation import _NO_CONFINEMENT
 
 PERMISSION = "tcp-connect:127.0.0.1:1024-65535"
@@ -505,6 +511,100 @@ class OperatorGrantTests(SynchronousTestCase):
         self.assertEqual(again.json("grants", "on-demand")["operator"], [PERMISSION])
         waitUntil(again.twistd, again.echoSockets, "the socket in the next run")
         self.assertEqual(again.twistd.terminate(), 0)
+
+
+class ServerRevokeMixin:
+    """
+    Revoking a listen grant from the console closes the server it allowed
+    and the connections that server accepted, in one isolation mode.
+    """
+
+    isolation: str = "none"
+
+    def test_revokeClosesServer(self) -> None:
+        """
+        The C{echo-server} example listens on a port only its C{--grant}
+        allows; C{tcpext revoke} of that grant ends the connection it
+        accepted (the client sees the end of the stream) and the port stops
+        accepting; the console lists no socket of it any more.
+        """
+        case: Any = self
+        folder = shortFolder(case)
+        state = os.path.join(folder, "state")
+        [port] = freePorts(1)
+        listener = copyExample(case, "echo-server", port=port)
+        grant = "tcp-listen:1024-65535"
+        twistd = Twistd(
+            case,
+            [
+                "--extension",
+                listener,
+                "--grant",
+                f"echo-server={grant}",
+                "--admin",
+                "unix:" + os.path.join(state, "admin.sock"),
+            ],
+            state=state,
+            isolation=self.isolation,
+        )
+        service = ConsoleClient(case, twistd, state, 0)
+        service.waitForConsole()
+        twistd.waitFor(
+            twistd.logged(f"echo server listening on 127.0.0.1:{port}"),
+            "the echo server",
+            ["echo-server"],
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as c:
+            c.sendall(b"hello\n")
+            case.assertEqual(c.recv(6), b"hello\n")
+            service.tcpext("revoke", "echo-server", grant)
+            # The accepted connection ends: EOF, or a reset.
+            try:
+                ended = c.recv(100)
+            except ConnectionResetError:
+                ended = b""
+            case.assertEqual(ended, b"")
+        refused = waitUntil(
+            twistd,
+            lambda: not _accepts(port),
+            "the port to stop accepting",
+        )
+        case.assertTrue(refused)
+        case.assertEqual(service.json("sockets", "echo-server"), [])
+        case.assertEqual(service.json("grants", "echo-server")["operator"], [])
+        case.assertEqual(twistd.terminate(), 0)
+
+
+def _accepts(port: int) -> bool:
+    """
+    Does 127.0.0.1:C{port} accept a connection now?
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
+class ServerRevokeInProcessTests(ServerRevokeMixin, SynchronousTestCase):
+    """
+    A listen grant revoked from the console, in the service's process.
+    """
+
+    isolation = "none"
+
+
+class ServerRevokeIsolatedTests(ServerRevokeMixin, SynchronousTestCase):
+    """
+    A listen grant revoked from the console, isolated: the extension's
+    process closes its server and what it accepted, and the host shuts its
+    copy of the listening socket down.
+    """
+
+    isolation = "process"
+
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
 
 
 RAW_EXTENSION = """
