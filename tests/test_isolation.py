@@ -708,6 +708,46 @@ async def main(browser):
         await self.waitFor(lambda: "eof=b''" in self.lines)
         self.assertTrue(self.logged("shut down connection to 127.0.0.1"))
 
+    async def test_revokeEnforcedListener(self) -> None:
+        """
+        A hostile child that ignores the host's L{Revoke} of its listen
+        grant still loses its listening socket: the host shuts down its own
+        copy, and the port stops accepting.
+        """
+        listen = _freePort()
+        grant = f"tcp-listen:{listen}"
+        script = (
+            _REPORTER.replace("REPORT", str(self.report))
+            + """
+
+async def main(browser):
+    hostConnection().onRevoke = lambda entries: None
+    server = await browser.TCPSocket.listen(host="127.0.0.1", port=LISTEN)
+    await report(browser, "listening")
+    async for sock in server.connections:
+        async for chunk in sock:
+            await sock.write(chunk)
+        await sock.close()
+""".replace("LISTEN", str(listen))
+        )
+        service = self.extension(
+            "stubborn",
+            script,
+            [f"tcp-connect:127.0.0.1:{self.report}"],
+            optional=(grant,),
+            operatorGrants=[grant],
+        )
+        service.revokeGrace = 0.1
+        await self.waitFor(lambda: "listening" in self.lines)
+        self.assertEqual(await self.dial(listen, b"before"), b"before")
+        await service.revoke([grant])
+        await self.waitFor(lambda: self.logged("shut down listening socket"))
+        from twisted.internet.error import ConnectionRefusedError as Refused
+
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", listen, timeout=10)
+        with self.assertRaises(Refused):
+            await endpoint.connect(Factory.forProtocol(Protocol))
+
     async def test_closedListenerReleased(self) -> None:
         """
         When the extension closes its server, the host closes its copy of
