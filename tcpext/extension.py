@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -62,6 +63,23 @@ Manifests larger than this are refused without being parsed.
 """
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+
+MAX_VERSION_LENGTH = 64
+"""
+The longest manifest C{version} (characters).
+"""
+
+
+def _printable(text: str) -> bool:
+    """
+    Is C{text} made of printable characters and plain spaces only (nothing
+    that could move a terminal's cursor, recolour it, break a log line or
+    reorder what is shown)?
+    """
+    return all(
+        c == " " or (unicodedata.category(c)[0] not in "CZ" and c.isprintable())
+        for c in text
+    )
 
 
 class ExtensionError(Exception):
@@ -257,6 +275,14 @@ def loadManifest(path: str) -> Manifest:
     extensionVersion = raw.get("version")
     if not isinstance(extensionVersion, str) or not extensionVersion:
         raise ExtensionError(label, "version", "missing or not a non-empty string")
+    if len(extensionVersion) > MAX_VERSION_LENGTH or not _printable(extensionVersion):
+        raise ExtensionError(
+            label,
+            "version",
+            f"{extensionVersion[: MAX_VERSION_LENGTH + 1]!r} is not a version: "
+            f"use at most {MAX_VERSION_LENGTH} printable characters (no control "
+            "or format characters, line breaks or tabs)",
+        )
 
     required, ignoredRequired = _permissions(
         label, "permissions", raw.get("permissions", [])

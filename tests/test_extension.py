@@ -217,6 +217,29 @@ class LoadManifestTests(SynchronousTestCase):
             path = writeExtension(self.base, "f", manifestWith(version=version))
             self.assertError(path, "ext", "version")
 
+    def test_unsafeVersion(self) -> None:
+        """
+        A C{version} with a control or format character (an escape sequence,
+        a line break that would forge a log line, a bidirectional override)
+        or longer than 64 characters is refused, and the message shows it
+        escaped; printable text of any script is a version.
+        """
+        for version in [
+            "1.0\x1b[2J",
+            "1.0\n2026-01-01 [tcpext.service#info] forged",
+            "1.0\t",
+            "1.0\u202e",
+            "1" * 65,
+        ]:
+            path = writeExtension(self.base, "f", manifestWith(version=version))
+            error = self.assertRaises(ExtensionError, loadManifest, path)
+            self.assertEqual(error.field, "version")
+            self.assertIn("is not a version", str(error))
+            self.assertTrue(str(error).isprintable(), str(error))
+        for version in ["1.0", "2.1.3-beta+build.7", "1.0 (ünïcode)", "1" * 64]:
+            path = writeExtension(self.base, "f", manifestWith(version=version))
+            self.assertEqual(loadManifest(path).version, version)
+
     def test_invalidPermission(self) -> None:
         """
         An invalid C{tcp-*} entry is reported, naming the field and the entry.
