@@ -343,8 +343,11 @@ class SeccompTests(SynchronousTestCase):
         address, a pathname UNIX socket, the C{AF_UNSPEC} disconnect of a
         passed socket), create a UNIX socket (so no datagram C{sendto} to a
         socket file) or a datagram socket pair, or use io_uring, ptrace,
-        C{process_vm_readv}, C{unshare}, a namespace C{clone}, C{bpf} or
-        C{TIOCSTI}; each refusal is C{EPERM}, and C{clone3} is C{ENOSYS}.
+        C{process_vm_readv}, C{unshare}, C{setns}, a namespace C{clone},
+        C{mount}, C{umount2}, C{chroot}, C{bpf}, C{perf_event_open},
+        C{userfaultfd}, the key ring (C{keyctl}, C{add_key},
+        C{request_key}) or C{TIOCSTI}; each refusal is C{EPERM}, and
+        C{clone3} is C{ENOSYS}.
         A family number with high bits set (read as C{AF_UNIX} by the
         kernel) is refused too.
         """
@@ -391,6 +394,22 @@ class SeccompTests(SynchronousTestCase):
                 {number("clone")}, 0x40000000 | 17, 0, 0, 0, 0))
             result["clone3"] = raw(libc.syscall({number("clone3")}, 0, 0))
             result["bpf"] = raw(libc.syscall({number("bpf")}, 0, 0, 0))
+            # Each of these fails harmlessly without the filter (a null
+            # pointer, a bad descriptor or flag, a path that does not
+            # exist), with an error other than EPERM.
+            result["perf_event_open"] = raw(libc.syscall(
+                {number("perf_event_open")}, None, 0, -1, -1, 0))
+            result["userfaultfd"] = raw(libc.syscall({number("userfaultfd")}, 3))
+            result["keyctl"] = raw(libc.syscall({number("keyctl")}, 9999, 0, 0))
+            result["add_key"] = raw(libc.syscall(
+                {number("add_key")}, None, None, None, 0, 0))
+            result["request_key"] = raw(libc.syscall(
+                {number("request_key")}, None, None, None, 0))
+            result["setns"] = raw(libc.syscall({number("setns")}, -1, 0))
+            result["mount"] = raw(libc.mount(
+                b"none", b"/nonexistent/tcpext", b"tmpfs", 0, None))
+            result["umount2"] = raw(libc.umount2(b"/nonexistent/tcpext", 0))
+            result["chroot"] = raw(libc.chroot(b"/nonexistent/tcpext"))
             result["tiocsti"] = raw(libc.ioctl(0, 0x5412, ctypes.c_char_p(b"x")))
             print(json.dumps(result))
             """,
@@ -415,6 +434,15 @@ class SeccompTests(SynchronousTestCase):
                 "clone-ns": "EPERM",
                 "clone3": "ENOSYS",
                 "bpf": "EPERM",
+                "perf_event_open": "EPERM",
+                "userfaultfd": "EPERM",
+                "keyctl": "EPERM",
+                "add_key": "EPERM",
+                "request_key": "EPERM",
+                "setns": "EPERM",
+                "mount": "EPERM",
+                "umount2": "EPERM",
+                "chroot": "EPERM",
                 "tiocsti": "EPERM",
             },
         )
