@@ -35,6 +35,7 @@ from tcpext._wire import (
     EXIT_NO_NAMESPACE,
     SYNC_MAX_LENGTH,
     BadRequest,
+    BrokerLimit,
     Connect,
     Denied,
     DialFailed,
@@ -191,6 +192,48 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         self.assertIn(answer["socketId"], self.broker._held)
         await self.child.callRemote(Release, socketIds=[answer["socketId"]])
         self.assertNotIn(answer["socketId"], self.broker._held)
+
+    async def test_heldLimit(self) -> None:
+        """
+        The host keeps at most C{maxHeld} handed-over sockets open: past it
+        a granted connect or listen fails with L{BrokerLimit} (the socket it
+        opened closed at once, nothing handed over), and once the child
+        releases one, the next is handed over again.
+        """
+        self.broker.maxHeld = 2
+        port = self.echoServer()
+        listenPort = _freePort()
+        self.grants.add(f"tcp-connect:127.0.0.1:{port}")
+        self.grants.add(f"tcp-listen:{listenPort}")
+        answers = []
+        for _ in range(2):
+            answer = await self.child.callRemote(
+                Connect, host="127.0.0.1", port=port, timeout=5.0
+            )
+            os.close(answer["descriptor"])
+            answers.append(answer)
+        d = self.child.callRemote(Connect, host="127.0.0.1", port=port, timeout=5.0)
+        error = await self.assertFailure(d, BrokerLimit)
+        self.assertIn("2 sockets handed over and open", str(error))
+        refused = defer.ensureDeferred(
+            self.listen(port=listenPort, interface="127.0.0.1", backlog=5)
+        )
+        await self.assertFailure(refused, BrokerLimit)
+        self.assertEqual(
+            sorted(self.broker._held), sorted(a["socketId"] for a in answers)
+        )
+        # The listening socket the host opened was closed: the port is free.
+        probe = socket.socket()
+        self.addCleanup(probe.close)
+        probe.bind(("127.0.0.1", listenPort))
+
+        await self.child.callRemote(Release, socketIds=[answers[0]["socketId"]])
+        answer = await self.child.callRemote(
+            Connect, host="127.0.0.1", port=port, timeout=5.0
+        )
+        os.close(answer["descriptor"])
+        self.assertIn(answer["socketId"], self.broker._held)
+        self.assertEqual(len(self.broker._held), 2)
 
     async def test_connectDenied(self) -> None:
         """
