@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +30,15 @@ from tcpext._isolation import (
 )
 from tests._extensions import extensionWithScript
 from tests._folders import shortFolder
-from tests.test_examples import STARTUP_TIMEOUT, Twistd, freePort, readLine
+from tests.test_examples import (
+    STARTUP_TIMEOUT,
+    Twistd,
+    assertEchoes,
+    canConnect,
+    copyExamples,
+    freePort,
+    readLine,
+)
 from tests.test_isolation import _NO_CONFINEMENT
 
 _SYSCALLS = """
@@ -1130,3 +1139,76 @@ def _childPid(twistd: Twistd, name: str) -> int | None:
             if " started (" in line:
                 return int(line.split("extension process ")[1].split()[0])
     return None
+
+
+def _alive(pid: int) -> bool:
+    """
+    Whether process C{pid} exists and has not ended (a zombie, ended but
+    not reaped, counts as ended).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+class HostDeathTests(SynchronousTestCase):
+    """
+    When twistd dies without stopping its isolated extensions (killed with
+    C{SIGKILL}), the kernel ends their processes, and the template: nothing
+    keeps serving without the host.
+    """
+
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
+
+    def assertDieWithHost(self, *extra: str) -> None:
+        """
+        Run the echo example isolated (with C{extra} options), kill twistd,
+        and check (bounded) that the extension's process and the template
+        (when there is one) end and the echo port stops answering.
+        """
+        examples, ports = copyExamples(self, ["echo-server"])
+        port = ports[7001]
+        twistd = Twistd(
+            self,
+            ["--extension", os.path.join(examples, "echo-server"), *extra],
+            isolation="process",
+        )
+        assertEchoes(self, twistd, port, b"still the host's\n")
+        child = _childPid(twistd, "echo-server")
+        self.assertIsNotNone(child, "no extension process in the log")
+        pids = [child]
+        template = _templatePid(twistd)
+        if template is not None:
+            pids.append(template)
+        self.assertEqual([pid for pid in pids if _alive(pid)], pids)
+
+        def killLeftovers() -> None:
+            for pid in pids:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+        self.addCleanup(killLeftovers)
+        twistd.process.kill()
+        twistd.process.wait(timeout=STARTUP_TIMEOUT)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([pid for pid in pids if _alive(pid)], [])
+        self.assertFalse(canConnect(port))
+
+    def test_forked(self) -> None:
+        """
+        A process forked from the template ends with the host, and so does
+        the template.
+        """
+        self.assertDieWithHost()
+
+    def test_fresh(self) -> None:
+        """
+        A process started afresh (C{--no-template}) ends with the host.
+        """
+        self.assertDieWithHost("--no-template")
