@@ -546,11 +546,21 @@ class BrokerProtocol(QuietAMP):
     @Release.responder
     def release(self, socketIds: list[int]) -> dict[str, object]:
         """
-        Close the host's copies of sockets the child has closed.
+        Close the host's copies of sockets the child has closed (a
+        listening socket is shut down first, for every copy).
         """
         for socketId in socketIds:
             held = self._held.pop(socketId, None)
             if held is not None:
+                if held.kind == "listen":
+                    # A process the child started may hold a copy of the
+                    # descriptor: closing the port here and in the child
+                    # would leave it accepting there.  (A connection the
+                    # child closed in order is already shut down.)
+                    try:
+                        held.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
                 held.sock.close()
         return {}
 
@@ -796,10 +806,18 @@ class BrokerProtocol(QuietAMP):
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         """
-        Close every socket not yet released and tell whoever waits.
+        Shut down and close every socket not yet released, and tell whoever
+        waits.
         """
         super().connectionLost(reason)
         for held in self._held.values():
+            # Shut down, not only close: a process the child started holds
+            # copies of the child's descriptors, and would otherwise keep
+            # these sockets (a listening one accepting) after the child.
+            try:
+                held.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             held.sock.close()
         self._held.clear()
         if not self.lost.called:

@@ -223,6 +223,10 @@ class _Supervisor:
         changes the state).
     """
 
+    abandonGrace = 2.0
+    """Seconds after a kill before the host stops waiting for the channel
+    and the output of the killed process to close (see L{_abandon})."""
+
     def __init__(
         self,
         *,
@@ -264,6 +268,7 @@ class _Supervisor:
         self._killTimer: Any = None
         self._reapTimer: Any = None
         self._pingTimer: Any = None
+        self._abandonTimer: Any = None
 
     # Spawning.
 
@@ -318,10 +323,12 @@ class _Supervisor:
             self._killTimer,
             self._reapTimer,
             self._pingTimer,
+            self._abandonTimer,
         ):
             if timer is not None and timer.active():
                 timer.cancel()
         self._startTimer = self._killTimer = self._reapTimer = None
+        self._abandonTimer = None
         self._pingTimer = None
         broker, self.broker = self.broker, None
         if broker is not None and broker.transport is not None:
@@ -435,6 +442,34 @@ class _Supervisor:
             transport.signalProcess("KILL")
         except Exception:
             pass
+        self.reapSoon(transport, 50)
+        if self._abandonTimer is None or not self._abandonTimer.active():
+            self._abandonTimer = self.reactor.callLater(
+                self.abandonGrace, self._abandon, transport
+            )
+
+    def _abandon(self, transport: Any) -> None:
+        """
+        The process was killed C{abandonGrace} seconds ago and its end has
+        still not been seen: its channel or its output is held open by
+        another process, one the extension started (a process it forked
+        shares its descriptors and outlives it).  Close the channel (the
+        host shuts down every socket it handed over, so that process cannot
+        keep serving on them) and stop reading the output, so that the end
+        is seen and a stop does not wait for that other process.
+        """
+        if transport is not self.transport:
+            return
+        self.log.warn(
+            "extension process {pid} was killed, but a process it started "
+            "still holds its channel or output open: closing them",
+            pid=getattr(self.process, "pid", None),
+        )
+        broker = self.broker
+        channel: Any = broker.transport if broker is not None else None
+        if channel is not None:
+            channel.abortConnection()
+        transport.loseConnection()
         self.reapSoon(transport, 50)
 
     def reapSoon(self, transport: Any, attempts: int) -> None:

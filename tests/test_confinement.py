@@ -1212,3 +1212,101 @@ class HostDeathTests(SynchronousTestCase):
         A process started afresh (C{--no-template}) ends with the host.
         """
         self.assertDieWithHost("--no-template")
+
+
+_FORKER = """
+import os, socket, time
+from twisted.internet import protocol
+
+
+class Hello(protocol.Protocol):
+    def connectionMade(self):
+        self.transport.write(b"extension\\n")
+        self.transport.loseConnection()
+
+
+def main(browser):
+    port = browser.reactor.listenTCP(
+        {port}, protocol.Factory.forProtocol(Hello), interface="127.0.0.1")
+    copy = os.dup(port.fileno())
+    if os.fork() == 0:
+        # A process of the extension's own that outlives it, keeping its
+        # listening socket (and every other descriptor it had).
+        try:
+            server = socket.socket(fileno=copy)
+            server.settimeout(1)
+            end = time.monotonic() + 120
+            while time.monotonic() < end:
+                try:
+                    connection, _ = server.accept()
+                except OSError:
+                    continue
+                connection.sendall(b"offspring\\n")
+                connection.close()
+        finally:
+            os._exit(0)
+    os.close(copy)
+"""
+
+
+class OffspringTests(SynchronousTestCase):
+    """
+    A process an isolated extension forks shares its descriptors (its
+    channel with the host, its output, the sockets the host passed it) and
+    may outlive it; the host does not let it keep the service's stop
+    waiting, nor serve on the extension's listening socket once the
+    extension has stopped.
+    """
+
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
+
+    def test_stopDespiteOffspring(self) -> None:
+        """
+        Stopping twistd ends in bounded time although a process forked by
+        the extension still holds the extension's channel, output and
+        listening socket; that socket accepts nothing once twistd has
+        stopped.
+        """
+        port = freePort()
+        folder = os.path.join(os.path.abspath(self.mktemp()), "forker")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "manifest.json"), "w") as f:
+            json.dump(
+                {
+                    "manifest_version": 2,
+                    "name": "forker",
+                    "version": "1.0",
+                    "permissions": [f"tcp-listen:127.0.0.1:{port}"],
+                    "background": {"scripts": ["background.py"]},
+                },
+                f,
+            )
+        with open(os.path.join(folder, "background.py"), "w") as f:
+            f.write(_FORKER.format(port=port))
+        twistd = Twistd(self, ["--extension", folder], isolation="process")
+        twistd.waitFor(
+            lambda: (
+                _childPid(twistd, "forker") is not None
+                and twistd.logged("extension 'forker': main(browser) finished")()
+                and canConnect(port)
+            ),
+            "the extension and its offspring",
+            ["forker"],
+        )
+        child = _childPid(twistd, "forker")
+        offspring: list[int] = []
+        with open(f"/proc/{child}/task/{child}/children") as f:
+            offspring = [int(pid) for pid in f.read().split()]
+        self.assertEqual(len(offspring), 1, "the extension did not fork")
+
+        def killOffspring() -> None:
+            if _alive(offspring[0]):
+                os.kill(offspring[0], signal.SIGKILL)
+
+        self.addCleanup(killOffspring)
+
+        self.assertEqual(twistd.terminate(), 0)
+        self.assertIn("still holds its channel or output open", twistd.log())
+        self.assertTrue(_alive(offspring[0]), "the offspring ended: nothing tested")
+        self.assertFalse(canConnect(port))

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from errno import ECONNREFUSED
 from typing import Any
 
 from twisted.internet import defer, reactor, threads
@@ -114,7 +115,8 @@ class _BrokerPairTestCase(TestCase):
 
         def cleanUp() -> defer.Deferred[Any]:
             syncChild.close()
-            self.child.transport.loseConnection()  # type: ignore[union-attr]
+            if self.child.transport is not None:
+                self.child.transport.loseConnection()
             return defer.DeferredList([self.broker.lost, self.child.lost])
 
         self.addCleanup(cleanUp)
@@ -234,6 +236,55 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         os.close(answer["descriptor"])
         self.assertIn(answer["socketId"], self.broker._held)
         self.assertEqual(len(self.broker._held), 2)
+
+    async def test_lostChannelShutsDown(self) -> None:
+        """
+        When the channel ends, the host shuts down every socket it handed
+        over and that was not released, so that a copy of its descriptor
+        kept elsewhere (by a process the child started) is useless: a
+        listening socket stops accepting, a dialed connection ends.
+        """
+        port = self.echoServer()
+        listenPort = _freePort()
+        self.grants.add(f"tcp-connect:127.0.0.1:{port}")
+        self.grants.add(f"tcp-listen:{listenPort}")
+        dialed = await self.child.callRemote(
+            Connect, host="127.0.0.1", port=port, timeout=5.0
+        )
+        listening = await self.listen(port=listenPort, interface="127.0.0.1", backlog=5)
+        kept = [
+            socket.socket(fileno=dialed["descriptor"]),
+            socket.socket(fileno=listening["descriptor"]),
+        ]
+        for copy in kept:
+            self.addCleanup(copy.close)
+        self.child.transport.loseConnection()  # type: ignore[union-attr]
+        await self.broker.lost
+        self.assertEqual(self.broker._held, {})
+        connection, server = kept
+        connection.settimeout(10)
+        self.assertEqual(connection.recv(10), b"")
+        self.assertRaises(OSError, connection.send, b"x")
+        refused = socket.socket()
+        self.addCleanup(refused.close)
+        self.assertEqual(refused.connect_ex(("127.0.0.1", listenPort)), ECONNREFUSED)
+
+    async def test_releasedListenerShutDown(self) -> None:
+        """
+        A listening socket the child releases is shut down by the host: a
+        copy of its descriptor kept elsewhere (by a process the child
+        started) accepts nothing more.
+        """
+        listenPort = _freePort()
+        self.grants.add(f"tcp-listen:{listenPort}")
+        listening = await self.listen(port=listenPort, interface="127.0.0.1", backlog=5)
+        kept = socket.socket(fileno=listening["descriptor"])
+        self.addCleanup(kept.close)
+        await self.child.callRemote(Release, socketIds=[listening["socketId"]])
+        self.assertEqual(self.broker._held, {})
+        refused = socket.socket()
+        self.addCleanup(refused.close)
+        self.assertEqual(refused.connect_ex(("127.0.0.1", listenPort)), ECONNREFUSED)
 
     async def test_connectDenied(self) -> None:
         """
@@ -890,9 +941,13 @@ class _FakeProcess:
         self.env = env
         self.pid: int | None = 4242
         self.signals: list[str] = []
+        self.outputClosed = False
 
     def closeStdin(self) -> None:
         pass
+
+    def loseConnection(self) -> None:
+        self.outputClosed = True
 
     def signalProcess(self, signal: str) -> None:
         self.signals.append(signal)
@@ -1221,6 +1276,42 @@ class IsolatedExtensionUnitTests(_FakeProcessMixin, SynchronousTestCase):
         self.assertEqual(self.reactor.processes[0].signals, [])
         self.reactor.advance(service.exitGrace)
         self.assertEqual(self.reactor.processes[0].signals, ["KILL"])
+
+    def test_killedButHeldOpen(self) -> None:
+        """
+        A process killed whose end is still not seen C{abandonGrace}
+        seconds later (a process it started holds its channel and output
+        open) has its channel aborted and its output closed, which is
+        logged; its end then stops the service as usual.  A process that
+        ends in time is left alone.
+        """
+        service = self.make(restart=RestartPolicy(stopTimeout=3, pingInterval=None))
+        service.startService()
+        self.hello(service)
+        channel = service.broker.transport  # type: ignore[union-attr]
+        process = self.reactor.processes[0]
+        d = service.stopService()
+        self.reactor.advance(3)
+        self.assertEqual(process.signals, ["KILL"])
+        self.reactor.advance(service._supervisor.abandonGrace - 0.1)
+        self.assertFalse(process.outputClosed)
+        self.assertFalse(channel.disconnecting)
+        self.reactor.advance(0.1)
+        self.assertTrue(process.outputClosed)
+        self.assertTrue(channel.disconnecting)
+        self.assertTrue(self.logged("still holds its channel or output open"))
+        process.end(signal=9)
+        self.successResultOf(d)
+
+        again = self.make(restart=RestartPolicy(stopTimeout=3, pingInterval=None))
+        again.startService()
+        self.hello(again)
+        d = again.stopService()
+        self.reactor.advance(3)
+        self.reactor.processes[1].end(signal=9)
+        self.successResultOf(d)
+        self.reactor.advance(1000)
+        self.assertFalse(self.reactor.processes[1].outputClosed)
 
     def test_stopService(self) -> None:
         """
