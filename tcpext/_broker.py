@@ -397,6 +397,7 @@ class BrokerProtocol(QuietAMP):
         self.policy = policy
         self._held: dict[int, _Held] = {}
         self._nextId = 1
+        self._helloSeen = False
         self._outstanding = 0
         self._gate: _ReadGate | None = None
         self._boxKeys = 0
@@ -737,10 +738,23 @@ class BrokerProtocol(QuietAMP):
     @Hello.responder
     def hello(self, confined: bool, reason: str, pid: int, layers: list[str]) -> Any:
         """
-        The child is up: the owner answers with what it needs.
+        The child is up: the owner answers with what it needs.  Only the
+        first C{Hello} of a connection counts (the child's start sends it
+        before any extension code runs); a later one is extension code
+        posing as the start, to put lines of its making in the host's log
+        ("extension process N started", "not confined"), and is refused and
+        logged as refused (rate-limited).
         """
         if self.owner is None:
             raise BadRequest("no extension attached")
+        if self._helloSeen:
+            self.denials.warn(
+                "broker refused {request}: {reason}",
+                request="a second Hello",
+                reason="the process said hello at its start",
+            )
+            raise BadRequest("the process has already said hello")
+        self._helloSeen = True
         return self.owner.childHello(self, confined, reason, pid, layers)
 
     @RequestPermissions.responder

@@ -703,13 +703,21 @@ import gc
 from twisted.internet.protocol import ClientFactory, Protocol
 
 from tcpext import sandbox
-from tcpext._wire import ChildRefused
+from tcpext._wire import ChildRefused, Hello
 
 
 def main(browser):
     # Skip the browser: report refusals of its own making (invented verbs,
     # and verbs that pass for the operator's) straight to the host.
     [host] = [o for o in gc.get_objects() if isinstance(o, sandbox.HostConnection)]
+    # Pose as the process's start: lines of its making in the host's log.
+    layers = ["network namespace", "Landlock ABI 7", "seccomp"]
+    host.callRemote(
+        Hello, confined=True, reason="", pid=1, layers=layers + ["\\x1b[31m\\nFORGED"]
+    ).addErrback(lambda f: None)
+    host.callRemote(
+        Hello, confined=False, reason="FORGED", pid=2, layers=[]
+    ).addErrback(lambda f: None)
     verbs = ["revoke", "grant", "request", "suppressed"]
     verbs += ["forged-%d" % i for i in range(COUNT)]
     for verb in verbs:
@@ -794,7 +802,9 @@ class ChildRefusalTests(SynchronousTestCase):
         invented verb, or one that passes for the operator's (C{revoke},
         C{grant}), is neither in the audit trail nor a new series of the
         metrics (each new verb label would cost the host memory for the
-        service's lifetime).
+        service's lifetime).  A C{Hello} it sends, posing as its process's
+        start, puts no line of its making in the host's log and does not
+        stop it.
         """
         folder = shortFolder(self)
         state = os.path.join(folder, "state")
@@ -849,6 +859,10 @@ class ChildRefusalTests(SynchronousTestCase):
             if line.startswith("tcpext_decisions_total{")
         }
         self.assertEqual(verbs, {"connect"})
+        log = twistd.log()
+        self.assertNotIn("FORGED", log)
+        self.assertNotIn("not confined", log)
+        self.assertIn("broker refused a second Hello", log)
         self.assertEqual(twistd.terminate(), 0)
 
 

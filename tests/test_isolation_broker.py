@@ -745,6 +745,42 @@ class HostBoundsTests(SynchronousTestCase):
         )
         self.assertLess(len(refused[-1]), 200)
 
+    def test_secondHello(self) -> None:
+        """
+        Only a connection's first C{Hello} reaches the owner: a later one
+        (extension code posing as the process's start, to put "extension
+        process N started" or "not confined" lines of its making in the
+        host's log) is refused with L{BadRequest} and logged as refused.
+        """
+        hellos: list[tuple[bool, str, int, list[str]]] = []
+
+        class Owner:
+            def childHello(
+                self,
+                broker: Any,
+                confined: bool,
+                reason: str,
+                pid: int,
+                layers: list[str],
+            ) -> dict[str, object]:
+                hellos.append((confined, reason, pid, layers))
+                return {}
+
+        self.broker.owner = Owner()  # type: ignore[assignment]
+        self.broker.hello(True, "", 42, ["seccomp"])
+        for confined, reason in [(True, ""), (False, "\x1b[31mforged\nline")]:
+            self.assertRaises(
+                BadRequest, self.broker.hello, confined, reason, 1, ["seccomp"]
+            )
+        self.assertEqual(hellos, [(True, "", 42, ["seccomp"])])
+        refused = [formatEvent(e) for e in self.events]
+        self.assertEqual(len(refused), 2)
+        self.assertIn(
+            "broker refused a second Hello: the process said hello at its start",
+            refused[0],
+        )
+        self.assertNotIn("forged", "".join(refused))
+
     def test_unreadAnswers(self) -> None:
         """
         While the host's answers are not sent (the transport's buffer is
