@@ -215,3 +215,22 @@ class KernelCountsTests(SynchronousTestCase):
         unix = socket.socket(socket.AF_UNIX)
         self.addCleanup(unix.close)
         self.assertIsNone(kernelByteCounts(unix))
+
+
+class AddressTextTests(SynchronousTestCase):
+    """
+    L{addressText} writes a socket's address as the console shows it.
+    """
+
+    def test_forms(self) -> None:
+        """
+        C{"HOST:PORT"}, an IPv6 host (with its zone, if any) in brackets; an
+        unknown host or port is L{None}.
+        """
+        from tcpext._serviceconsole import addressText
+
+        self.assertEqual(addressText("127.0.0.1", 7001), "127.0.0.1:7001")
+        self.assertEqual(addressText("::1", 7001), "[::1]:7001")
+        self.assertEqual(addressText("fe80::1%lo", 22), "[fe80::1%lo]:22")
+        self.assertIsNone(addressText(None, 80))
+        self.assertIsNone(addressText("::1", None))
