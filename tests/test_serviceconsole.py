@@ -185,6 +185,67 @@ class ServiceConsoleTests(SynchronousTestCase):
         self.assertIn(b'tcpext_open_sockets{extension="ext",kind="client"} 0.0', text)
 
 
+class RememberedRefusalTests(SynchronousTestCase):
+    """
+    With C{--prompt admin}, a refusal is remembered until the operator
+    grants that permission from the console.
+    """
+
+    def test_clearedByConsoleGrant(self) -> None:
+        """
+        A request the operator denies is then refused without asking; once
+        the operator grants the permission from the console (and later
+        revokes it), the extension's next request is asked again.
+        """
+        base = os.path.abspath(self.mktemp())
+        folder = os.path.join(base, "ext")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "manifest.json"), "w") as f:
+            json.dump(
+                {
+                    "manifest_version": 2,
+                    "name": "ext",
+                    "version": "1",
+                    "optional_permissions": [OPTIONAL],
+                    "background": {"scripts": ["background.py"]},
+                },
+                f,
+            )
+        with open(os.path.join(folder, "background.py"), "w") as f:
+            f.write("def main(browser):\n    pass\n")
+        from tcpext._admin import parseAdminEndpoint
+        from tests._folders import shortFolder
+
+        state = os.path.join(base, "state")
+        service = TCPExtService(
+            extensionPaths=[folder],
+            stateDirectory=state,
+            prompt="admin",
+            admin=parseAdminEndpoint(
+                "unix:" + os.path.join(shortFolder(self), "admin.sock"), state
+            ),
+            reactor=MemoryReactorClock(),
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        console = service.console
+
+        first = service.prompt("ext", [OPTIONAL])
+        [pending] = console.requests()
+        console.answer(pending["id"], False)
+        self.assertIs(self.successResultOf(first), False)
+        self.assertIs(self.successResultOf(service.prompt("ext", [OPTIONAL])), False)
+        self.assertEqual(console.requests(), [])
+
+        self.successResultOf(console.grant("ext", OPTIONAL))
+        self.successResultOf(console.revoke("ext", OPTIONAL))
+        again = service.prompt("ext", [OPTIONAL])
+        self.assertNoResult(again)
+        [pending] = console.requests()
+        console.answer(pending["id"], True)
+        self.assertIs(self.successResultOf(again), True)
+
+
 class KernelCountsTests(SynchronousTestCase):
     """
     L{kernelByteCounts} reads what the kernel counted on a TCP socket.
