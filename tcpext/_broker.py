@@ -901,12 +901,21 @@ class SyncListenProtocol(SyncServerProtocol):
 
     def connectionMade(self) -> None:
         """
-        Stop reading the child while its answers are not sent.
+        Stop reading the child while its answers are not sent; end with the
+        broker's AMP connection (a process the child started, which holds
+        this channel too, gets nothing more once the child's channel has
+        ended).
         """
         assert self.transport is not None
         self.transport.registerProducer(  # type: ignore[attr-defined]
             _ReadGate(self.transport), True
         )
+        transport: Any = self.transport
+
+        def end(_: None) -> None:
+            transport.abortConnection()
+
+        self._broker.lost.addCallback(end)
 
     def fileDescriptorReceived(self, descriptor: int) -> None:
         """
@@ -924,6 +933,8 @@ class SyncListenProtocol(SyncServerProtocol):
         """
         if request.get("op") != "listen":
             raise BadRequest(f"unknown request {request!r}")
+        if self._broker.lost.called:
+            raise BadRequest("the extension's channel has ended")
         answer = self._broker.listen(
             int(request["port"]),
             str(request.get("interface") or ""),

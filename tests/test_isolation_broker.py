@@ -269,6 +269,25 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         self.addCleanup(refused.close)
         self.assertEqual(refused.connect_ex(("127.0.0.1", listenPort)), ECONNREFUSED)
 
+    async def test_lostChannelEndsListenChannel(self) -> None:
+        """
+        When the AMP channel ends, the host closes the listen channel too: a
+        process that still holds it (one the child started, which outlives
+        it) gets no new listening socket.
+        """
+        listenPort = _freePort()
+        self.grants.add(f"tcp-listen:{listenPort}")
+        self.child.transport.loseConnection()  # type: ignore[union-attr]
+        await self.broker.lost
+        d = defer.ensureDeferred(
+            self.listen(port=listenPort, interface="127.0.0.1", backlog=5)
+        )
+        await self.assertFailure(d, ConnectionError)
+        self.assertEqual(self.broker._held, {})
+        probe = socket.socket()
+        self.addCleanup(probe.close)
+        probe.bind(("127.0.0.1", listenPort))
+
     async def test_releasedListenerShutDown(self) -> None:
         """
         A listening socket the child releases is shut down by the host: a
