@@ -1264,9 +1264,24 @@ class OffspringTests(SynchronousTestCase):
     def test_stopDespiteOffspring(self) -> None:
         """
         Stopping twistd ends in bounded time although a process forked by
-        the extension still holds the extension's channel, output and
-        listening socket; that socket accepts nothing once twistd has
-        stopped.
+        the extension (itself forked from the template) still holds the
+        extension's channel, output and listening socket; that socket
+        accepts nothing once twistd has stopped.
+        """
+        self.assertStopsDespiteOffspring()
+
+    def test_stopDespiteOffspringFresh(self) -> None:
+        """
+        The same for an extension process started afresh
+        (C{--no-template}).
+        """
+        self.assertStopsDespiteOffspring("--no-template")
+
+    def assertStopsDespiteOffspring(self, *extra: str) -> None:
+        """
+        Run the forking extension (with C{extra} options), stop twistd, and
+        check that it stops and that the port no longer answers, while the
+        forked process is still there.
         """
         port = freePort()
         folder = os.path.join(os.path.abspath(self.mktemp()), "forker")
@@ -1284,7 +1299,7 @@ class OffspringTests(SynchronousTestCase):
             )
         with open(os.path.join(folder, "background.py"), "w") as f:
             f.write(_FORKER.format(port=port))
-        twistd = Twistd(self, ["--extension", folder], isolation="process")
+        twistd = Twistd(self, ["--extension", folder, *extra], isolation="process")
         twistd.waitFor(
             lambda: (
                 _childPid(twistd, "forker") is not None
