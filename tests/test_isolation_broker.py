@@ -204,7 +204,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         """
         self.broker.maxHeld = 2
         port = self.echoServer()
-        listenPort = _freePort()
+        listenPort = freePort()
         self.grants.add(f"tcp-connect:127.0.0.1:{port}")
         self.grants.add(f"tcp-listen:{listenPort}")
         answers = []
@@ -245,7 +245,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         listening socket stops accepting, a dialed connection ends.
         """
         port = self.echoServer()
-        listenPort = _freePort()
+        listenPort = freePort()
         self.grants.add(f"tcp-connect:127.0.0.1:{port}")
         self.grants.add(f"tcp-listen:{listenPort}")
         dialed = await self.child.callRemote(
@@ -275,7 +275,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         process that still holds it (one the child started, which outlives
         it) gets no new listening socket.
         """
-        listenPort = _freePort()
+        listenPort = freePort()
         self.grants.add(f"tcp-listen:{listenPort}")
         self.child.transport.loseConnection()  # type: ignore[union-attr]
         await self.broker.lost
@@ -294,7 +294,7 @@ class BrokerLoopbackTests(_BrokerPairTestCase):
         copy of its descriptor kept elsewhere (by a process the child
         started) accepts nothing more.
         """
-        listenPort = _freePort()
+        listenPort = freePort()
         self.grants.add(f"tcp-listen:{listenPort}")
         listening = await self.listen(port=listenPort, interface="127.0.0.1", backlog=5)
         kept = socket.socket(fileno=listening["descriptor"])
