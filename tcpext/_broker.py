@@ -544,6 +544,13 @@ class BrokerProtocol(QuietAMP):
             "family": sock.family,
         }
 
+    def heldSockets(self) -> list[_Held]:
+        """
+        The host's copies of the sockets handed over to the extension's
+        process and not yet released (for the operator's console).
+        """
+        return list(self._held.values())
+
     @Release.responder
     def release(self, socketIds: list[int]) -> dict[str, object]:
         """

@@ -237,16 +237,12 @@ class _InProcessView:
         browser = self.child.browser
         if browser is None:
             return []
-        result = [describeClientSocket(s, "client") for s in list(browser._sockets)]
-        for server, listen in list(browser._servers.items()):
-            result.append(describeServerSocket(server, listen.openedAt))
-            tracker = listen.tracker
-            if tracker is None:
-                continue
-            for protocol in list(tracker.accepted):
-                sock = getattr(protocol, "socket", None)
-                if sock is not None and sock.readyState != "closed":
-                    result.append(describeClientSocket(sock, "accepted"))
+        result = [
+            describeServerSocket(thing, openedAt)
+            if kind == "server"
+            else describeClientSocket(thing, kind)
+            for kind, thing, openedAt in browser.openSockets()
+        ]
         for kind, transport, openedAt in browser.reactor.openTransports():
             result.append(describeTransport(kind, transport, openedAt))
         return result
@@ -312,7 +308,7 @@ class _IsolatedView:
         if broker is None:
             return []
         result = []
-        for held in list(broker._held.values()):
+        for held in broker.heldSockets():
             sock = held.sock
             try:
                 local = sock.getsockname()

@@ -63,6 +63,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 __all__ = [
+    "actAsClient",
     "answerALPN",
     "wrapClientTLSOn",
     "clockOf",

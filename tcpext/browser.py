@@ -1040,6 +1040,29 @@ class Browser:
 
     # lifetime
 
+    def openSockets(self) -> list[tuple[str, Any, float | None]]:
+        """
+        What this namespace has open now, for the operator's console.
+
+        @return: C{("client", socket, None)} for each connection the
+            extension made, C{("server", server, openedAt)} for each server
+            it listens with, and C{("accepted", socket, None)} for each
+            connection such a server accepted that is not closed.
+        """
+        result: list[tuple[str, Any, float | None]] = [
+            ("client", sock, None) for sock in list(self._sockets)
+        ]
+        for server, listen in list(self._servers.items()):
+            result.append(("server", server, listen.openedAt))
+            tracker = listen.tracker
+            if tracker is None:
+                continue
+            for protocol in list(tracker.accepted):
+                sock = getattr(protocol, "socket", None)
+                if sock is not None and sock.readyState != "closed":
+                    result.append(("accepted", sock, None))
+        return result
+
     def close(self) -> Deferred[None]:
         """
         Close every socket and server opened through this namespace or its
