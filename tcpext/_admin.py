@@ -611,6 +611,33 @@ def _pageFile(name: str) -> bytes:
     return data
 
 
+class _AdminRequest(Request):
+    """
+    A request that keeps at most C{MAX_BODY + 1} bytes of its body (enough
+    for the API to tell that it is too large): Twisted reads a body to its
+    end, into a temporary file when it is large, before the resource checks
+    the token, so a client that has no token could otherwise fill the
+    host's disk.
+    """
+
+    _bodyReceived = 0
+
+    def gotLength(self, length: int | None) -> None:
+        """
+        Keep the body in memory, whatever length it declares.
+        """
+        super().gotLength(MAX_BODY + 1)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """
+        Keep the start of the body; count and drop the rest.
+        """
+        room = MAX_BODY + 1 - self._bodyReceived
+        if room > 0:
+            super().handleContentChunk(data[:room])
+        self._bodyReceived += len(data)
+
+
 def makeAdminSite(
     console: IConsole,
     endpoint: AdminEndpoint,
@@ -626,7 +653,10 @@ def makeAdminSite(
             f"--admin {endpoint.description!r}: a TCP admin endpoint needs "
             "--admin-token-file"
         )
-    site = Site(AdminResource(console, token=token, hosts=endpoint.hosts))
+    site = Site(
+        AdminResource(console, token=token, hosts=endpoint.hosts),
+        requestFactory=_AdminRequest,
+    )
     site.displayTracebacks = False
     site.noisy = False
     # Access lines are not logged: the audit trail records what matters.

@@ -21,6 +21,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tcpext._admin import (
+    MAX_BODY,
     UNIX_PATH_MAX,
     AdminResource,
     AdminSetupError,
@@ -543,6 +544,101 @@ class EndpointTests(SynchronousTestCase):
                 f.write(bad)
             self.assertRaises(AdminSetupError, readTokenFile, path)
         self.assertRaises(AdminSetupError, readTokenFile, path + ".missing")
+
+
+class BodyLimitTests(SynchronousTestCase):
+    """
+    The console keeps at most C{MAX_BODY} bytes of a request's body,
+    whoever sends it: the body arrives before the token is checked.
+    """
+
+    def channel(self) -> tuple[Any, Any]:
+        """
+        An HTTP connection to a TCP console's site (token required), over
+        an in-memory transport.
+        """
+        from twisted.internet.testing import StringTransport
+
+        endpoint = parseAdminEndpoint("tcp:8080:interface=127.0.0.1", "/state")
+        assert endpoint is not None
+        site = makeAdminSite(FakeConsole(), endpoint, TOKEN)
+        factory = site.requestFactory
+        self.requests: list[Any] = []
+
+        def record(*args: Any, **kwargs: Any) -> Any:
+            request = factory(*args, **kwargs)
+            self.requests.append(request)
+            return request
+
+        site.requestFactory = record
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, None)
+        return channel, transport
+
+    def send(self, length: bytes, total: int) -> tuple[Any, Any]:
+        """
+        Send a POST without the token, declaring C{length} (a
+        C{Content-Length} value, or C{b"chunked"}), and C{total} bytes of
+        body in 64 KiB pieces; return the channel and its transport.
+        """
+        channel, transport = self.channel()
+        if length == b"chunked":
+            framing = b"Transfer-Encoding: chunked\r\n"
+        else:
+            framing = b"Content-Length: " + length + b"\r\n"
+        channel.dataReceived(
+            b"POST /api/v1/extensions/ext/grants HTTP/1.1\r\n"
+            b"Host: localhost\r\nContent-Type: application/json\r\n" + framing + b"\r\n"
+        )
+        piece = b"x" * 65536
+        for _ in range(total // len(piece)):
+            if length == b"chunked":
+                channel.dataReceived(b"10000\r\n" + piece + b"\r\n")
+            else:
+                channel.dataReceived(piece)
+        return channel, transport
+
+    def kept(self) -> int:
+        """
+        How many bytes of body the last request holds.
+        """
+        content = self.requests[-1].content
+        content.seek(0, os.SEEK_END)
+        return int(content.tell())
+
+    def test_declaredLength(self) -> None:
+        """
+        A body declared and sent far larger than C{MAX_BODY} is not kept
+        (it was spooled to a temporary file, to the end, before the token
+        was checked); once complete it is answered 401 (no token).
+        """
+        channel, transport = self.send(b"%d" % (64 * 65536), 64 * 65536)
+        self.assertIn(b" 401 ", transport.value())
+        channel, transport = self.send(b"%d" % (64 * 65536), 32 * 65536)
+        self.assertLessEqual(self.kept(), MAX_BODY + 1)
+
+    def test_chunked(self) -> None:
+        """
+        A chunked body is not kept past C{MAX_BODY} either.
+        """
+        channel, transport = self.send(b"chunked", 32 * 65536)
+        self.assertLessEqual(self.kept(), MAX_BODY + 1)
+
+    def test_overLimitAnswered(self) -> None:
+        """
+        With the token, a body over C{MAX_BODY} is answered 413.
+        """
+        channel, transport = self.channel()
+        body = b'{"permission": "' + b"x" * MAX_BODY + b'"}'
+        channel.dataReceived(
+            b"POST /api/v1/extensions/ext/grants HTTP/1.1\r\n"
+            b"Host: localhost\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        self.assertIn(b" 413 ", transport.value())
 
 
 class TCPLoopbackTests(TestCase):
