@@ -277,6 +277,34 @@ def parseAdminEndpoint(description: str, stateDirectory: str) -> AdminEndpoint |
     )
 
 
+def _addressKey(address: object) -> tuple[str, int] | None:
+    """
+    A TCP address (a Twisted C{IPv4Address}/C{IPv6Address}, or the
+    console's C{"HOST:PORT"} text) as a canonical C{(ip, port)}: an
+    IPv4-mapped IPv6 address is its IPv4 address, a zone is dropped.
+    L{None} for anything else (a UNIX address, an unknown one).
+    """
+    host: object
+    port: object
+    if isinstance(address, str):
+        text, sep, portText = address.rpartition(":")
+        if not sep or not portText.isdigit():
+            return None
+        host, port = text.strip("[]"), int(portText)
+    else:
+        host = getattr(address, "host", None)
+        port = getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return (str(ip.ipv4_mapped), port)
+    return (str(ip), port)
+
+
 def _segments(path: bytes) -> list[str] | None:
     """
     The percent-decoded segments of a request path (L{None} if it is not
@@ -319,6 +347,30 @@ class AdminResource(Resource):
         self._hosts = hosts
 
     # Checks.
+
+    def _fromExtension(self, request: Request) -> bool:
+        """
+        Did the request come in on a connection an extension opened (one
+        of the sockets the console lists as an extension's C{client}
+        socket, compared by address and port)?  An extension whose grants
+        reach the console's TCP address could otherwise use it as the
+        operator, with the token read from the token file (an isolated
+        extension too: it may read the files the service's user can).
+        """
+        peer = _addressKey(request.getClientAddress())
+        if peer is None:
+            return False
+        try:
+            extensions = self._console.extensions()
+            for extension in extensions:
+                for sock in self._console.sockets(extension["id"]):
+                    if sock.get("kind") == "client":
+                        if _addressKey(sock.get("local")) == peer:
+                            return True
+        except Exception:
+            self.log.failure("cannot list the extensions' sockets")
+            return True
+        return False
 
     def _hostAllowed(self, request: Request) -> bool:
         """
@@ -411,6 +463,12 @@ class AdminResource(Resource):
                 403,
                 "the Host header must name localhost, 127.0.0.1, [::1] or "
                 "this console's own address",
+            )
+        if self._fromExtension(request):
+            return self._error(
+                request,
+                403,
+                "a connection an extension opened may not use the operator console",
             )
         segments = _segments(request.path)
         method = request.method

@@ -51,6 +51,7 @@ class FakeConsole:
         self.pendingIds = {"1"}
         self.afters: list[int] = []
         self.slow: Deferred[None] | None = None
+        self.socketsHeld: list[dict[str, Any]] = []
 
     def _known(self, extensionId: str) -> None:
         if extensionId != "ext":
@@ -93,7 +94,7 @@ class FakeConsole:
 
     def sockets(self, extensionId: str) -> list[dict[str, Any]]:
         self._known(extensionId)
-        return []
+        return list(self.socketsHeld)
 
     def requests(self) -> list[dict[str, Any]]:
         return [
@@ -544,6 +545,61 @@ class EndpointTests(SynchronousTestCase):
                 f.write(bad)
             self.assertRaises(AdminSetupError, readTokenFile, path)
         self.assertRaises(AdminSetupError, readTokenFile, path + ".missing")
+
+
+class ExtensionConnectionTests(SynchronousTestCase):
+    """
+    A request on a connection an extension opened is refused, token or not:
+    an extension whose grants reach the console's TCP address could
+    otherwise act as the operator with a token it read from the token file.
+    """
+
+    def code(self, client: Any) -> int:
+        """
+        The status of C{GET /api/v1/extensions}, with the token, from
+        C{client}.
+        """
+        from twisted.web.test.requesthelper import DummyRequest
+
+        request = DummyRequest([b"api", b"v1", b"extensions"])
+        request.path = b"/api/v1/extensions"
+        request.method = b"GET"
+        request.client = client
+        request.requestHeaders.setRawHeaders(b"host", [b"localhost"])
+        request.requestHeaders.setRawHeaders(
+            b"authorization", [b"Bearer " + TOKEN.encode()]
+        )
+        self.resource.render(request)
+        return int(request.responseCode or 200)
+
+    def test_refused(self) -> None:
+        """
+        The extension's client sockets are recognised by address and port
+        (an IPv4-mapped peer is its IPv4 address); other peers, the
+        extension's servers and UNIX clients are served.
+        """
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+        console = FakeConsole()
+        console.socketsHeld = [
+            {"kind": "client", "local": "127.0.0.1:40000"},
+            {"kind": "client", "local": "[::1]:40001"},
+            {"kind": "server", "local": "127.0.0.1:40002"},
+        ]
+        self.resource = AdminResource(console, token=TOKEN)
+        for client in [
+            IPv4Address("TCP", "127.0.0.1", 40000),
+            IPv6Address("TCP", "::ffff:127.0.0.1", 40000),
+            IPv6Address("TCP", "::1", 40001),
+        ]:
+            self.assertEqual(self.code(client), 403, client)
+        for client in [
+            IPv4Address("TCP", "127.0.0.1", 40001),
+            IPv4Address("TCP", "127.0.0.2", 40000),
+            IPv4Address("TCP", "127.0.0.1", 40002),
+            UNIXAddress(None),
+        ]:
+            self.assertEqual(self.code(client), 200, client)
 
 
 class BodyLimitTests(SynchronousTestCase):

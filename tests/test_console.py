@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests._extensions import extensionWithScript
 from tests._folders import shortFolder
@@ -864,6 +864,99 @@ class ChildRefusalTests(SynchronousTestCase):
         self.assertNotIn("not confined", log)
         self.assertIn("broker refused a second Hello", log)
         self.assertEqual(twistd.terminate(), 0)
+
+
+CONSOLE_USER_EXTENSION = """
+import json
+
+from twisted.logger import Logger
+
+log = Logger()
+
+
+async def main(browser):
+    # It may read the token file (as the service's user), and its grant
+    # reaches the console's address: it tries to act as the operator.
+    with open(TOKEN_PATH) as f:
+        token = f.read().strip()
+    sock = await browser.TCPSocket.connect(host="127.0.0.1", port=PORT)
+    await sock.opened
+    body = json.dumps({"permission": "tcp-connect:*:*"}).encode()
+    await sock.write(
+        b"POST /api/v1/extensions/intruder/grants HTTP/1.1\\r\\n"
+        b"Host: localhost\\r\\nContent-Type: application/json\\r\\n"
+        b"Authorization: Bearer " + token.encode() + b"\\r\\n"
+        b"Content-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % len(body)
+        + body
+    )
+    answer = b""
+    async for chunk in sock:
+        answer += chunk
+    log.info("the console answered {status}", status=answer.split(b"\\r\\n")[0])
+"""
+
+
+class ExtensionAsOperatorTests(SynchronousTestCase):
+    """
+    An extension whose grant reaches a TCP console, and that reads the
+    token file, cannot use the console.
+    """
+
+    def refused(self, isolation: str) -> None:
+        """
+        Run the intruding extension with C{isolation}: the console answers
+        it 403 and it gains no grant.
+        """
+        from tests.test_examples import freePort
+
+        port = freePort()
+        folder = shortFolder(self)
+        tokenPath = os.path.join(folder, "token")
+        with open(tokenPath, "w") as f:
+            f.write("intruder-test-token\n")
+        extension = extensionWithScript(
+            folder,
+            "intruder",
+            [f"tcp-connect:127.0.0.1:{port}"],
+            CONSOLE_USER_EXTENSION.replace("TOKEN_PATH", repr(tokenPath)).replace(
+                "PORT", str(port)
+            ),
+            optional=["tcp-connect:*:*"],
+        )
+        twistd = Twistd(
+            self,
+            [
+                "--extension",
+                extension,
+                "--admin",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--admin-token-file",
+                tokenPath,
+            ],
+            isolation=isolation,
+        )
+        twistd.waitFor(
+            twistd.logged("the console answered"), "the console's answer", ["intruder"]
+        )
+        self.assertIn("the console answered b'HTTP/1.1 403 Forbidden'", twistd.log())
+        self.assertNotIn("granted", twistd.log())
+        self.assertEqual(twistd.terminate(), 0)
+        self.assertNotIn("tcp-connect:*:*", twistd.log())
+
+    def test_inProcess(self) -> None:
+        """
+        In the service's process.
+        """
+        self.refused("none")
+
+    def test_isolated(self) -> None:
+        """
+        Isolated (the extension's process may read the token file, but its
+        connection is the host's, and recognised).
+        """
+        if _NO_CONFINEMENT is not None:
+            raise SkipTest(f"this system cannot confine: {_NO_CONFINEMENT}")
+        self.refused("process")
 
 
 class ConsoleStartupTests(SynchronousTestCase):
