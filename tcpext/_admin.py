@@ -361,9 +361,13 @@ class AdminResource(Resource):
         if peer is None:
             return False
         try:
-            extensions = self._console.extensions()
-            for extension in extensions:
-                for sock in self._console.sockets(extension["id"]):
+            for extension in self._console.extensions():
+                try:
+                    sockets = self._console.sockets(extension["id"])
+                except ConsoleError:
+                    # Unloaded since it was listed: it has no sockets.
+                    continue
+                for sock in sockets:
                     if sock.get("kind") == "client":
                         if _addressKey(sock.get("local")) == peer:
                             return True

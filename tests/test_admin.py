@@ -601,6 +601,31 @@ class ExtensionConnectionTests(SynchronousTestCase):
         ]:
             self.assertEqual(self.code(client), 200, client)
 
+    def test_listingFails(self) -> None:
+        """
+        An extension unloaded between the listing of extensions and that
+        of its sockets has none; if the extensions cannot be listed at
+        all, the request is refused (and the failure logged).
+        """
+        from twisted.internet.address import IPv4Address
+
+        client = IPv4Address("TCP", "127.0.0.1", 40000)
+        console = FakeConsole()
+
+        def gone(extensionId: str) -> list[dict[str, Any]]:
+            raise NotFound(f"no extension {extensionId!r} is loaded")
+
+        console.sockets = gone  # type: ignore[method-assign]
+        self.resource = AdminResource(console, token=TOKEN)
+        self.assertEqual(self.code(client), 200)
+
+        def broken() -> list[dict[str, Any]]:
+            raise RuntimeError("broken")
+
+        console.extensions = broken  # type: ignore[method-assign]
+        self.assertEqual(self.code(client), 403)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
 
 class BodyLimitTests(SynchronousTestCase):
     """
