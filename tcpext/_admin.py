@@ -468,12 +468,6 @@ class AdminResource(Resource):
                 "the Host header must name localhost, 127.0.0.1, [::1] or "
                 "this console's own address",
             )
-        if self._fromExtension(request):
-            return self._error(
-                request,
-                403,
-                "a connection an extension opened may not use the operator console",
-            )
         segments = _segments(request.path)
         method = request.method
         if segments is None:
@@ -487,6 +481,13 @@ class AdminResource(Resource):
             request.setHeader(b"www-authenticate", b'Bearer realm="tcpext"')
             return self._error(
                 request, 401, "missing or wrong token (Authorization: Bearer TOKEN)"
+            )
+        # After the token: a request without it costs no listing.
+        if self._fromExtension(request):
+            return self._error(
+                request,
+                403,
+                "a connection an extension opened may not use the operator console",
             )
         body: Any = None
         if method in (b"POST", b"DELETE"):
