@@ -89,12 +89,16 @@ class DenialLimiter:
 def openAuditFile(path: str) -> IO[str]:
     """
     Open the C{--audit-log} file for appending, creating it with mode 0600.
+    A symbolic link is not followed (one planted in a shared folder would
+    otherwise aim the service's writes at a file of someone else's
+    choosing).
 
-    @raise OSError: If it cannot be opened.
+    @raise OSError: If it cannot be opened (C{ELOOP}: C{path} is a
+        symbolic link).
     """
     import os
 
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     return os.fdopen(fd, "a", encoding="utf-8")
 
 

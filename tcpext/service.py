@@ -394,6 +394,11 @@ class Options(usage.Options):
                 )
             if os.path.isdir(audit):
                 raise usage.UsageError(f"--audit-log: {audit!r} is a directory")
+            if os.path.islink(audit):
+                raise usage.UsageError(
+                    f"--audit-log: {audit!r} is a symbolic link; name the file "
+                    "itself (the log is not written through a link)"
+                )
 
 
 class TCPExtService(MultiService):

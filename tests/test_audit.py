@@ -152,6 +152,24 @@ class AuditLogTests(SynchronousTestCase):
         openAuditFile(fresh).close()
         self.assertEqual(stat.S_IMODE(os.stat(fresh).st_mode), 0o600)
 
+    def test_openAuditFileNoLink(self) -> None:
+        """
+        L{openAuditFile} does not write through a symbolic link: it fails
+        with C{ELOOP} and the link's target is left as it was.
+        """
+        import errno
+        import os
+
+        target = self.mktemp()
+        with open(target, "w") as f:
+            f.write("someone else's\n")
+        link = self.mktemp()
+        os.symlink(target, link)
+        error = self.assertRaises(OSError, openAuditFile, link)
+        self.assertEqual(error.errno, errno.ELOOP)
+        with open(target) as f:
+            self.assertEqual(f.read(), "someone else's\n")
+
     def test_observers(self) -> None:
         """
         Observers see every decision, also the denials the rate limit leaves

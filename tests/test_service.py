@@ -367,6 +367,26 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["grant"], [])
         self.assertEqual(options["log-rate"], 200)
 
+    def test_auditLogLink(self) -> None:
+        """
+        C{--audit-log} naming a symbolic link is a usage error that names
+        it.
+        """
+        target = self.base.child("real.log")
+        target.touch()
+        link = self.base.child("audit.log")
+        os.symlink(target.path, link.path)
+        error = self.assertRaises(
+            usage.UsageError,
+            self.parse,
+            "--extensions",
+            self.base.path,
+            "--audit-log",
+            link.path,
+        )
+        self.assertIn("symbolic link", str(error))
+        self.assertIn(link.path, str(error))
+
     def test_defaultStateDirectory(self) -> None:
         """
         The default state folder follows C{XDG_STATE_HOME}, else
