@@ -25,9 +25,14 @@ listed is allowed.  The filter refuses:
    reboot, swap, accounting, quota and kernel-log calls;
  - new namespaces and mounts: C{unshare}, C{setns}, C{clone} with any
    namespace flag, C{mount} and the new mount API, C{pivot_root}, C{chroot};
+ - new processes: C{fork}, C{vfork} and C{clone} without C{CLONE_THREAD}
+   (so C{os.fork}, C{subprocess} and C{os.posix_spawn} fail with C{EPERM}):
+   a process the extension started would share its descriptors and outlive
+   it, beyond the host's reach;
  - terminal input injection: C{ioctl} C{TIOCSTI} and C{TIOCLINUX}.
 
-Threads keep working (C{clone} without namespace flags).  System calls of
+Threads keep working (C{clone} with C{CLONE_THREAD} and no namespace
+flag).  System calls of
 another architecture's numbering (32-bit calls from a 64-bit process) kill
 the process: no Python program makes them.
 """
@@ -57,6 +62,8 @@ _DENIED = [
     "io_uring_setup",
     "io_uring_enter",
     "io_uring_register",
+    "fork",
+    "vfork",
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
@@ -102,6 +109,9 @@ _DENIED = [
     "vhangup",
 ]
 """Calls refused whatever their arguments."""
+
+_CLONE_THREAD = 0x00010000
+"""The C{clone} flag of a new thread (rather than a new process)."""
 
 _ALLOWED_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK})
 _FAMILY_LIMIT = 64
@@ -184,6 +194,8 @@ def _build() -> Any:
                 )
         for flag in _NAMESPACE_FLAGS:
             f.add_rule(deny, "clone", Arg(0, seccomp.MASKED_EQ, flag, flag))
+        # A clone that is not a thread of this process is a new process.
+        f.add_rule(deny, "clone", Arg(0, seccomp.MASKED_EQ, _CLONE_THREAD, 0))
         f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
         for request in (_TIOCSTI, _TIOCLINUX):
             f.add_rule(deny, "ioctl", Arg(1, seccomp.MASKED_EQ, _INT_MASK, request))

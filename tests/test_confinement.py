@@ -480,15 +480,28 @@ class SeccompTests(SynchronousTestCase):
             result["thread"] = seen[0]
             with ThreadPoolExecutor(4) as pool:
                 result["pool"] = sum(pool.map(lambda n: n * n, range(10)))
-            pid = os.fork()
-            if pid == 0:
-                os._exit(7)
-            result["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            result["exec"] = subprocess.run(["true"]).returncode
+            def forkOnce():
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(7)
+                os.waitpid(pid, 0)
+            result["fork"] = outcome(forkOnce)
+            result["exec"] = outcome(subprocess.run, ["true"])
+            result["spawn"] = outcome(
+                os.posix_spawn, "/bin/true", ["true"], dict(os.environ))
             print(json.dumps(result))
             """
         )
-        self.assertEqual(answer, {"thread": "EPERM", "pool": 285, "fork": 7, "exec": 0})
+        self.assertEqual(
+            answer,
+            {
+                "thread": "EPERM",
+                "pool": 285,
+                "fork": "EPERM",
+                "exec": "EPERM",
+                "spawn": "EPERM",
+            },
+        )
 
 
 class ConfineTests(SynchronousTestCase):
@@ -821,6 +834,14 @@ async def main(browser):
     results["io_uring"] = raw(libc.syscall(
         {ioUring}, 8, ctypes.create_string_buffer(256)))
     results["bind"] = outcome(socket.socket().bind, ("127.0.0.1", 0))
+
+    def forkOnce():
+        if os.fork() == 0:
+            os._exit(0)
+
+    import subprocess
+    results["fork"] = outcome(forkOnce)
+    results["subprocess"] = outcome(subprocess.run, ["true"])
     await report(browser, results)
 """
 
@@ -917,8 +938,9 @@ class AttackTests(SynchronousTestCase):
             scratch folder, removed when it ends); after a restart it has
             no grant it tried to write;
          4. it cannot connect or send to a pathname UNIX socket (stream or
-            datagram) or an abstract one, set up io_uring, or bind a TCP
-            port.
+            datagram) or an abstract one, set up io_uring, bind a TCP port,
+            or start a process (C{os.fork}, C{subprocess}): none can
+            outlive it with copies of its descriptors.
         """
         self.reports = _Reports(self)
         base = os.path.abspath(self.mktemp())
@@ -1085,6 +1107,8 @@ class AttackTests(SynchronousTestCase):
                 "abstract": "EPERM",
                 "io_uring": "EPERM",
                 "bind": "EACCES",
+                "fork": "EPERM",
+                "subprocess": "EPERM",
             },
         )
         for s in (unixStream, abstract):
@@ -1212,116 +1236,3 @@ class HostDeathTests(SynchronousTestCase):
         A process started afresh (C{--no-template}) ends with the host.
         """
         self.assertDieWithHost("--no-template")
-
-
-_FORKER = """
-import os, socket, time
-from twisted.internet import protocol
-
-
-class Hello(protocol.Protocol):
-    def connectionMade(self):
-        self.transport.write(b"extension\\n")
-        self.transport.loseConnection()
-
-
-def main(browser):
-    port = browser.reactor.listenTCP(
-        {port}, protocol.Factory.forProtocol(Hello), interface="127.0.0.1")
-    copy = os.dup(port.fileno())
-    if os.fork() == 0:
-        # A process of the extension's own that outlives it, keeping its
-        # listening socket (and every other descriptor it had).
-        try:
-            server = socket.socket(fileno=copy)
-            server.settimeout(1)
-            end = time.monotonic() + 120
-            while time.monotonic() < end:
-                try:
-                    connection, _ = server.accept()
-                except OSError:
-                    continue
-                connection.sendall(b"offspring\\n")
-                connection.close()
-        finally:
-            os._exit(0)
-    os.close(copy)
-"""
-
-
-class OffspringTests(SynchronousTestCase):
-    """
-    A process an isolated extension forks shares its descriptors (its
-    channel with the host, its output, the sockets the host passed it) and
-    may outlive it; the host does not let it keep the service's stop
-    waiting, nor serve on the extension's listening socket once the
-    extension has stopped.
-    """
-
-    if _NO_CONFINEMENT is not None:
-        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
-
-    def test_stopDespiteOffspring(self) -> None:
-        """
-        Stopping twistd ends in bounded time although a process forked by
-        the extension (itself forked from the template) still holds the
-        extension's channel, output and listening socket; that socket
-        accepts nothing once twistd has stopped.
-        """
-        self.assertStopsDespiteOffspring()
-
-    def test_stopDespiteOffspringFresh(self) -> None:
-        """
-        The same for an extension process started afresh
-        (C{--no-template}).
-        """
-        self.assertStopsDespiteOffspring("--no-template")
-
-    def assertStopsDespiteOffspring(self, *extra: str) -> None:
-        """
-        Run the forking extension (with C{extra} options), stop twistd, and
-        check that it stops and that the port no longer answers, while the
-        forked process is still there.
-        """
-        port = freePort()
-        folder = os.path.join(os.path.abspath(self.mktemp()), "forker")
-        os.makedirs(folder)
-        with open(os.path.join(folder, "manifest.json"), "w") as f:
-            json.dump(
-                {
-                    "manifest_version": 2,
-                    "name": "forker",
-                    "version": "1.0",
-                    "permissions": [f"tcp-listen:127.0.0.1:{port}"],
-                    "background": {"scripts": ["background.py"]},
-                },
-                f,
-            )
-        with open(os.path.join(folder, "background.py"), "w") as f:
-            f.write(_FORKER.format(port=port))
-        twistd = Twistd(self, ["--extension", folder, *extra], isolation="process")
-        twistd.waitFor(
-            lambda: (
-                _childPid(twistd, "forker") is not None
-                and twistd.logged("extension 'forker': main(browser) finished")()
-                and canConnect(port)
-            ),
-            "the extension and its offspring",
-            ["forker"],
-        )
-        child = _childPid(twistd, "forker")
-        offspring: list[int] = []
-        with open(f"/proc/{child}/task/{child}/children") as f:
-            offspring = [int(pid) for pid in f.read().split()]
-        self.assertEqual(len(offspring), 1, "the extension did not fork")
-
-        def killOffspring() -> None:
-            if _alive(offspring[0]):
-                os.kill(offspring[0], signal.SIGKILL)
-
-        self.addCleanup(killOffspring)
-
-        self.assertEqual(twistd.terminate(), 0)
-        self.assertIn("still holds its channel or output open", twistd.log())
-        self.assertTrue(_alive(offspring[0]), "the offspring ended: nothing tested")
-        self.assertFalse(canConnect(port))
