@@ -410,11 +410,24 @@ def runIperf(params: dict[str, Any], timeout: float) -> dict[str, Any]:
         )
         report = json.loads(client.stdout)
         received = report["end"]["sum_received"]
+        sent = report["end"]["sum_sent"]
+        # iperf3's receiver summary is the figure; for a short transfer it is
+        # sometimes incomplete (0 bytes, or short of what was sent: its last
+        # interval not reported), and then the sender's stands for it.
+        side = "receiver"
+        if received["bytes"] < sent["bytes"] or received["seconds"] <= 0:
+            received, side = sent, "sender"
+        if received["bytes"] <= 0 or received["seconds"] <= 0:
+            raise ValueError(f"iperf3 reported no transfer: {report['end']}")
         return {
             "ok": True,
             "value": received["bytes"] / MiB / received["seconds"],
             "unit": "MiB/s",
-            "extra": {"seconds": received["seconds"], "bytes": received["bytes"]},
+            "extra": {
+                "seconds": received["seconds"],
+                "bytes": received["bytes"],
+                "side": side,
+            },
         }
     except (subprocess.TimeoutExpired, ValueError, KeyError) as e:
         return {"ok": False, "error": f"iperf3 failed: {type(e).__name__}: {e}"}
