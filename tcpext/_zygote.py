@@ -265,8 +265,8 @@ def _runChild(request: dict[str, Any], fds: list[int], template: int) -> None:
         if os.getppid() != template:
             os._exit(1)
         signal.set_wakeup_fd(-1)
-        for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, signal.SIG_DFL)
+        # SIGINT, SIGTERM and SIGHUP stay ignored, as in the template.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         stdout, stderr, amp, sync = fds
         stdin = os.open(os.devnull, os.O_RDONLY)
         for source, target in (
@@ -343,9 +343,10 @@ def templateMain() -> int:
 
     @return: the exit status.
     """
-    from tcpext.sandbox import _dieWithParent
+    from tcpext.sandbox import _dieWithParent, ignoreGroupSignals
 
     _dieWithParent()
+    ignoreGroupSignals()
     requests = socket.socket(fileno=REQUEST_FD)
     events = socket.socket(fileno=EVENT_FD)
     _preload()

@@ -935,6 +935,25 @@ def applyLimits(limits: list[str]) -> None:
         resource.setrlimit(number, (amount, amount))
 
 
+_GROUP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def ignoreGroupSignals() -> None:
+    """
+    Ignore C{SIGINT}, C{SIGTERM} and C{SIGHUP}.  The host alone ends an
+    extension's process (C{Shutdown} over its channel, then C{SIGKILL}), and
+    the template process is ended by its host; but they share the host's
+    process group, and a signal to the whole group (Ctrl-C in the terminal
+    running C{twistd -n}, a service manager's stop, C{timeout}) would end
+    them before the host's orderly stop: extensions reported crashed and
+    restarted while the service stops.
+    """
+    import signal
+
+    for name in _GROUP_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
     """
     Run one isolated extension; see the module docstring.
@@ -946,6 +965,7 @@ def main(argv: list[str] | None = None) -> int:
     phases.mark("start")
     args = _parse(sys.argv[1:] if argv is None else argv)
     _dieWithParent()
+    ignoreGroupSignals()
     # Limits first: raising a hard limit needs privileges the namespace
     # takes away.
     try:
@@ -997,7 +1017,9 @@ def main(argv: list[str] | None = None) -> int:
     runner = ChildRunner(real, host, sync, confined, reason, layers)
     real.callWhenRunning(phases.mark, "running")
     real.callWhenRunning(runner.start)
-    real.run()
+    # No signal handlers: the host stops this process (see
+    # ignoreGroupSignals), and it starts no processes to reap.
+    real.run(installSignalHandlers=False)  # type: ignore[call-arg]
     # Its last lines reach the host before the process ends.
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1236,3 +1236,65 @@ class HostDeathTests(SynchronousTestCase):
         A process started afresh (C{--no-template}) ends with the host.
         """
         self.assertDieWithHost("--no-template")
+
+
+class GroupSignalTests(SynchronousTestCase):
+    """
+    A signal to twistd's whole process group (Ctrl-C in its terminal, a
+    service manager's stop, C{timeout}) stops the service in order: the
+    template and the extension processes ignore it and are stopped by the
+    host, none is reported crashed or restarted.
+    """
+
+    if _NO_CONFINEMENT is not None:
+        skip = f"this system cannot confine: {_NO_CONFINEMENT}"
+
+    def assertOrderlyStop(self, number: int, *extra: str) -> None:
+        """
+        Run the echo example isolated (with C{extra} options) in a process
+        group of its own, send signal C{number} to the whole group, and
+        check the service's stop.
+        """
+        examples, ports = copyExamples(self, ["echo-server"])
+        port = ports[7001]
+        twistd = Twistd(
+            self,
+            ["--extension", os.path.join(examples, "echo-server"), *extra],
+            isolation="process",
+            start_new_session=True,
+        )
+        assertEchoes(self, twistd, port, b"before the signal\n")
+        child = _childPid(twistd, "echo-server")
+        self.assertIsNotNone(child, "no extension process in the log")
+        os.killpg(twistd.process.pid, number)
+        # twistd ends as its service stopped: status 0 after SIGTERM, and
+        # by the signal itself after SIGINT (as programs stopped with
+        # Ctrl-C do).
+        expected = 0 if number == signal.SIGTERM else -number
+        self.assertEqual(twistd.process.wait(timeout=STARTUP_TIMEOUT), expected)
+        log = twistd.log()
+        self.assertIn("extension 'echo-server' stopped", log)
+        self.assertIn(f"extension process {child} ended (exit status 0)", log)
+        self.assertNotIn("crashed", log)
+        self.assertNotIn("restarting in", log)
+        self.assertNotIn("template process ended", log)
+        self.assertFalse(canConnect(port))
+
+    def test_terminate(self) -> None:
+        """
+        C{SIGTERM} to the group, the extension's process forked from the
+        template.
+        """
+        self.assertOrderlyStop(signal.SIGTERM)
+
+    def test_interrupt(self) -> None:
+        """
+        C{SIGINT} (Ctrl-C) to the group.
+        """
+        self.assertOrderlyStop(signal.SIGINT)
+
+    def test_terminateFresh(self) -> None:
+        """
+        C{SIGTERM} to the group, the extension's process started afresh.
+        """
+        self.assertOrderlyStop(signal.SIGTERM, "--no-template")
