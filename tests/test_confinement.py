@@ -1178,6 +1178,30 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
+def _isolatedEcho(
+    case: SynchronousTestCase, extra: Sequence[str], **popen: Any
+) -> tuple[Twistd, int, int]:
+    """
+    Run the echo example in C{twistd --isolation process} (with C{extra}
+    options and C{popen} arguments for L{Twistd}) and wait until it echoes.
+
+    @return: The twistd, the echo port and the extension process's pid.
+    """
+    examples, ports = copyExamples(case, ["echo-server"])
+    port = ports[7001]
+    twistd = Twistd(
+        case,
+        ["--extension", os.path.join(examples, "echo-server"), *extra],
+        isolation="process",
+        **popen,
+    )
+    assertEchoes(case, twistd, port, b"before the test\n")
+    child = _childPid(twistd, "echo-server")
+    case.assertIsNotNone(child, "no extension process in the log")
+    assert child is not None
+    return twistd, port, child
+
+
 class HostDeathTests(SynchronousTestCase):
     """
     When twistd dies without stopping its isolated extensions (killed with
@@ -1194,16 +1218,7 @@ class HostDeathTests(SynchronousTestCase):
         and check (bounded) that the extension's process and the template
         (when there is one) end and the echo port stops answering.
         """
-        examples, ports = copyExamples(self, ["echo-server"])
-        port = ports[7001]
-        twistd = Twistd(
-            self,
-            ["--extension", os.path.join(examples, "echo-server"), *extra],
-            isolation="process",
-        )
-        assertEchoes(self, twistd, port, b"still the host's\n")
-        child = _childPid(twistd, "echo-server")
-        self.assertIsNotNone(child, "no extension process in the log")
+        twistd, port, child = _isolatedEcho(self, extra)
         pids = [child]
         template = _templatePid(twistd)
         if template is not None:
@@ -1255,17 +1270,7 @@ class GroupSignalTests(SynchronousTestCase):
         group of its own, send signal C{number} to the whole group, and
         check the service's stop.
         """
-        examples, ports = copyExamples(self, ["echo-server"])
-        port = ports[7001]
-        twistd = Twistd(
-            self,
-            ["--extension", os.path.join(examples, "echo-server"), *extra],
-            isolation="process",
-            start_new_session=True,
-        )
-        assertEchoes(self, twistd, port, b"before the signal\n")
-        child = _childPid(twistd, "echo-server")
-        self.assertIsNotNone(child, "no extension process in the log")
+        twistd, port, child = _isolatedEcho(self, extra, start_new_session=True)
         os.killpg(twistd.process.pid, number)
         # twistd ends as its service stopped: status 0 after SIGTERM, and
         # by the signal itself after SIGINT (as programs stopped with
