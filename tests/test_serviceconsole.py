@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from tcpext._console import BadRequest, Conflict, IConsole, NotFound, Unavailable
 from tcpext.service import TCPExtService
+from tests._extensions import extensionWithScript
 
 OPTIONAL = "tcp-connect:127.0.0.1:1024-65535"
 
@@ -198,21 +199,10 @@ class RememberedRefusalTests(SynchronousTestCase):
         revokes it), the extension's next request is asked again.
         """
         base = os.path.abspath(self.mktemp())
-        folder = os.path.join(base, "ext")
-        os.makedirs(folder)
-        with open(os.path.join(folder, "manifest.json"), "w") as f:
-            json.dump(
-                {
-                    "manifest_version": 2,
-                    "name": "ext",
-                    "version": "1",
-                    "optional_permissions": [OPTIONAL],
-                    "background": {"scripts": ["background.py"]},
-                },
-                f,
-            )
-        with open(os.path.join(folder, "background.py"), "w") as f:
-            f.write("def main(browser):\n    pass\n")
+        os.makedirs(base)
+        folder = extensionWithScript(
+            base, "ext", [], "def main(browser):\n    pass\n", optional=[OPTIONAL]
+        )
         from tcpext._admin import parseAdminEndpoint
         from tests._folders import shortFolder
 
